@@ -1,0 +1,24 @@
+# hsicomp workflow: data -> encode -> decode and verify -> rd_all.csv and figures.
+#
+#   snakemake --cores 8 results/rd_all.csv                                  # built-in default
+#   snakemake results/rd_all.csv --configfile config/hyspecnet.yaml         # full paper grid
+#
+# Without --configfile the built-in default config/config.yaml is used; with one, only the
+# given files (and --config overrides) apply.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/encode.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.aggregate.output,
+        rules.plot_rd.output,

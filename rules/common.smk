@@ -1,0 +1,118 @@
+# Configuration loading and validation, and the helpers the rules share.
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+from snakemake.settings.types import DeploymentMethod
+from snakemake.utils import update_config, validate
+
+SCHEMA = "../workflow/schemas/config.schema.yaml"
+
+if not workflow.config_settings.configfiles:
+    # The built-in default applies only when no config file is given.
+    with open(Path(workflow.basedir) / "config" / "config.yaml") as _f:
+        _default = yaml.safe_load(_f)
+    update_config(_default, dict(config))
+    config.clear()
+    config.update(_default)
+
+validate(config, SCHEMA)
+
+
+def _apply_dataset_defaults():
+    """Fill the per-kind defaults of the schema into each dataset description."""
+    with open(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml") as f:
+        defs = yaml.safe_load(f)["$defs"]
+    for spec in config["datasets"].values():
+        for key, prop in defs[spec["kind"]]["properties"].items():
+            default = prop.get("default", defs["common"].get(key, {}).get("default"))
+            if key not in spec and default is not None:
+                spec[key] = default
+
+
+_apply_dataset_defaults()
+
+SHARDS = config["evaluation"]["shards"]
+
+# Rules run `python -m hsicomp`: the Python running Snakemake comes first on PATH; with
+# --sdm conda the rule's environment provides python and the package comes from src/.
+if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+    _src = shlex.quote(str(Path(workflow.basedir) / "src"))
+    shell.prefix(f"set -euo pipefail; export PYTHONPATH={_src}${{PYTHONPATH:+:$PYTHONPATH}}; ")
+else:
+    _bin = shlex.quote(str(Path(sys.executable).parent))
+    shell.prefix(f"set -euo pipefail; export PATH={_bin}:$PATH; ")
+
+ENV = "../envs/hsicomp.yaml"
+
+
+def dataset_spec(name):
+    return config["datasets"][name]
+
+
+def psnr_peak(name):
+    spec = dataset_spec(name)
+    return spec.get("psnr_peak", (1 << spec["bit_depth"]) - 1)
+
+
+def codec_deltas(codec):
+    return config["codecs"][codec].get("deltas", config["deltas"])
+
+
+def codec_params(codec):
+    return config["codecs"][codec].get("params", {})
+
+
+def evaluation_points():
+    """Every (dataset, codec, model, delta) the configuration asks for."""
+    for dataset in config["datasets"]:
+        for codec in config["codecs"]:
+            for delta in codec_deltas(codec):
+                yield dataset, codec, "-", delta
+
+
+def metric_files():
+    return [
+        f"results/metrics/{d}/{c}/{m}/d{delta}/shard{k}.csv"
+        for d, c, m, delta in evaluation_points()
+        for k in range(SHARDS)
+    ]
+
+
+def download_root(root):
+    """The hyspecnet dataset description whose root is ``root``."""
+    for spec in config["datasets"].values():
+        if spec["kind"] == "hyspecnet" and spec.get("download") and spec["root"] == root:
+            return spec
+    raise ValueError(f"no hyspecnet dataset with download: true has root {root!r}")
+
+
+def archive_url(wildcards):
+    return f"{download_root(wildcards.root)['base_url'].rstrip('/')}/{wildcards.archive}"
+
+
+def prepare_inputs(wildcards):
+    spec = dataset_spec(wildcards.dataset)
+    if spec["kind"] == "hyspecnet" and spec.get("download"):
+        return [f"{spec['root']}/.extracted/{name}.done" for name in spec["archives"]]
+    if spec["kind"] == "geotiff_folder":
+        folder = Path(spec["path"])
+        if spec.get("mosaics"):
+            return sorted({str(folder / f) for tiles in spec["mosaics"].values() for f in tiles})
+        return sorted(str(p) for p in folder.glob(spec["pattern"]))
+    return []
+
+
+def quoted_json(value):
+    return shlex.quote(json.dumps(value, sort_keys=True))
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    codec=r"[a-z0-9_-]+",
+    model=r"[A-Za-z0-9_.-]+",
+    delta=r"\d+",
+    shard=r"\d+",

@@ -1,0 +1,65 @@
+# Data stage: download and unpack HySpecNet-11k (when asked), then prepare every dataset
+# into data/<dataset>/ (BSQ test patches, HDF5 train/val splits, manifest.csv).
+
+
+rule download_archive:
+    output:
+        "{root}/archives/{archive}",
+    wildcard_constraints:
+        archive=r"[A-Za-z0-9_.-]+\.tar(\.gz)?",
+    params:
+        url=archive_url,
+        md5=lambda w: download_root(w.root)["archives"][w.archive],
+        retries=lambda w: download_root(w.root)["retries"],
+    log:
+        "logs/download/{root}/{archive}.log",
+    retries: 1
+    resources:
+        downloads=1,
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp download --url {params.url:q} --md5 {params.md5} --out {output:q}"
+        " --retries {params.retries} > {log:q} 2>&1"
+
+
+rule extract_archive:
+    input:
+        "{root}/archives/{archive}",
+    output:
+        "{root}/.extracted/{archive}.done",
+    log:
+        "logs/extract/{root}/{archive}.log",
+    benchmark:
+        "logs/benchmarks/extract/{root}/{archive}.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp extract {input:q} --dest {wildcards.root:q} --stamp {output:q} > {log:q} 2>&1"
+
+
+rule prepare_dataset:
+    input:
+        prepare_inputs,
+    output:
+        manifest="data/{dataset}/manifest.csv",
+        test=directory("data/{dataset}/test"),
+        train="data/{dataset}/train.h5",
+        val="data/{dataset}/val.h5",
+    params:
+        spec=lambda w: quoted_json(dataset_spec(w.dataset)),
+    log:
+        "logs/prepare/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/prepare/{dataset}.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp prepare --spec {params.spec} --out data/{wildcards.dataset}"
+        " --no-progress > {log:q} 2>&1"
+
+
+rule data:
+    """Every dataset of the configuration, prepared."""
+    input:
+        expand("data/{dataset}/manifest.csv", dataset=config["datasets"]),

@@ -1,0 +1,32 @@
+# Encode stage: one job per (dataset, codec, model, delta, shard of test patches) writes one
+# .hsic file per patch.
+
+BITSTREAMS = "results/bitstreams/{dataset}/{codec}/{model}/d{delta}/shard{shard}"
+TIMINGS = "results/bitstreams/{dataset}/{codec}/{model}/d{delta}/shard{shard}.timings.csv"
+
+
+rule encode_shard:
+    input:
+        manifest="data/{dataset}/manifest.csv",
+        test="data/{dataset}/test",
+    output:
+        bitstreams=directory(BITSTREAMS),
+        timings=TIMINGS,
+    params:
+        shards=SHARDS,
+        codec_params=lambda w: quoted_json(codec_params(w.codec)),
+    threads: lambda w: config["codecs"][w.codec].get("threads", 1)
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "logs/encode/{dataset}/{codec}/{model}/d{delta}/shard{shard}.log",
+    benchmark:
+        "logs/benchmarks/encode/{dataset}/{codec}/{model}/d{delta}/shard{shard}.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp encode-shard --manifest {input.manifest:q} --shard {wildcards.shard}"
+        " --shards {params.shards} --codec {wildcards.codec} --params {params.codec_params}"
+        " --delta {wildcards.delta} --out-dir {output.bitstreams:q} --timings {output.timings:q}"
+        " --threads {threads} > {log:q} 2>&1"

@@ -1,0 +1,3 @@
+from hsicomp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Aggregate per-patch metrics CSVs into rate-distortion rows, one per dataset/codec/model/delta."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+from pathlib import Path
+
+from hsicomp.atomic import atomic_write_text
+from hsicomp.errors import HsicompError
+from hsicomp.metrics import PATCH_COLUMNS, format_value, parse_bool
+
+RD_COLUMNS = [
+    "dataset", "codec", "model", "delta", "patches", "bands", "total_samples", "total_bytes",
+    "bpppc", "mean_bpppc", "psnr", "mean_psnr", "mse", "mae", "max_abs_error", "sam_deg",
+    "encode_samples_per_s", "decode_samples_per_s", "all_ok",
+]
+_INT_COLUMNS = ("delta", "bands", "rows", "cols", "bytes", "max_abs_error")
+_FLOAT_COLUMNS = ("bpppc", "mse", "psnr", "mae", "sam_deg", "encode_s", "decode_s")
+
+
+def _sort_key(row: dict) -> tuple:
+    return (row["dataset"], row["codec"], row["model"], int(row["delta"]), row["patch_id"])
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """Read a per-patch metrics CSV as text rows, checking its columns and numbers."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != PATCH_COLUMNS:
+                raise HsicompError(f"{path}: not a per-patch metrics file "
+                                   f"(columns {reader.fieldnames})")
+            rows = list(reader)
+    except FileNotFoundError:
+        raise HsicompError(f"{path}: metrics file not found") from None
+    for line, row in enumerate(rows, start=2):
+        try:
+            for c in _INT_COLUMNS:
+                int(row[c])
+            for c in _FLOAT_COLUMNS:
+                float(row[c])
+            parse_bool(row["roundtrip_ok"])
+        except (TypeError, ValueError):
+            raise HsicompError(f"{path}:{line}: malformed row") from None
+    return rows
+
+
+def _safe_div(a: float, b: float) -> float:
+    return a / b if b else math.inf
+
+
+def _summarise(rows: list[dict]) -> dict:
+    """One rate-distortion row for the per-patch rows of one dataset/codec/model/delta."""
+    first = rows[0]
+    bands = {int(r["bands"]) for r in rows}
+    if len(bands) != 1:
+        raise HsicompError(f"{first['dataset']} {first['codec']} {first['model']} "
+                           f"delta={first['delta']}: patches have different band counts "
+                           f"{sorted(bands)}")
+    samples = [int(r["bands"]) * int(r["rows"]) * int(r["cols"]) for r in rows]
+    pixels = [int(r["rows"]) * int(r["cols"]) for r in rows]
+    total_samples = sum(samples)
+    total_bytes = sum(int(r["bytes"]) for r in rows)
+    mse_values = [float(r["mse"]) for r in rows]
+    psnrs = [float(r["psnr"]) for r in rows]
+    mse = sum(m * n for m, n in zip(mse_values, samples, strict=True)) / total_samples
+    # The peak is not stored: recover 10*log10(peak^2) from a patch with a finite PSNR.
+    finite = [(p, m) for p, m in zip(psnrs, mse_values, strict=True) if math.isfinite(p)]
+    if mse == 0 or not finite:
+        psnr = math.inf
+    else:
+        p, m = max(finite, key=lambda pm: pm[1])
+        psnr = p + 10.0 * math.log10(m) - 10.0 * math.log10(mse)
+    finite_psnrs = [p for p in psnrs if math.isfinite(p)]
+    return {
+        "dataset": first["dataset"], "codec": first["codec"], "model": first["model"],
+        "delta": int(first["delta"]),
+        "patches": len(rows),
+        "bands": bands.pop(),
+        "total_samples": total_samples,
+        "total_bytes": total_bytes,
+        "bpppc": 8.0 * total_bytes / total_samples,
+        "mean_bpppc": sum(8.0 * int(r["bytes"]) / n for r, n in zip(rows, samples, strict=True))
+        / len(rows),
+        "psnr": psnr,
+        "mean_psnr": sum(finite_psnrs) / len(finite_psnrs) if finite_psnrs else math.inf,
+        "mse": mse,
+        "mae": sum(float(r["mae"]) * n for r, n in zip(rows, samples, strict=True))
+        / total_samples,
+        "max_abs_error": max(int(r["max_abs_error"]) for r in rows),
+        "sam_deg": sum(float(r["sam_deg"]) * n for r, n in zip(rows, pixels, strict=True))
+        / sum(pixels),
+        "encode_samples_per_s": _safe_div(total_samples, sum(float(r["encode_s"]) for r in rows)),
+        "decode_samples_per_s": _safe_div(total_samples, sum(float(r["decode_s"]) for r in rows)),
+        "all_ok": all(parse_bool(r["roundtrip_ok"]) for r in rows),
+    }
+
+
+def aggregate(metric_csvs: list[Path], rd_out: Path, per_patch_out: Path) -> None:
+    """Concatenate per-patch metrics into ``per_patch_out`` and summarise them into ``rd_out``.
+
+    Both outputs are sorted by dataset, codec, model, delta (and patch_id).
+    """
+    rows = [row for path in metric_csvs for row in _read_rows(Path(path))]
+    rows.sort(key=_sort_key)
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(_sort_key(row)[:4], []).append(row)
+    for key, members in groups.items():
+        ids = [r["patch_id"] for r in members]
+        if len(set(ids)) != len(ids):
+            raise HsicompError(f"{' '.join(map(str, key))}: a patch appears more than once "
+                               f"in the metrics files")
+    summary = [_summarise(members) for members in groups.values()]
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(PATCH_COLUMNS)
+    writer.writerows([row[c] for c in PATCH_COLUMNS] for row in rows)
+    per_patch_text = buf.getvalue()
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(RD_COLUMNS)
+    writer.writerows([format_value(row[c]) for c in RD_COLUMNS] for row in summary)
+    atomic_write_text(per_patch_out, per_patch_text)
+    atomic_write_text(rd_out, buf.getvalue())
+
+
+def _cmd_aggregate(args: argparse.Namespace) -> int:
+    aggregate(args.metrics, args.rd, args.per_patch)
+    print(f"aggregated {len(args.metrics)} metrics files -> {args.rd}", file=sys.stderr)
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add the ``aggregate`` command."""
+    p = sub.add_parser("aggregate", help="summarise per-patch metrics into rate-distortion rows")
+    p.add_argument("metrics", nargs="+", type=Path, metavar="METRICS_CSV",
+                   help="per-patch metrics CSVs written by verify-shard")
+    p.add_argument("--rd", type=Path, required=True, help="rate-distortion summary CSV")
+    p.add_argument("--per-patch", type=Path, required=True, help="combined per-patch CSV")
+    p.set_defaults(func=_cmd_aggregate)

@@ -1,0 +1,150 @@
+"""Command-line front end of the codecs: ``hsicomp encode``, ``decode`` and ``info``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from hsicomp.atomic import atomic_write_bytes
+from hsicomp.codecs import decode_bytes, get_codec
+from hsicomp.container import unpack
+from hsicomp.cubeio import SUFFIXES, cube_format, read_cube, write_cube
+from hsicomp.errors import HsicompError
+
+
+def parse_dims(text: str) -> tuple[int, int, int]:
+    """Parse ``B,R,C`` into three positive integers."""
+    try:
+        dims = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"expected BANDS,ROWS,COLS positive integers, "
+                                         f"got {text!r}")
+    return dims  # type: ignore[return-value]
+
+
+def parse_param(text: str) -> tuple[str, str]:
+    """Parse ``key=value``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key.strip(), value
+
+
+def read_hsic(path: str | Path) -> bytes:
+    """The bytes of a .hsic file; HsicompError when it cannot be read."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise HsicompError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise HsicompError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def bits_per_sample(n_bytes: int, samples: int) -> float:
+    """Rate of a file of ``n_bytes`` holding ``samples`` samples."""
+    return 8.0 * n_bytes / samples
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    """Encode a cube file into one .hsic file."""
+    codec = get_codec(args.codec, dict(args.param))
+    cube = read_cube(args.input, dims=args.dims, dataset=args.dataset)
+    start = time.perf_counter()
+    data = codec.encode(cube, args.delta, args.bit_depth)
+    seconds = time.perf_counter() - start
+    atomic_write_bytes(args.output, data)
+    bands, rows, cols = cube.shape
+    print(f"{args.output}: {bands}x{rows}x{cols} {codec.name} delta={args.delta} "
+          f"{len(data)} bytes {bits_per_sample(len(data), cube.size):.4f} bits/sample "
+          f"({seconds:.2f} s)")
+    return 0
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    """Decode a .hsic file into a cube file of the format given by OUTPUT's extension."""
+    cube_format(args.output)
+    data = read_hsic(args.input)
+    start = time.perf_counter()
+    header, cube = decode_bytes(data, dict(args.param), source=str(args.input))
+    seconds = time.perf_counter() - start
+    write_cube(args.output, cube)
+    print(f"{args.output}: {header.bands}x{header.rows}x{header.cols} {header.codec} "
+          f"delta={header.delta} {bits_per_sample(len(data), header.samples):.4f} bits/sample "
+          f"({seconds:.2f} s)")
+    return 0
+
+
+def _runs(bands: list[int]) -> str:
+    parts: list[str] = []
+    start = prev = bands[0]
+    for b in [*bands[1:], None]:
+        if b is not None and b == prev + 1:
+            prev = b
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if b is not None:
+            start = prev = b
+    return ",".join(parts)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print the header fields of a .hsic file."""
+    data = read_hsic(args.input)
+    header, side_info, payload = unpack(data, str(args.input))
+    bands = "all" if header.band_list is None else _runs(header.band_list)
+    rows = [
+        ("file", str(args.input)),
+        ("codec", header.codec),
+        ("dims", f"{header.bands}x{header.rows}x{header.cols} (bands x rows x cols)"),
+        ("bit_depth", str(header.bit_depth)),
+        ("delta", str(header.delta)),
+        ("flags", f"0x{header.flags:04x}"),
+        ("band_list", bands),
+        ("side_info_bytes", str(len(side_info))),
+        ("payload_bytes", str(len(payload))),
+        ("file_bytes", str(len(data))),
+        ("bits_per_sample", f"{bits_per_sample(len(data), header.samples):.4f}"),
+    ]
+    for key, value in rows:
+        print(f"{key}: {value}")
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add the ``encode``, ``decode`` and ``info`` sub-commands."""
+    formats = ", ".join(SUFFIXES)
+    param_help = "codec parameter (repeatable)"
+
+    p = sub.add_parser("encode", help="compress a cube into one .hsic file",
+                       description=f"Compress a cube ({formats}) into one .hsic file.")
+    p.add_argument("input", help="input cube")
+    p.add_argument("output", help="output .hsic file")
+    p.add_argument("--codec", required=True,
+                   help="codec name, e.g. jpegls, jpeg2000, jpegxl, raw")
+    p.add_argument("--delta", type=int, default=0,
+                   help="maximum absolute error per sample (0 = lossless, default)")
+    p.add_argument("--bit-depth", type=int, default=16,
+                   help="bit depth of the samples, 1..16 (default 16)")
+    p.add_argument("--dims", type=parse_dims, default=None, metavar="B,R,C",
+                   help="bands,rows,cols of a raw .bsq/.raw input")
+    p.add_argument("--dataset", default=None, help="dataset of an HDF5 input")
+    p.add_argument("--param", type=parse_param, action="append", default=[],
+                   metavar="KEY=VALUE", help=param_help)
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("decode", help="decompress a .hsic file",
+                       description=f"Decompress a .hsic file; the output format ({formats}) "
+                                   f"follows OUTPUT's extension.")
+    p.add_argument("input", help="input .hsic file")
+    p.add_argument("output", help="output cube")
+    p.add_argument("--param", type=parse_param, action="append", default=[],
+                   metavar="KEY=VALUE", help=param_help)
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("info", help="print the header of a .hsic file")
+    p.add_argument("input", help=".hsic file")
+    p.set_defaults(func=cmd_info)

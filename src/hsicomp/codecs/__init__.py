@@ -1,0 +1,12 @@
+"""Cube codecs: the common interface, the registry and the classical anchor codecs."""
+
+from hsicomp.codecs.base import (
+    CODEC_MODULES,
+    Codec,
+    available_codecs,
+    decode_bytes,
+    get_codec,
+    register,
+)
+
+__all__ = ["CODEC_MODULES", "Codec", "available_codecs", "decode_bytes", "get_codec", "register"]

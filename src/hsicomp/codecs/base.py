@@ -1,0 +1,199 @@
+"""The codec interface and the codec registry.
+
+A codec turns a uint16 cube (bands, rows, cols) into the bytes of one complete .hsic file
+and back. Everything needed to decode is inside that file, so its size is the rate.
+Codecs register themselves with :func:`register`; the modules that define them are listed
+in :data:`CODEC_MODULES` and imported on the first registry lookup.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from hsicomp.container import Header, pack, unpack
+from hsicomp.errors import HsicompError
+
+#: Modules that define (and register) the project's codecs.
+CODEC_MODULES: tuple[str, ...] = ("hsicomp.codecs.anchors",)
+
+MAX_BANDS = 0xFFFF
+MAX_SIDE = 0xFFFFFFFF
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+_REGISTRY: dict[str, type[Codec]] = {}
+_loaded = False
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` squeezed onto one line (for wrapping library errors)."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _convert(codec: str, key: str, value: Any, default: Any) -> Any:
+    """Convert a parameter given as text to the type of its default."""
+    if not isinstance(value, str) or default is None or isinstance(default, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in _TRUE:
+                return True
+            if value.lower() in _FALSE:
+                return False
+            raise ValueError(value)
+        return type(default)(value)
+    except ValueError:
+        raise HsicompError(f"codec {codec!r}: parameter {key}={value!r} is not a valid "
+                           f"{type(default).__name__}") from None
+
+
+class Codec(ABC):
+    """A cube codec writing exactly one .hsic file per cube.
+
+    Subclasses set ``name`` (registry name, also written in the header), ``lossless_only``
+    and ``defaults`` (the parameters they accept, with default values; text values, e.g.
+    from the command line, are converted to the default's type).
+    """
+
+    name: ClassVar[str]
+    lossless_only: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            known = ", ".join(sorted(self.defaults)) or "none"
+            raise HsicompError(f"codec {self.name!r}: unknown parameter(s) "
+                               f"{', '.join(unknown)} (known: {known})")
+        self.params: dict[str, Any] = dict(self.defaults)
+        for key, value in params.items():
+            self.params[key] = _convert(self.name, key, value, self.defaults[key])
+
+    def supports(self, delta: int) -> bool:
+        """Whether this codec can guarantee a maximum absolute error of ``delta``."""
+        return delta == 0 or (delta > 0 and not self.lossless_only)
+
+    @abstractmethod
+    def encode(self, cube: np.ndarray, delta: int, bit_depth: int,
+               band_list: list[int] | None = None) -> bytes:
+        """Compress a uint16 (bands, rows, cols) cube; return complete .hsic bytes."""
+
+    @abstractmethod
+    def decode(self, data: bytes, source: str = "input") -> np.ndarray:
+        """Decompress .hsic bytes written by this codec to a uint16 (bands, rows, cols) cube."""
+
+    # Helpers for implementations.
+
+    def check_input(self, cube: np.ndarray, delta: int, bit_depth: int,
+                    band_list: list[int] | None = None) -> np.ndarray:
+        """Validate encoder arguments; return the cube as a C-contiguous uint16 array."""
+        if not isinstance(cube, np.ndarray) or cube.ndim != 3:
+            shape = getattr(cube, "shape", None)
+            raise HsicompError(f"expected a 3-D cube (bands, rows, cols), got shape {shape}")
+        if cube.dtype != np.uint16:
+            raise HsicompError(f"expected uint16 samples, got {cube.dtype}")
+        if 0 in cube.shape:
+            raise HsicompError(f"empty cube of shape {cube.shape}")
+        if cube.shape[0] > MAX_BANDS or max(cube.shape[1:]) > MAX_SIDE:
+            raise HsicompError(f"cube of shape {cube.shape} is too large for the container")
+        if isinstance(bit_depth, bool) or not isinstance(bit_depth, int | np.integer) \
+                or not 1 <= bit_depth <= 16:
+            raise HsicompError(f"bit depth must be an integer in 1..16, got {bit_depth!r}")
+        if isinstance(delta, bool) or not isinstance(delta, int | np.integer) or delta < 0:
+            raise HsicompError(f"delta must be a non-negative integer, got {delta!r}")
+        if not self.supports(int(delta)):
+            kind = "is lossless only" if self.lossless_only else "does not support this delta"
+            raise HsicompError(f"codec {self.name!r} {kind} (delta {delta} requested)")
+        peak = int(cube.max())
+        if peak >= 1 << bit_depth:
+            raise HsicompError(f"sample value {peak} does not fit in {bit_depth} bits "
+                               f"(use a larger bit depth)")
+        if band_list is not None:
+            if len(band_list) != cube.shape[0]:
+                raise HsicompError(f"band list has {len(band_list)} entries for "
+                                   f"{cube.shape[0]} bands")
+            if any(not 0 <= int(b) <= MAX_BANDS for b in band_list) \
+                    or len(set(band_list)) != len(band_list):
+                raise HsicompError("band list must hold distinct indices in 0..65535")
+        return np.ascontiguousarray(cube)
+
+    def make_header(self, cube: np.ndarray, delta: int, bit_depth: int,
+                    band_list: list[int] | None = None, flags: int = 0) -> Header:
+        """The .hsic header describing ``cube`` as coded by this codec."""
+        bands, rows, cols = cube.shape
+        return Header(codec=self.name, bands=bands, rows=rows, cols=cols,
+                      bit_depth=int(bit_depth), delta=int(delta), flags=flags,
+                      band_list=None if band_list is None else [int(b) for b in band_list])
+
+    def pack(self, header: Header, side_info: bytes, payload: bytes) -> bytes:
+        """Serialise a .hsic file (see :func:`hsicomp.container.pack`)."""
+        return pack(header, side_info, payload)
+
+    def read_container(self, data: bytes, source: str) -> tuple[Header, bytes, bytes]:
+        """Unpack .hsic bytes and check that this codec wrote them."""
+        header, side_info, payload = unpack(data, source)
+        if header.codec != self.name:
+            raise HsicompError(f"{source}: written by codec {header.codec!r}, "
+                               f"cannot be decoded by {self.name!r}")
+        return header, side_info, payload
+
+    def check_output(self, cube: np.ndarray, header: Header, source: str) -> np.ndarray:
+        """Check a decoded cube against the header; return it as uint16."""
+        if cube.shape != header.shape:
+            raise HsicompError(f"{source}: corrupt payload (decoded shape {cube.shape}, "
+                               f"header says {header.shape})")
+        if cube.dtype != np.uint16:
+            raise HsicompError(f"{source}: corrupt payload (decoded {cube.dtype} samples)")
+        if int(cube.max()) >= 1 << header.bit_depth:
+            raise HsicompError(f"{source}: corrupt payload (decoded values exceed "
+                               f"{header.bit_depth} bits)")
+        return cube
+
+
+def register(cls: type[Codec]) -> type[Codec]:
+    """Class decorator adding a codec to the registry under ``cls.name``."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__name__} has no codec name")
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ValueError(f"codec name {name!r} is already registered")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _load() -> None:
+    global _loaded
+    if not _loaded:
+        for module in CODEC_MODULES:
+            importlib.import_module(module)
+        _loaded = True
+
+
+def available_codecs() -> list[str]:
+    """Names of every registered codec, sorted."""
+    _load()
+    return sorted(_REGISTRY)
+
+
+def get_codec(name: str, params: dict[str, Any] | None = None) -> Codec:
+    """An instance of the codec registered as ``name``, built with ``params``."""
+    _load()
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise HsicompError(f"unknown codec {name!r} (known: "
+                           f"{', '.join(available_codecs())})") from None
+    return cls(**(params or {}))
+
+
+def decode_bytes(data: bytes, params: dict[str, Any] | None = None,
+                 source: str = "input") -> tuple[Header, np.ndarray]:
+    """Decode .hsic bytes with the codec named in their header; return (header, cube)."""
+    header, _, _ = unpack(data, source)
+    cube = get_codec(header.codec, params).decode(data, source)
+    return header, cube

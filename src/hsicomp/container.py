@@ -1,0 +1,181 @@
+"""The .hsic container: one self-describing file per compressed cube.
+
+Layout (all integers little-endian, ``varint`` = unsigned LEB128)::
+
+    magic      4 bytes  b"HSIC"
+    version    u8       FORMAT_VERSION
+    codec      u8 length + ASCII name of the codec that wrote the payload
+    sample     u8       sample type code (0 = unsigned 16-bit integer)
+    bit_depth  u8       declared bit depth of the samples (1..16)
+    bands      u16
+    rows       u32
+    cols       u32
+    delta      u32      maximum absolute error the codec guarantees (0 = lossless)
+    flags      u16      codec-defined flags
+    band list  u16 number of runs, then per run: u16 first band, u16 run length
+               (original 0-based band indices; 0 runs = bands 0..bands-1)
+    side info  varint length + bytes (codec-defined: parameters, statistics, model hash)
+    payload    varint length + bytes (codec-defined entropy-coded data)
+    crc32      u32 over every byte before it
+
+The rate of a cube is the size of this whole file.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from hsicomp.errors import HsicompError
+
+MAGIC = b"HSIC"
+FORMAT_VERSION = 1
+SAMPLE_UINT16 = 0
+MAX_VARINT_BYTES = 10
+_FIXED = struct.Struct("<BBHIIIH")  # sample, bit_depth, bands, rows, cols, delta, flags
+
+
+@dataclass
+class Header:
+    """What every .hsic file says about the cube it holds."""
+
+    codec: str
+    bands: int
+    rows: int
+    cols: int
+    bit_depth: int
+    delta: int = 0
+    flags: int = 0
+    band_list: list[int] | None = field(default=None)
+
+    @property
+    def samples(self) -> int:
+        return self.bands * self.rows * self.cols
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.bands, self.rows, self.cols)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _band_runs(band_list: list[int] | None, bands: int) -> list[tuple[int, int]]:
+    if band_list is None or list(band_list) == list(range(bands)):
+        return []
+    if len(band_list) != bands:
+        raise ValueError(f"band list has {len(band_list)} entries for {bands} bands")
+    runs: list[list[int]] = []
+    for b in band_list:
+        if runs and b == runs[-1][0] + runs[-1][1]:
+            runs[-1][1] += 1
+        else:
+            runs.append([b, 1])
+    return [(s, n) for s, n in runs]
+
+
+def pack(header: Header, side_info: bytes, payload: bytes) -> bytes:
+    """Serialise a header, side information and payload into .hsic bytes."""
+    name = header.codec.encode("ascii")
+    if not 0 < len(name) < 256:
+        raise ValueError("codec name must be 1..255 ASCII characters")
+    if not 1 <= header.bit_depth <= 16:
+        raise ValueError(f"bit depth {header.bit_depth} not in 1..16")
+    runs = _band_runs(header.band_list, header.bands)
+    parts = [
+        MAGIC,
+        bytes([FORMAT_VERSION, len(name)]),
+        name,
+        _FIXED.pack(SAMPLE_UINT16, header.bit_depth, header.bands, header.rows, header.cols,
+                    header.delta, header.flags),
+        struct.pack("<H", len(runs)),
+        b"".join(struct.pack("<HH", s, n) for s, n in runs),
+        _varint(len(side_info)),
+        side_info,
+        _varint(len(payload)),
+        payload,
+    ]
+    body = b"".join(parts)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+class _Reader:
+    def __init__(self, data: bytes, source: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.source = source
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise HsicompError(f"{self.source}: truncated file (while reading {what})")
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def varint(self, what: str) -> int:
+        value = 0
+        for i in range(MAX_VARINT_BYTES):
+            byte = self.take(1, what)[0]
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                return value
+        raise HsicompError(f"{self.source}: corrupt length field ({what})")
+
+
+def unpack(data: bytes, source: str = "input") -> tuple[Header, bytes, bytes]:
+    """Parse and check .hsic bytes; return (header, side_info, payload).
+
+    Raises :class:`HsicompError` naming ``source`` for foreign, truncated or corrupt data.
+    """
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        raise HsicompError(f"{source}: not an hsicomp file (bad magic)")
+    if len(data) < len(MAGIC) + 5:
+        raise HsicompError(f"{source}: truncated file (header)")
+    body, crc = data[:-4], struct.unpack("<I", data[-4:])[0]
+    if zlib.crc32(body) != crc:
+        raise HsicompError(f"{source}: checksum mismatch (file is corrupt or truncated)")
+    r = _Reader(body, source)
+    r.take(len(MAGIC), "magic")
+    version = r.take(1, "version")[0]
+    if version != FORMAT_VERSION:
+        raise HsicompError(f"{source}: unsupported format version {version} "
+                           f"(this hsicomp reads version {FORMAT_VERSION})")
+    name_len = r.take(1, "codec name")[0]
+    try:
+        codec = r.take(name_len, "codec name").decode("ascii")
+    except UnicodeDecodeError:
+        raise HsicompError(f"{source}: corrupt codec name") from None
+    sample, bit_depth, bands, rows, cols, delta, flags = _FIXED.unpack(
+        r.take(_FIXED.size, "dimensions"))
+    if sample != SAMPLE_UINT16:
+        raise HsicompError(f"{source}: unsupported sample type code {sample}")
+    if not 1 <= bit_depth <= 16 or 0 in (bands, rows, cols):
+        raise HsicompError(f"{source}: corrupt header (bit depth {bit_depth}, "
+                           f"dims {bands}x{rows}x{cols})")
+    (n_runs,) = struct.unpack("<H", r.take(2, "band list"))
+    band_list: list[int] | None = None
+    if n_runs:
+        band_list = []
+        for _ in range(n_runs):
+            start, count = struct.unpack("<HH", r.take(4, "band list"))
+            band_list.extend(range(start, start + count))
+        if len(band_list) != bands:
+            raise HsicompError(f"{source}: band list has {len(band_list)} bands, "
+                               f"header says {bands}")
+    side_info = r.take(r.varint("side info length"), "side info")
+    payload = r.take(r.varint("payload length"), "payload")
+    if r.pos != len(body):
+        raise HsicompError(f"{source}: {len(body) - r.pos} unexpected trailing bytes")
+    header = Header(codec=codec, bands=bands, rows=rows, cols=cols, bit_depth=bit_depth,
+                    delta=delta, flags=flags, band_list=band_list)
+    return header, side_info, payload

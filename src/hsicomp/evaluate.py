@@ -1,0 +1,206 @@
+"""Per-shard evaluation: encode the test patches of a shard, then decode, check and measure them."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hsicomp.atomic import atomic_write_bytes, atomic_write_text
+from hsicomp.bsq import read_bsq
+from hsicomp.codecs import Codec, get_codec
+from hsicomp.container import unpack
+from hsicomp.errors import HsicompError
+from hsicomp.manifest import PatchRecord, read_manifest, select_shard
+from hsicomp.metrics import PATCH_COLUMNS, bits_per_sample, compare, format_value
+
+TIMING_COLUMNS = ["patch_id", "bytes", "encode_s"]
+
+
+def _set_threads(threads: int) -> None:
+    """Limit torch's intra-op threads, only when torch is already loaded."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def _shard_records(manifest: Path, shard: int, shards: int) -> list[PatchRecord]:
+    return select_shard(read_manifest(manifest), shard, shards)
+
+
+def _read_patch(manifest: Path, rec: PatchRecord) -> np.ndarray:
+    return read_bsq(manifest.parent / rec.file, rec.bands, rec.rows, rec.cols)
+
+
+def _csv_text(columns: list[str], rows: list[dict], digits: int) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([format_value(row[c], digits) for c in columns])
+    return buf.getvalue()
+
+
+def encode_shard(manifest: Path, shard: int, shards: int, codec: str, params: dict,
+                 delta: int, out_dir: Path, timings_csv: Path, threads: int = 1) -> int:
+    """Encode the shard's test patches to ``out_dir/<patch_id>.hsic``; return how many.
+
+    Writes ``timings_csv`` (patch_id, bytes, encode_s) once every patch is written.
+    """
+    manifest, out_dir = Path(manifest), Path(out_dir)
+    records = _shard_records(manifest, shard, shards)
+    coder = get_codec(codec, params)
+    if not coder.supports(delta):
+        raise HsicompError(f"codec {codec} does not support delta={delta}")
+    _set_threads(threads)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings = []
+    for rec in records:
+        cube = _read_patch(manifest, rec)
+        start = time.perf_counter()
+        data = coder.encode(cube, delta, rec.bit_depth)
+        seconds = time.perf_counter() - start
+        atomic_write_bytes(out_dir / f"{rec.patch_id}.hsic", data)
+        timings.append({"patch_id": rec.patch_id, "bytes": len(data), "encode_s": seconds})
+    atomic_write_text(timings_csv, _csv_text(TIMING_COLUMNS, timings, 10))
+    return len(records)
+
+
+def _read_timings(path: Path) -> dict[str, float]:
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != TIMING_COLUMNS:
+                raise HsicompError(f"{path}: not a timings file (columns {reader.fieldnames})")
+            return {row["patch_id"]: float(row["encode_s"]) for row in reader}
+    except FileNotFoundError:
+        raise HsicompError(f"{path}: timings file not found") from None
+    except ValueError:
+        raise HsicompError(f"{path}: malformed encode_s value") from None
+
+
+def _verify_patch(path: Path, rec: PatchRecord, original: np.ndarray, coder: Codec,
+                  delta: int, peak: float) -> tuple[dict, float, int]:
+    """Decode one bitstream and check it; return (metrics, decode seconds, file bytes)."""
+    what = f"{path}: {coder.name} delta={delta}"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise HsicompError(f"{what} bitstream missing") from None
+    source = str(path)
+    try:
+        header = unpack(data, source)[0]
+    except HsicompError as exc:
+        raise HsicompError(f"{what} unreadable: {str(exc).removeprefix(source + ': ')}") from None
+    if header.delta != delta:
+        raise HsicompError(f"{what} file header says delta={header.delta}")
+    start = time.perf_counter()
+    try:
+        decoded = coder.decode(data, source)
+    except Exception as exc:  # HsicompError, or a codec library rejecting a damaged payload
+        reason = str(exc).removeprefix(source + ": ") if isinstance(exc, HsicompError) \
+            else f"{type(exc).__name__}: {exc}"
+        raise HsicompError(f"{what} decode failed: {reason}") from None
+    seconds = time.perf_counter() - start
+    if decoded.shape != original.shape:
+        got = "x".join(map(str, decoded.shape))
+        raise HsicompError(f"{what} decoded shape {got} != original {rec.bands}x{rec.rows}x"
+                           f"{rec.cols}")
+    m = compare(original, decoded, peak)
+    if delta == 0 and not (decoded == original).all():
+        raise HsicompError(f"{what} decoded cube differs from the original "
+                           f"(max error {m['max_abs_error']})")
+    if m["max_abs_error"] > delta:
+        raise HsicompError(f"{what} decoded max error {m['max_abs_error']} > {delta}")
+    return m, seconds, len(data)
+
+
+def verify_shard(manifest: Path, shard: int, shards: int, bitstreams: Path, timings_csv: Path,
+                 dataset: str, codec: str, model: str, delta: int, params: dict, peak: float,
+                 out_csv: Path) -> list[dict]:
+    """Decode and check every bitstream of the shard; write per-patch metrics to ``out_csv``.
+
+    Raises :class:`HsicompError` on the first failed patch, before anything is written.
+    """
+    manifest, bitstreams = Path(manifest), Path(bitstreams)
+    records = _shard_records(manifest, shard, shards)
+    timings = _read_timings(Path(timings_csv))
+    coder = get_codec(codec, params)
+    rows = []
+    for rec in records:
+        path = bitstreams / f"{rec.patch_id}.hsic"
+        if rec.patch_id not in timings:
+            raise HsicompError(f"{timings_csv}: no encode time for patch {rec.patch_id}")
+        original = _read_patch(manifest, rec)
+        m, decode_s, n_bytes = _verify_patch(path, rec, original, coder, delta, peak)
+        rows.append({
+            "dataset": dataset, "codec": codec, "model": model, "delta": delta,
+            "patch_id": rec.patch_id, "bands": rec.bands, "rows": rec.rows, "cols": rec.cols,
+            "bytes": n_bytes, "bpppc": bits_per_sample(n_bytes, rec.shape),
+            **m,
+            "encode_s": timings[rec.patch_id], "decode_s": decode_s, "roundtrip_ok": True,
+        })
+    atomic_write_text(out_csv, _csv_text(PATCH_COLUMNS, rows, 10))
+    return rows
+
+
+def _params(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HsicompError(f"--params is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise HsicompError("--params must be a JSON object")
+    return value
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    n = encode_shard(args.manifest, args.shard, args.shards, args.codec, _params(args.params),
+                     args.delta, args.out_dir, args.timings, args.threads)
+    print(f"encoded {n} patches with {args.codec} delta={args.delta} -> {args.out_dir}",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    rows = verify_shard(args.manifest, args.shard, args.shards, args.bitstreams, args.timings,
+                        args.dataset, args.codec, args.model, args.delta, _params(args.params),
+                        args.peak, args.out)
+    print(f"verified {len(rows)} patches with {args.codec} delta={args.delta} -> {args.out}",
+          file=sys.stderr)
+    return 0
+
+
+def _shard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", type=Path, required=True, help="patch manifest CSV")
+    p.add_argument("--shard", type=int, required=True, help="0-based shard index")
+    p.add_argument("--shards", type=int, required=True, help="number of shards")
+    p.add_argument("--codec", required=True, help="codec name")
+    p.add_argument("--params", default="{}", help="codec parameters as a JSON object")
+    p.add_argument("--delta", type=int, required=True,
+                   help="maximum absolute error (0 = lossless)")
+    p.add_argument("--timings", type=Path, required=True, help="encode timings CSV")
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add the ``encode-shard`` and ``verify-shard`` commands."""
+    p = sub.add_parser("encode-shard", help="encode the test patches of one shard")
+    _shard_args(p)
+    p.add_argument("--out-dir", type=Path, required=True, help="folder for the .hsic files")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.set_defaults(func=_cmd_encode)
+
+    p = sub.add_parser("verify-shard", help="decode, check and measure one encoded shard")
+    _shard_args(p)
+    p.add_argument("--bitstreams", type=Path, required=True, help="folder of .hsic files")
+    p.add_argument("--dataset", required=True, help="dataset name for the CSV")
+    p.add_argument("--model", required=True, help="model name for the CSV")
+    p.add_argument("--peak", type=float, required=True, help="PSNR peak value")
+    p.add_argument("--out", type=Path, required=True, help="per-patch metrics CSV")
+    p.set_defaults(func=_cmd_verify)

@@ -1,0 +1,85 @@
+"""The per-dataset manifest: one CSV row per prepared patch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from hsicomp.atomic import atomic_write_text
+from hsicomp.errors import HsicompError
+
+
+@dataclass
+class PatchRecord:
+    """One prepared patch: where it is stored and what the conversion did to it.
+
+    ``file`` is relative to the manifest's folder: a ``.bsq`` file (uint16 LE, band, row,
+    col) or an ``.h5`` file holding the patch as dataset ``patches/<patch_id>``.
+    ``clipped_low``/``clipped_high`` count samples clipped to 0 / to 2**bit_depth - 1;
+    ``nodata`` counts nodata samples (stored as 0). ``sha256`` is taken over the patch's
+    BSQ bytes, whatever the storage.
+    """
+
+    patch_id: str
+    split: str
+    bands: int
+    rows: int
+    cols: int
+    bit_depth: int
+    file: str
+    clipped_low: int
+    clipped_high: int
+    nodata: int
+    sha256: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.bands, self.rows, self.cols)
+
+    @property
+    def samples(self) -> int:
+        return self.bands * self.rows * self.cols
+
+
+FIELDS = [f.name for f in fields(PatchRecord)]
+_INT_FIELDS = {f.name for f in fields(PatchRecord) if f.type in ("int", int)}
+
+
+def write_manifest(path: str | os.PathLike, records: list[PatchRecord]) -> None:
+    """Write the manifest CSV atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for rec in records:
+        writer.writerow(asdict(rec))
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_manifest(path: str | os.PathLike) -> list[PatchRecord]:
+    """Read a manifest CSV; raise :class:`HsicompError` naming the file when it is malformed."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != FIELDS:
+                raise HsicompError(f"{path}: not a patch manifest (columns {reader.fieldnames})")
+            records = []
+            for line, row in enumerate(reader, start=2):
+                try:
+                    values = {k: int(v) if k in _INT_FIELDS else v for k, v in row.items()}
+                except (TypeError, ValueError):
+                    raise HsicompError(f"{path}:{line}: malformed row") from None
+                records.append(PatchRecord(**values))
+    except FileNotFoundError:
+        raise HsicompError(f"{path}: manifest not found") from None
+    return records
+
+
+def select_shard(records: list[PatchRecord], shard: int, shards: int) -> list[PatchRecord]:
+    """The test patches of shard ``shard`` (0-based) of ``shards``: every shards-th patch."""
+    if not 0 <= shard < shards:
+        raise HsicompError(f"shard {shard} out of range for {shards} shards")
+    return [r for r in records if r.split == "test"][shard::shards]

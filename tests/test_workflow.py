@@ -1,0 +1,131 @@
+"""The Snakemake workflow: lint, dry runs, a tiny end-to-end run, DVC round trip."""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import REPO, run_snakemake, tool_env
+
+TINY = {
+    "datasets": {"tiny": {"kind": "synthetic", "seed": 5, "bands": 6, "rows": 12, "cols": 10,
+                          "bit_depth": 14, "patches": {"train": 1, "val": 1, "test": 3}}},
+    "deltas": [0, 2],
+    "codecs": {"jpegls": {}, "jpeg2000": {"deltas": [0]}},
+    "evaluation": {"shards": 2},
+}
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_lint_has_no_errors(tmp_path):
+    proc = run_snakemake(tmp_path, "--lint", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hyspecnet_dry_run_without_data(tmp_path):
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "hyspecnet.yaml"))
+    out = proc.stdout + proc.stderr
+    for rule in ("download_archive", "extract_archive", "prepare_dataset", "encode_shard",
+                 "verify_shard", "aggregate", "plot_rd"):
+        assert rule in out
+    assert "hyspecnet-11k-splits.tar.gz" in out
+    # 11 archives; 3 codecs x (9 + 1 + 1) deltas x 32 shards, encoded and verified
+    assert re.search(r"download_archive\s+11\n", out)
+    assert re.search(r"encode_shard\s+352\n", out)
+    assert not (tmp_path / "downloads").exists()
+
+
+def test_default_config_dry_run(tmp_path):
+    proc = run_snakemake(tmp_path, "-n", "results/rd_all.csv")
+    assert "prepare_dataset" in proc.stdout + proc.stderr
+
+
+def test_bad_config_is_rejected(tmp_path):
+    bad = dict(TINY, evaluation={"shards": 0})
+    cfg = write_config(tmp_path / "c.yaml", bad)
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0
+    assert "shards" in proc.stdout + proc.stderr
+
+
+def test_tiny_workflow_end_to_end(tmp_path):
+    cfg = write_config(tmp_path / "tiny.yaml", TINY)
+    run_snakemake(tmp_path, "--cores", "2", "results/rd_all.csv", "results/figures/rd_psnr.png",
+                  "--configfile", str(cfg))
+    rd = read_csv(tmp_path / "results" / "rd_all.csv")
+    assert [(r["codec"], r["delta"]) for r in rd] == [("jpeg2000", "0"), ("jpegls", "0"),
+                                                     ("jpegls", "2")]
+    assert all(r["all_ok"] == "true" and r["patches"] == "3" for r in rd)
+    per_patch = read_csv(tmp_path / "results" / "per_patch.csv")
+    assert len(per_patch) == 9
+    for row in per_patch:
+        shard = next(s for s in range(2)
+                     if (tmp_path / "results" / "bitstreams" / "tiny" / row["codec"] / "-"
+                         / f"d{row['delta']}" / f"shard{s}" / f"{row['patch_id']}.hsic").exists())
+        size = (tmp_path / "results" / "bitstreams" / "tiny" / row["codec"] / "-"
+                / f"d{row['delta']}" / f"shard{shard}" / f"{row['patch_id']}.hsic").stat().st_size
+        assert int(row["bytes"]) == size
+        assert int(row["max_abs_error"]) <= int(row["delta"])
+    assert (tmp_path / "results" / "figures" / "rd_psnr.png").stat().st_size > 1000
+    nothing = run_snakemake(tmp_path, "-n", "results/rd_all.csv", "--configfile", str(cfg))
+    assert "Nothing to be done" in nothing.stdout + nothing.stderr
+
+
+def dvc(cwd: Path, *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=tool_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"dvc {' '.join(args)}: {proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd,
+                   check=True, capture_output=True)
+
+
+def test_dvc_push_pull_round_trip_leaves_nothing_to_do(tmp_path):
+    project, remote = tmp_path / "project", tmp_path / "remote"
+    project.mkdir()
+    git(project, "init", "-q")
+    dvc(project, "init", "-q")
+    cfg = write_config(tmp_path / "tiny.yaml", TINY)
+    run_snakemake(project, "--cores", "1", "data", "--configfile", str(cfg))
+    dvc(project, "add", "-q", "data")
+    dvc(project, "remote", "add", "-d", "local", str(remote))
+    dvc(project, "push", "-q")
+    shutil.rmtree(project / "data")
+    shutil.rmtree(project / ".dvc" / "cache")
+    dvc(project, "pull", "-q")
+    assert (project / "data" / "tiny" / "manifest.csv").is_file()
+    run_snakemake(project, "--cores", "1", "--touch", "data", "--configfile", str(cfg))
+    proc = run_snakemake(project, "-n", "data", "--configfile", str(cfg))
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert "up to date" in dvc(project, "status")
+
+
+def test_committed_data_dvc_matches_regenerated_default_dataset(tmp_path):
+    if not (REPO / "data.dvc").is_file():
+        pytest.fail("data.dvc is missing")
+    project = tmp_path / "project"
+    project.mkdir()
+    git(project, "init", "-q")
+    dvc(project, "init", "-q")
+    shutil.copy(REPO / "data.dvc", project / "data.dvc")
+    run_snakemake(project, "--cores", "2", "data")
+    status = dvc(project, "status", "data.dvc")
+    assert "up to date" in status, status
