@@ -26,7 +26,9 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every registered sub-command."""
-    parser = argparse.ArgumentParser(prog="hsicomp", description="Hyperspectral image compression: codecs, datasets and evaluation.")
+    parser = argparse.ArgumentParser(
+        prog="hsicomp",
+        description="Hyperspectral image compression: codecs, datasets and evaluation.")
     parser.add_argument("--version", action="version", version=f"hsicomp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
