@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ENMAP_DIR
 
 from hsicomp import cli
 from hsicomp.bands import ENMAP_202
@@ -17,7 +18,6 @@ from hsicomp.errors import HsicompError
 
 ANCHORS = ["jpegls", "jpeg2000", "jpegxl", "raw"]
 LOSSLESS_ONLY = ["jpeg2000", "jpegxl", "raw"]
-ENMAP_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "enmap-potsdam"
 
 
 def smooth_cube(shape: tuple[int, int, int] = (5, 17, 23), bit_depth: int = 14,

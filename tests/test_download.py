@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.server
 import io
 import os
+import socket
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,82 +16,6 @@ from hyspecnet_fixture import build_hyspecnet_archives, build_hyspecnet_tree
 
 from hsicomp import download as dl
 from hsicomp.errors import HsicompError
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves files from ``server.root`` with single-range support and scripted faults."""
-
-    server: _FileServer
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        srv = self.server
-        rng = self.headers.get("Range")
-        with srv.lock:
-            srv.requests.append((self.path, rng))
-            first = len(srv.requests) == 1
-        if first and srv.fail_first_status:
-            self.send_error(srv.fail_first_status)
-            return
-        path = srv.root / self.path.lstrip("/")
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        start = 0
-        if rng and not srv.ignore_range:
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        if first and srv.cut_after is not None:
-            self.wfile.write(body[: srv.cut_after])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-
-class _FileServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.root = root
-        self.requests: list[tuple[str, str | None]] = []
-        self.lock = threading.Lock()
-        self.cut_after: int | None = None  # first response stops after this many body bytes
-        self.ignore_range = False
-        self.fail_first_status: int | None = None
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
-
-
-@pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "served"
-    root.mkdir()
-    srv = _FileServer(root)
-    thread = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
 
 
 @pytest.fixture
@@ -198,9 +121,9 @@ def test_404_fails_at_once(server, tmp_path):
 
 
 def test_retries_exhausted_keeps_part(tmp_path):
-    srv = _FileServer(tmp_path)  # bound but never serving: connections are refused or hang
-    port = srv.server_address[1]
-    srv.server_close()
+    with socket.socket() as sock:  # a port nobody listens on: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     dest = tmp_path / "x.bin"
     with pytest.raises(HsicompError, match=r"download failed after 3 attempts"):
         dl.download(f"http://127.0.0.1:{port}/x.bin", dest, "0" * 32, retries=2,

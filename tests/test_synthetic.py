@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ENMAP_DIR as REAL_DIR
 
 from hsicomp.bands import ENMAP_202
 from hsicomp.synthetic import enmap_wavelengths, generate_cube
 
-REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "enmap-potsdam"
 REAL_TILES = sorted(REAL_DIR.glob("*.tif"))
 
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 from helpers import REPO, run_snakemake, tool_env
 
@@ -129,3 +128,54 @@ def test_committed_data_dvc_matches_regenerated_default_dataset(tmp_path):
     dvc(project, "add", "-q", "data")
     regenerated = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]
     assert regenerated == committed
+
+
+def hyspecnet_config(server, tmp_path: Path, md5s: dict[str, str]) -> Path:
+    config = {
+        "datasets": {"hsn": {
+            "kind": "hyspecnet", "download": True, "root": "downloads/hsn",
+            "base_url": server.url(""), "archives": md5s, "split": "hard",
+            "max_patches": {"train": 1, "val": 1, "test": 2}, "bands": "enmap202",
+            "bit_depth": 14, "retries": 1}},
+        "codecs": {"jpegls": {"deltas": [0, 3]}},
+        "evaluation": {"shards": 1},
+    }
+    return write_config(tmp_path / "hsn.yaml", config)
+
+
+def test_hyspecnet_download_prepare_and_evaluate(server, tmp_path):
+    from hyspecnet_fixture import build_hyspecnet_archives, build_hyspecnet_tree
+
+    build_hyspecnet_tree(tmp_path / "src", tiles=2, patches_per_tile=3)
+    md5s = build_hyspecnet_archives(tmp_path / "src", server.root, parts=2)
+    work = tmp_path / "work"
+    work.mkdir()
+    run_snakemake(work, "--cores", "2", "results/rd_all.csv", "--configfile",
+                  str(hyspecnet_config(server, tmp_path, md5s)))
+    assert sorted(path for path, _ in server.requests) == sorted(f"/{name}" for name in md5s)
+    manifest = read_csv(work / "data" / "hsn" / "manifest.csv")
+    assert [r["split"] for r in manifest] == ["train", "val", "test", "test"]
+    assert all(r["bands"] == "202" for r in manifest)
+    # the fixture's tiles hold negatives, values above 14 bits and nodata pixels
+    assert sum(int(r["clipped_low"]) for r in manifest) > 0
+    assert sum(int(r["clipped_high"]) for r in manifest) > 0
+    assert sum(int(r["nodata"]) for r in manifest) > 0
+    rd = read_csv(work / "results" / "rd_all.csv")
+    assert [(r["delta"], r["patches"], r["all_ok"]) for r in rd] == [("0", "2", "true"),
+                                                                     ("3", "2", "true")]
+
+
+def test_hyspecnet_md5_mismatch_fails_the_download_job(server, tmp_path):
+    from hyspecnet_fixture import build_hyspecnet_archives, build_hyspecnet_tree
+
+    build_hyspecnet_tree(tmp_path / "src", tiles=2, patches_per_tile=2)
+    md5s = build_hyspecnet_archives(tmp_path / "src", server.root, parts=1)
+    md5s["hyspecnet-11k-01.tar.gz"] = "0" * 32
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_snakemake(work, "--cores", "1", "data", "--configfile",
+                         str(hyspecnet_config(server, tmp_path, md5s)), check=False)
+    assert proc.returncode != 0
+    log = (work / "logs" / "download" / "downloads" / "hsn" / "hyspecnet-11k-01.tar.gz.log")
+    assert "md5 mismatch" in log.read_text()
+    assert not list((work / "downloads" / "hsn" / "archives").glob("hyspecnet-11k-01*"))

@@ -11,6 +11,7 @@ from hsicomp.codecs import decode_bytes, get_codec
 from hsicomp.container import unpack
 from hsicomp.cubeio import SUFFIXES, cube_format, read_cube, write_cube
 from hsicomp.errors import HsicompError
+from hsicomp.metrics import bits_per_sample
 
 
 def parse_dims(text: str) -> tuple[int, int, int]:
@@ -44,11 +45,6 @@ def read_hsic(path: str | Path) -> bytes:
         raise HsicompError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def bits_per_sample(n_bytes: int, samples: int) -> float:
-    """Rate of a file of ``n_bytes`` holding ``samples`` samples."""
-    return 8.0 * n_bytes / samples
-
-
 def cmd_encode(args: argparse.Namespace) -> int:
     """Encode a cube file into one .hsic file."""
     codec = get_codec(args.codec, dict(args.param))
@@ -59,7 +55,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     atomic_write_bytes(args.output, data)
     bands, rows, cols = cube.shape
     print(f"{args.output}: {bands}x{rows}x{cols} {codec.name} delta={args.delta} "
-          f"{len(data)} bytes {bits_per_sample(len(data), cube.size):.4f} bits/sample "
+          f"{len(data)} bytes {bits_per_sample(len(data), cube.shape):.4f} bits/sample "
           f"({seconds:.2f} s)")
     return 0
 
@@ -73,7 +69,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     write_cube(args.output, cube)
     print(f"{args.output}: {header.bands}x{header.rows}x{header.cols} {header.codec} "
-          f"delta={header.delta} {bits_per_sample(len(data), header.samples):.4f} bits/sample "
+          f"delta={header.delta} {bits_per_sample(len(data), header.shape):.4f} bits/sample "
           f"({seconds:.2f} s)")
     return 0
 
@@ -107,7 +103,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("side_info_bytes", str(len(side_info))),
         ("payload_bytes", str(len(payload))),
         ("file_bytes", str(len(data))),
-        ("bits_per_sample", f"{bits_per_sample(len(data), header.samples):.4f}"),
+        ("bits_per_sample", f"{bits_per_sample(len(data), header.shape):.4f}"),
     ]
     for key, value in rows:
         print(f"{key}: {value}")
