@@ -13,6 +13,7 @@ min_version("9.0")
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/train.smk"
 include: "rules/encode.smk"
 include: "rules/evaluate.smk"
 
@@ -22,3 +23,4 @@ rule all:
     input:
         rules.aggregate.output,
         rules.plot_rd.output,
+        model_files(),

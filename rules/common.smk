@@ -35,6 +35,11 @@ def _apply_dataset_defaults():
 
 _apply_dataset_defaults()
 
+if "linerwkv" in config and config["linerwkv"]["train_dataset"] not in config["datasets"]:
+    raise ValueError(
+        f"linerwkv.train_dataset {config['linerwkv']['train_dataset']!r} is not a dataset"
+    )
+
 SHARDS = config["evaluation"]["shards"]
 
 # Rules run `python -m hsicomp`: the Python running Snakemake comes first on PATH; with
@@ -47,6 +52,20 @@ else:
     shell.prefix(f"set -euo pipefail; export PATH={_bin}:$PATH; ")
 
 ENV = "../envs/hsicomp.yaml"
+
+
+def train_settings(size):
+    """Training settings of one size: shared settings, then the size's own."""
+    lr = config["linerwkv"]
+    return {**lr.get("settings", {}), **lr.get("size_settings", {}).get(size, {}), "size": size}
+
+
+def model_files():
+    """Every trained model the configuration asks for."""
+    lr = config.get("linerwkv")
+    if not lr:
+        return []
+    return [f"models/{lr['train_dataset']}/linerwkv-{size}.pt" for size in lr["sizes"]]
 
 
 def dataset_spec(name):

@@ -179,3 +179,22 @@ def test_hyspecnet_md5_mismatch_fails_the_download_job(server, tmp_path):
     log = (work / "logs" / "download" / "downloads" / "hsn" / "hyspecnet-11k-01.tar.gz.log")
     assert "md5 mismatch" in log.read_text()
     assert not list((work / "downloads" / "hsn" / "archives").glob("hyspecnet-11k-01*"))
+
+
+def test_train_rule_writes_model_log_and_curve(tmp_path):
+    config = dict(TINY, linerwkv={
+        "train_dataset": "tiny", "sizes": ["XS"], "threads": 1,
+        "settings": {"epochs": 2, "batch": 1, "band_window": 4, "pos_size": 4,
+                     "checkpoint_every": 1}})
+    cfg = write_config(tmp_path / "train.yaml", config)
+    run_snakemake(tmp_path, "--cores", "1", "models/tiny/linerwkv-XS.pt", "--configfile",
+                  str(cfg))
+    from hsicomp.models.checkpoint import load_model
+
+    model, data = load_model(tmp_path / "models" / "tiny" / "linerwkv-XS.pt")
+    assert data["metadata"]["steps"] == 2
+    assert (tmp_path / "models" / "tiny" / "linerwkv-XS.loss.png").is_file()
+    assert (tmp_path / "logs" / "benchmarks" / "train" / "tiny" / "XS.tsv").is_file()
+    assert not (tmp_path / "models" / "tiny" / "linerwkv-XS.pt.state").exists()
+    proc = run_snakemake(tmp_path, "-n", "models/tiny/linerwkv-XS.pt", "--configfile", str(cfg))
+    assert "Nothing to be done" in proc.stdout + proc.stderr

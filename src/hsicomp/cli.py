@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "hsicomp.evaluate",
     "hsicomp.aggregate",
     "hsicomp.plots",
+    "hsicomp.train",
+    "hsicomp.model_cli",
 )
 
 

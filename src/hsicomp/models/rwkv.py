@@ -85,18 +85,97 @@ def wkv_step(
     return out, e1 * aa + e2 * v, e1 * bb + e2, p
 
 
-def wkv_sequence(k: Tensor, v: Tensor, w: Tensor, u: Tensor) -> Tensor:
-    """WKV over whole sequences ``(..., T, F)`` starting from the empty state."""
-    batch = k.shape[:-2]
-    width = k.shape[-1]
-    aa = torch.zeros((*batch, width), dtype=k.dtype, device=k.device)
+def _wkv_loop(k: Tensor, v: Tensor, w: Tensor, u: Tensor) -> Tensor:
+    """The WKV recurrence over time-major inputs ``(T, ..., F)``, through plain autograd."""
+    aa = torch.zeros_like(k[0])
     bb = torch.zeros_like(aa)
     pp = torch.full_like(aa, PP_INIT)
     outs = []
-    for t in range(k.shape[-2]):
-        out, aa, bb, pp = wkv_step(k[..., t, :], v[..., t, :], w, u, aa, bb, pp)
+    for k_t, v_t in zip(k.unbind(0), v.unbind(0), strict=True):
+        out, aa, bb, pp = wkv_step(k_t, v_t, w, u, aa, bb, pp)
         outs.append(out)
-    return torch.stack(outs, dim=-2)
+    return torch.stack(outs)
+
+
+class _WKV(torch.autograd.Function):
+    """WKV over time-major sequences ``(T, N, F)`` with a hand-derived, stable backward.
+
+    Backward, per channel, with ``A_t = aa_t e^pp_t`` and ``B_t = bb_t e^pp_t`` the sums
+    before token t and ``D_t = B_t + e^(u+k_t)``: the adjoints of the sums,
+    ``alpha_t = g_t / D_t + e^-w alpha_{t+1}`` and ``beta_t = -g_t y_t / D_t + e^-w beta_{t+1}``,
+    are carried scaled by ``e^pp_t``, which keeps every factor an exponential of a
+    non-positive number.
+    """
+
+    @staticmethod
+    def forward(ctx, k: Tensor, v: Tensor, w: Tensor, u: Tensor) -> Tensor:
+        steps = k.shape[0]
+        aa = torch.zeros_like(k[0])
+        bb = torch.zeros_like(aa)
+        pp = torch.full_like(aa, PP_INIT)
+        y = torch.empty_like(k)
+        # per step: state before the token, and the output weights e1/d, e2/d
+        saved = torch.empty((5, *k.shape), dtype=k.dtype, device=k.device)
+        for t in range(steps):
+            k_t, v_t = k[t], v[t]
+            ww = u + k_t
+            p = torch.maximum(pp, ww)
+            e1 = torch.exp(pp - p)
+            e2 = torch.exp(ww - p)
+            d = e1 * bb + e2
+            saved[0, t], saved[1, t], saved[2, t] = aa, bb, pp
+            saved[3, t] = e1 / d
+            saved[4, t] = e2 / d
+            y[t] = (e1 * aa + e2 * v_t) / d
+            ww = pp - w
+            p = torch.maximum(ww, k_t)
+            e1 = torch.exp(ww - p)
+            e2 = torch.exp(k_t - p)
+            aa, bb, pp = e1 * aa + e2 * v_t, e1 * bb + e2, p
+        ctx.save_for_backward(k, v, w, y, saved, pp)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        k, v, w, y, saved, pp_end = ctx.saved_tensors
+        steps = k.shape[0]
+        gk, gv = torch.empty_like(k), torch.empty_like(v)
+        gu = torch.zeros_like(k[0])
+        gw = torch.zeros_like(k[0])
+        a_hat = torch.zeros_like(k[0])  # alpha_{t+1} * e^pp_{t+1}
+        b_hat = torch.zeros_like(k[0])
+        pp_next = pp_end
+        for t in range(steps - 1, -1, -1):
+            aa, bb, pp, r1, r2 = saved[0, t], saved[1, t], saved[2, t], saved[3, t], saved[4, t]
+            g, k_t, v_t, y_t = grad[t], k[t], v[t], y[t]
+            ek = torch.exp(k_t - pp_next)  # e^k_t / e^pp_{t+1} <= 1
+            direct = g * r2  # g e^(u+k) / D
+            gv[t] = direct + a_hat * ek
+            gk[t] = direct * (v_t - y_t) + ek * (a_hat * v_t + b_hat)
+            gu += direct * (v_t - y_t)
+            decay = torch.exp(pp - w - pp_next)  # e^-w e^pp_t / e^pp_{t+1} <= 1
+            gw -= decay * (a_hat * aa + b_hat * bb)
+            a_hat = g * r1 + decay * a_hat
+            b_hat = -g * y_t * r1 + decay * b_hat
+            pp_next = pp
+        return gk, gv, gw.reshape(-1, w.shape[-1]).sum(0), gu.reshape(-1, w.shape[-1]).sum(0)
+
+
+def wkv_sequence(k: Tensor, v: Tensor, w: Tensor, u: Tensor) -> Tensor:
+    """WKV over whole sequences ``(..., T, F)`` starting from the empty state.
+
+    ``w = exp(time_decay)`` and ``u = time_first`` are ``(F,)``. The recurrence runs as one
+    loop over T on time-major contiguous copies (every step touches contiguous memory); with
+    gradients, a custom backward replaces the much longer autograd graph of the loop.
+    """
+    batch, steps, width = k.shape[:-2], k.shape[-2], k.shape[-1]
+    k_tm = k.movedim(-2, 0).reshape(steps, -1, width).contiguous()
+    v_tm = v.movedim(-2, 0).reshape(steps, -1, width).contiguous()
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (k, v, w, u)):
+        y = _WKV.apply(k_tm, v_tm, w, u)
+    else:
+        y = _wkv_loop(k_tm, v_tm, w, u)
+    return y.reshape(steps, *batch, width).movedim(0, -2)
 
 
 def token_shift(x: Tensor) -> Tensor:
@@ -104,10 +183,9 @@ def token_shift(x: Tensor) -> Tensor:
     return F.pad(x, (0, 0, 1, -1))
 
 
-def _mix(x: Tensor, xx: Tensor, mu: Tensor) -> Tensor:
-    """Per-channel interpolation ``mu * x + (1 - mu) * xx``."""
-    mu = mu.reshape(-1)
-    return x * mu + xx * (1 - mu)
+def _mix(xx: Tensor, diff: Tensor, mu: Tensor) -> Tensor:
+    """Token-shift mix ``mu * x + (1 - mu) * xx`` written as ``xx + mu * (x - xx)``."""
+    return xx + diff * mu.reshape(-1)
 
 
 def _ratios(layer_id: int, n_layers: int) -> tuple[float, float]:
@@ -150,9 +228,11 @@ class TimeMix(nn.Module):
         self.time_mix_r.copy_(((h / width) ** (0.5 * r1a0)).view(1, 1, -1))
 
     def _kvr(self, x: Tensor, xx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        k = self.key(_mix(x, xx, self.time_mix_k))
-        v = self.value(_mix(x, xx, self.time_mix_v))
-        r = self.receptance(_mix(x, xx, self.time_mix_r))
+        """Key, value and receptance of the mixes of ``x`` and the previous token ``xx``."""
+        diff = x - xx
+        k = self.key(_mix(xx, diff, self.time_mix_k))
+        v = self.value(_mix(xx, diff, self.time_mix_v))
+        r = self.receptance(_mix(xx, diff, self.time_mix_r))
         return k, v, r
 
     def forward(self, x: Tensor) -> Tensor:
@@ -195,9 +275,11 @@ class ChannelMix(nn.Module):
         self.time_mix_r.copy_(mix.view(1, 1, -1))
 
     def _mixed(self, x: Tensor, xx: Tensor) -> Tensor:
-        k = self.key(_mix(x, xx, self.time_mix_k))
-        r = self.receptance(_mix(x, xx, self.time_mix_r))
-        return torch.sigmoid(r) * self.value(torch.relu(k) ** 2)
+        """Output for token ``x`` given the previous token ``xx``."""
+        diff = x - xx
+        k = self.key(_mix(xx, diff, self.time_mix_k))
+        r = self.receptance(_mix(xx, diff, self.time_mix_r))
+        return torch.sigmoid(r) * self.value(torch.square(torch.relu(k)))
 
     def forward(self, x: Tensor) -> Tensor:
         """Sequence form on ``(..., T, F)``."""

@@ -1,0 +1,35 @@
+# Training stage: one LineRWKV predictor per size on the training split of one dataset.
+# Interrupted jobs resume from models/<dataset>/linerwkv-<size>.pt.state on rerun.
+
+
+rule train:
+    input:
+        manifest="data/{dataset}/manifest.csv",
+        train="data/{dataset}/train.h5",
+        val="data/{dataset}/val.h5",
+    output:
+        model="models/{dataset}/linerwkv-{size}.pt",
+        log_csv="models/{dataset}/linerwkv-{size}.log.csv",
+        curve=report(
+            "models/{dataset}/linerwkv-{size}.loss.png",
+            caption="../workflow/report/loss_curve.rst",
+            category="Training",
+        ),
+    wildcard_constraints:
+        size=r"XS|S|M|L",
+    params:
+        settings=lambda w: quoted_json(train_settings(w.size)),
+    threads: lambda w: config["linerwkv"]["threads"]
+    resources:
+        gpu=lambda w: 1 if train_settings(w.size).get("device") == "cuda" else 0,
+        mem_mb=lambda w: config["linerwkv"]["mem_mb"],
+        runtime=lambda w: config["linerwkv"]["runtime"],
+    log:
+        "logs/train/{dataset}/{size}.log",
+    benchmark:
+        "logs/benchmarks/train/{dataset}/{size}.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp train --data data/{wildcards.dataset} --out {output.model:q}"
+        " --settings {params.settings} --threads {threads} > {log:q} 2>&1"

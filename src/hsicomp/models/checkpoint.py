@@ -1,0 +1,120 @@
+"""Model files: saving, loading (always ``weights_only``), hashing and importing releases.
+
+A model file is a ``torch.save`` of a plain dictionary::
+
+    {"format": "hsicomp-linerwkv", "version": 1, "size": "XS",
+     "config": {"width": 32, ...}, "state_dict": {...}, "metadata": {...}}
+
+Released LineRWKV checkpoints (a bare state dict with the same key names) are converted
+with :func:`import_checkpoint`; their size is read off the tensor shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from pathlib import Path
+
+import torch
+
+from hsicomp.atomic import atomic_path
+from hsicomp.errors import HsicompError
+from hsicomp.models.linerwkv import SIZES, LineRWKV, LineRWKVConfig
+
+FORMAT = "hsicomp-linerwkv"
+VERSION = 1
+
+
+def save_model(path: str | Path, model: LineRWKV, size: str, metadata: dict | None = None) -> None:
+    """Write a model file atomically."""
+    payload = {"format": FORMAT, "version": VERSION, "size": size,
+               "config": dataclasses.asdict(model.config),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "metadata": metadata or {}}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load(path: Path) -> object:
+    if not path.is_file():
+        raise HsicompError(f"{path}: model file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HsicompError(f"{path}: not a readable model file ({first[:200]})") from None
+
+
+def load_model(path: str | Path) -> tuple[LineRWKV, dict]:
+    """Load a model file; return the network (eval mode, float32, CPU) and the file's dict."""
+    path = Path(path)
+    data = _load(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise HsicompError(f"{path}: not an hsicomp model file (use hsicomp import-checkpoint "
+                           "for released checkpoints)")
+    if data.get("version") != VERSION:
+        raise HsicompError(f"{path}: unsupported model file version {data.get('version')}")
+    try:
+        model = LineRWKV(LineRWKVConfig(**data["config"]))
+        model.load_state_dict(data["state_dict"], strict=True)
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise HsicompError(f"{path}: model file does not match its configuration ({exc})"
+                           .splitlines()[0]) from None
+    return model.eval(), data
+
+
+def model_hash(model: LineRWKV) -> str:
+    """sha256 of the weights (keys and float32 little-endian values, in key order)."""
+    h = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().to(torch.float32).contiguous().numpy().astype("<f4")
+                 .tobytes())
+    return h.hexdigest()
+
+
+def config_from_state_dict(state_dict: dict) -> LineRWKVConfig:
+    """Infer the network size from the key names and shapes of a LineRWKV state dict."""
+    try:
+        width = int(state_dict["encoder.conv_in.weight"].shape[0])
+    except (KeyError, AttributeError, IndexError):
+        raise HsicompError("not a LineRWKV state dict (no encoder.conv_in.weight)") from None
+
+    def count(pattern: str) -> int:
+        found = {int(m.group(1)) for k in state_dict if (m := re.match(pattern, k))}
+        return len(found)
+
+    return LineRWKVConfig(width=width,
+                          n_enc=1 + count(r"encoder\.convs\.(\d+)\."),
+                          n_lines=count(r"blocks_lines\.(\d+)\."),
+                          n_bands=count(r"blocks_bands\.(\d+)\."),
+                          n_dec=1 + count(r"decoder\.convs\.(\d+)\."))
+
+
+def size_name(config: LineRWKVConfig) -> str:
+    """The released size name of a configuration, or 'custom'."""
+    return next((name for name, c in SIZES.items() if c == config), "custom")
+
+
+def import_checkpoint(src: str | Path, dst: str | Path) -> str:
+    """Convert a released LineRWKV checkpoint into an hsicomp model file; return the size."""
+    src = Path(src)
+    data = _load(src)
+    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+        data = data["state_dict"]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise HsicompError(f"{src}: not a state dict of tensors")
+    state_dict = {k.removeprefix("module."): v for k, v in data.items()}
+    try:
+        config = config_from_state_dict(state_dict)
+        model = LineRWKV(config)
+        model.load_state_dict(state_dict, strict=True)
+    except HsicompError as exc:
+        raise HsicompError(f"{src}: {exc}") from None
+    except (RuntimeError, ValueError) as exc:
+        raise HsicompError(f"{src}: keys or shapes do not match LineRWKV "
+                           f"({str(exc).splitlines()[0][:200]})") from None
+    size = size_name(config)
+    save_model(dst, model.float(), size, metadata={"imported_from": src.name})
+    return size
