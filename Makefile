@@ -33,7 +33,7 @@ lint: env
 # (pulled files get arbitrary modification times).
 pull: env
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc pull
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 1 --touch data
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 1 --touch data models
 
 clean:
 	rm -rf results logs .snakemake

@@ -33,3 +33,9 @@ rule train:
     shell:
         "python -m hsicomp train --data data/{wildcards.dataset} --out {output.model:q}"
         " --settings {params.settings} --threads {threads} > {log:q} 2>&1"
+
+
+rule models:
+    """Every trained model of the configuration."""
+    input:
+        model_files(),

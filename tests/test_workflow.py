@@ -39,13 +39,14 @@ def test_lint_has_no_errors(tmp_path):
 def test_hyspecnet_dry_run_without_data(tmp_path):
     proc = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "hyspecnet.yaml"))
     out = proc.stdout + proc.stderr
-    for rule in ("download_archive", "extract_archive", "prepare_dataset", "encode_shard",
-                 "verify_shard", "aggregate", "plot_rd"):
+    for rule in ("download_archive", "extract_archive", "prepare_dataset", "train",
+                 "encode_shard", "verify_shard", "aggregate", "plot_rd"):
         assert rule in out
     assert "hyspecnet-11k-splits.tar.gz" in out
     # 11 archives; 3 codecs x (9 + 1 + 1) deltas x 32 shards, encoded and verified
     assert re.search(r"download_archive\s+11\n", out)
     assert re.search(r"encode_shard\s+352\n", out)
+    assert re.search(r"train\s+4\n", out)  # XS, S, M, L
     assert not (tmp_path / "downloads").exists()
 
 
