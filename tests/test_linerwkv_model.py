@@ -325,3 +325,18 @@ def test_state_dict_round_trip(tmp_path: Path) -> None:
     x = torch.randn(1, 4, 6, 16)
     with torch.no_grad():
         assert torch.equal(model(x), loaded.eval()(x))
+
+
+@pytest.mark.parametrize("size", ["S", "M"])
+def test_encoder_at_columns_equals_full_encoder(size):
+    torch.manual_seed(1)
+    model = LineRWKV.from_size(size).double()
+    lines = torch.randn(2, 3, 4, 11, dtype=torch.float64)
+    full = model.encoder(lines)
+    shared = torch.tensor([0, 1, 5, 9, 10])
+    assert torch.allclose(model.encoder.forward_at(lines, shared), full[..., shared, :],
+                          rtol=0, atol=1e-12)
+    per_image = torch.tensor([[0, 3, 10], [2, 7, 9]])
+    got = model.encoder.forward_at(lines, per_image)
+    for b in range(2):
+        assert torch.allclose(got[b], full[b][..., per_image[b], :], rtol=0, atol=1e-12)

@@ -91,6 +91,37 @@ class LineEncoder(nn.Module):
             h = F.gelu(norm(conv(h.transpose(1, 2)).transpose(1, 2)))
         return h.reshape(*batch, columns, h.shape[-1])
 
+    def forward_at(self, lines: Tensor, columns: Tensor) -> Tensor:
+        """Features of lines ``(B, I, T, C)`` at columns ``(P,)`` or ``(B, P)`` only.
+
+        Equal to ``forward(lines)`` at those columns: each column's feature depends on the
+        ``n_enc`` columns either side, so the stack runs without padding on those windows,
+        zeroing positions outside the line after every layer (the zero 'same' padding of the
+        full form). Memory and work scale with P instead of C.
+        """
+        n = 1 + len(self.convs)
+        b, i, t, c = lines.shape
+        columns = columns.to(device=lines.device, dtype=torch.long)
+        offsets = torch.arange(-n, n + 1, device=lines.device)
+        pos = columns[..., None] + offsets  # (P, W) or (B, P, W)
+        padded = F.pad(lines, (n, n))
+        if pos.dim() == 2:
+            windows = padded[..., pos + n]  # (B, I, T, P, W)
+        else:
+            idx = (pos + n).reshape(b, 1, 1, -1).expand(b, i, t, -1)
+            windows = padded.gather(3, idx).reshape(b, i, t, *pos.shape[1:])
+        inside = ((pos >= 0) & (pos < c)).to(lines.dtype)
+        if inside.dim() == 2:
+            inside = inside.expand(b, *inside.shape)
+        inside = inside[:, None, None].expand(b, i, t, *inside.shape[1:]).reshape(-1, 1, 2 * n + 1)
+        h = F.conv1d(windows.reshape(-1, 1, 2 * n + 1), self.conv_in.weight, self.conv_in.bias)
+        h = F.gelu(self.norm_in(h.transpose(1, 2))).transpose(1, 2)  # (N, F, W - 2)
+        for layer, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True), start=1):
+            h = h * inside[..., layer : 2 * n + 1 - layer]
+            h = F.conv1d(h, conv.weight, conv.bias)
+            h = F.gelu(norm(h.transpose(1, 2))).transpose(1, 2)
+        return h.reshape(b, i, t, -1, h.shape[1])
+
 
 class LineDecoder(nn.Module):
     """Per-pixel decoder: ``n_dec - 1`` x [1x1 conv, LayerNorm, GELU], then 1x1 conv to 1."""
@@ -120,21 +151,14 @@ class BandZeroDecoder(nn.Module):
         return _pointwise(self.conv_out, h).squeeze(-1)
 
 
-def _select_columns(enc: Tensor, prev0: Tensor, columns: Tensor) -> tuple[Tensor, Tensor]:
-    """Keep columns of ``enc (B, I, T, C, F)`` and ``prev0 (B, T-1, C)``.
-
-    ``columns`` is ``(P,)`` (same columns in every image) or ``(B, P)`` (per image).
-    """
-    columns = columns.to(device=enc.device, dtype=torch.long)
+def _select_columns(prev0: Tensor, columns: Tensor) -> Tensor:
+    """Keep columns of ``prev0 (B, T-1, C)``: ``columns`` is ``(P,)`` or ``(B, P)``."""
+    columns = columns.to(device=prev0.device, dtype=torch.long)
     if columns.dim() == 1:
-        return enc.index_select(3, columns), prev0.index_select(2, columns)
-    if columns.dim() != 2 or columns.shape[0] != enc.shape[0]:
+        return prev0.index_select(2, columns)
+    if columns.dim() != 2 or columns.shape[0] != prev0.shape[0]:
         raise ValueError("columns must have shape (P,) or (B, P)")
-    b, i, t, _, f = enc.shape
-    p = columns.shape[1]
-    enc_idx = columns[:, None, None, :, None].expand(b, i, t, p, f)
-    prev_idx = columns[:, None, :].expand(b, t - 1, p)
-    return enc.gather(3, enc_idx), prev0.gather(2, prev_idx)
+    return prev0.gather(2, columns[:, None, :].expand(-1, prev0.shape[1], -1))
 
 
 class LineRWKV(nn.Module):
@@ -166,8 +190,9 @@ class LineRWKV(nn.Module):
 
         Args:
             x: normalised cubes ``(B, I, T, C)`` (bands, lines, columns), float.
-            columns: optional column indices ``(P,)`` or ``(B, P)`` kept after the line encoder
-                (training memory saver); the encoder still sees whole lines.
+            columns: optional column indices ``(P,)`` or ``(B, P)``: only those columns are
+                predicted (training memory saver); the line encoder still sees whole lines
+                but is evaluated at those columns only.
             column_chunk: number of columns processed at a time after the encoder (the result
                 does not depend on it); by default about ``TOKENS_PER_CHUNK`` tokens per chunk.
 
@@ -177,10 +202,12 @@ class LineRWKV(nn.Module):
         """
         if x.dim() != 4 or x.shape[2] < 2:
             raise ValueError("x must have shape (B, I, T, C) with T >= 2")
-        enc = self.encoder(x)  # (B, I, T, C, F)
         prev0 = x[:, 0, :-1]  # band 0 of the line before each predicted one
-        if columns is not None:
-            enc, prev0 = _select_columns(enc, prev0, columns)
+        if columns is None:
+            enc = self.encoder(x)  # (B, I, T, C, F)
+        else:
+            enc = self.encoder.forward_at(x, columns)  # (B, I, T, P, F)
+            prev0 = _select_columns(prev0, columns)
         n_cols = enc.shape[3]
         if column_chunk is None:
             column_chunk = max(1, TOKENS_PER_CHUNK // (x.shape[0] * x.shape[1] * (x.shape[2] - 1)))
