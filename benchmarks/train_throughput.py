@@ -22,11 +22,12 @@ from hsicomp.train import normalise
 RECIPE = {"XS": (3, 128), "S": (4, 64), "M": (8, 32), "L": (3, 16)}  # batch, pos_size
 
 
-def measure(size: str, device: torch.device, steps: int, side: int) -> float:
+def measure(size: str, device: torch.device, steps: int, side: int, recompute: bool) -> float:
     """Samples per second of training steps of ``size`` on ``device``."""
     batch, pos_size = RECIPE[size]
     torch.manual_seed(0)
     model = LineRWKV.from_size(size).to(device)
+    model.recompute_blocks = recompute
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.99))
     cube = generate_cube(1, bands=16 * batch, rows=side, cols=side).astype(np.float32)
     x = torch.from_numpy(cube.reshape(batch, 16, side, side)).to(device)
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--side", type=int, default=128, help="patch rows = cols")
+    parser.add_argument("--recompute", action="store_true",
+                        help="activation checkpointing of the RWKV blocks")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available()
@@ -69,9 +72,10 @@ def main() -> None:
     rows = []
     for device in devices:
         for size in args.sizes:
-            rate = measure(size, device, args.steps, args.side)
+            rate = measure(size, device, args.steps, args.side, args.recompute)
             batch, pos = RECIPE[size]
-            rows.append({"size": size, "device": device.type, "batch": batch, "pos_size": pos,
+            rows.append({"size": size, "device": device.type, "recompute": args.recompute,
+                         "batch": batch, "pos_size": pos,
                          "samples_per_s": rate, "steps_per_s": rate / batch})
     write_rows("train_throughput", rows)
 

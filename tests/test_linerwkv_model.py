@@ -340,3 +340,17 @@ def test_encoder_at_columns_equals_full_encoder(size):
     got = model.encoder.forward_at(lines, per_image)
     for b in range(2):
         assert torch.allclose(got[b], full[b][..., per_image[b], :], rtol=0, atol=1e-12)
+
+
+def test_recomputed_blocks_give_the_same_gradients():
+    torch.manual_seed(2)
+    model = LineRWKV.from_size("XS").double()
+    x = torch.randn(1, 4, 6, 9, dtype=torch.float64)
+    grads = []
+    for recompute in (False, True):
+        model.zero_grad()
+        model.recompute_blocks = recompute
+        model(x, columns=torch.tensor([0, 4, 8])).square().mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)

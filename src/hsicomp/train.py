@@ -66,6 +66,7 @@ class TrainSettings:
     log_every: int = 10  # steps between rows of the training log (mean training loss)
     val_patches: int | None = None  # cap on validation patches
     val_column_chunk: int = 32
+    recompute_blocks: bool = False  # activation checkpointing: less memory, about 1.3x time
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -193,6 +194,7 @@ class Trainer:
                                f"band_window={settings.band_window}")
         torch.manual_seed(settings.seed)
         self.model = LineRWKV(SIZES[settings.size.upper()]).to(self.device)
+        self.model.recompute_blocks = settings.recompute_blocks
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=settings.lr_start,
                                            betas=settings.betas, eps=settings.eps)
         self.rng = np.random.default_rng(settings.seed)

@@ -177,6 +177,8 @@ class LineRWKV(nn.Module):
         self.blocks_bands = nn.ModuleList(
             Block(width, k, config.n_bands) for k in range(config.n_bands)
         )
+        #: recompute block activations in the backward pass (training memory saver)
+        self.recompute_blocks = False
 
     @classmethod
     def from_size(cls, name: str) -> LineRWKV:
@@ -224,14 +226,17 @@ class LineRWKV(nn.Module):
         n_bands = enc.shape[1]
         # Line predictor: one sequence per (image, band, column) over lines 0..T-2.
         lines_in = enc[:, :, :-1].permute(0, 1, 3, 2, 4)  # (B, I, C, T-1, F)
-        xs = run_blocks(self.blocks_lines, lines_in)  # xs[..., t, :] = x_spatial[t]
+        # xs[..., t, :] = x_spatial[t]
+        xs = run_blocks(self.blocks_lines, lines_in, self.recompute_blocks)
         pred0 = self.bandzerodec(xs[:, 0]).transpose(1, 2) + prev0  # (B, T-1, C)
         if n_bands == 1:
             return pred0[:, None]
         # Spectral predictor: innovations of bands 0..I-2 on the predicted lines 1..T-1,
         # one sequence over bands per (image, predicted line, column).
         innov = enc[:, :-1, 1:].permute(0, 1, 3, 2, 4) - xs[:, :-1]  # (B, I-1, C, T-1, F)
-        spec = run_blocks(self.blocks_bands, innov.permute(0, 3, 2, 1, 4))  # (B, T-1, C, I-1, F)
+        spec = run_blocks(  # (B, T-1, C, I-1, F)
+            self.blocks_bands, innov.permute(0, 3, 2, 1, 4), self.recompute_blocks
+        )
         feats = xs[:, 1:] + spec.permute(0, 3, 2, 1, 4)  # (B, I-1, C, T-1, F)
         rest = self.decoder(feats).transpose(2, 3)  # (B, I-1, T-1, C)
         return torch.cat([pred0[:, None], rest], dim=1)

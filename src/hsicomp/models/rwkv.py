@@ -26,6 +26,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -330,10 +331,17 @@ class Block(nn.Module):
         return x, RWKVState(ffn_xx=xf, att_xx=xa, aa=aa, bb=bb, pp=pp)
 
 
-def run_blocks(blocks: nn.ModuleList, x: Tensor) -> Tensor:
-    """Apply a stack of blocks in sequence form."""
+def run_blocks(blocks: nn.ModuleList, x: Tensor, recompute: bool = False) -> Tensor:
+    """Apply a stack of blocks in sequence form.
+
+    With ``recompute`` (and gradients enabled) each block's activations are recomputed in the
+    backward pass instead of kept (activation checkpointing): less memory, more time.
+    """
     for block in blocks:
-        x = block(x)
+        if recompute and torch.is_grad_enabled():
+            x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
+        else:
+            x = block(x)
     return x
 
 
