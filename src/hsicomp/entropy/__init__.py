@@ -1,5 +1,7 @@
-"""Entropy coders for mapped prediction residuals."""
+"""Entropy coders for prediction residuals: CCSDS-123 sample-adaptive Golomb (``golomb``) and
+a context-adaptive range coder (``adaptive``)."""
 
+from hsicomp.entropy.adaptive import ResidualDecoder, ResidualEncoder, decode_cube, encode_cube
 from hsicomp.entropy.golomb import (
     SampleAdaptiveParams,
     bit_count,
@@ -8,4 +10,14 @@ from hsicomp.entropy.golomb import (
     encode,
 )
 
-__all__ = ["SampleAdaptiveParams", "bit_count", "code_lengths", "decode", "encode"]
+__all__ = [
+    "ResidualDecoder",
+    "ResidualEncoder",
+    "SampleAdaptiveParams",
+    "bit_count",
+    "code_lengths",
+    "decode",
+    "decode_cube",
+    "encode",
+    "encode_cube",
+]
