@@ -64,7 +64,7 @@ def _hashed_state(config: LineRWKVConfig, seed: int) -> dict[str, np.ndarray]:
 
 
 def _hashed_cube(shape: tuple[int, int, int], seed: int) -> np.ndarray:
-    """A smooth-ish normalised cube from ``_hash_uniform`` with exact float64 sums."""
+    """A cube of smooth-ish values of order 1 from ``_hash_uniform`` (exact float64 sums)."""
     u = _hash_uniform(math.prod(shape), seed).reshape(shape)
     return (np.cumsum(u, axis=2) + np.cumsum(u, axis=0)).astype(np.float32)
 
@@ -204,6 +204,8 @@ def test_step_by_step_order_and_checks() -> None:
         for i in range(3):
             pred = stepper.predict_band(i)
             assert np.array_equal(pred, expected[i, t - 1])
+            with pytest.raises(ValueError):
+                stepper.predict_band(i, np.empty(20, np.float64))
             with pytest.raises(ValueError):
                 stepper.push_band(i, x[i, t, :-1])
             stepper.push_band(i, x[i, t].astype(np.float64))  # cast to float32

@@ -48,6 +48,18 @@ from numba.extending import intrinsic
 from hsicomp.models.linerwkv import LineRWKV, LineRWKVConfig
 from hsicomp.models.rwkv import PP_INIT
 
+__all__ = [
+    "KernelStepper",
+    "KernelWeights",
+    "default_threads",
+    "erf32",
+    "exp32",
+    "gelu32",
+    "predict_cube",
+    "predict_stepwise",
+    "sigmoid32",
+]
+
 #: Compilation options of every kernel function: cached, IEEE division semantics (no zero
 #: checks), no fast-math, and the GIL released so that Python threads run jobs in parallel.
 _jit = njit(cache=True, error_model="numpy", nogil=True)
@@ -96,14 +108,14 @@ _ERFC_G4 = _F32(0.5701590776443481)
 
 _SIGMOID_LO = _F32(-60.0)  # sigmoid clamps its argument here: sigmoid(-60) = 8.8e-27
 
-# Column padding: every feature row of a tile holds a multiple of 16 floats (64 bytes, so rows
-# stay aligned); the encoder's input line keeps _PAD zero columns on each side.
+# Column padding: every feature row of a tile holds a multiple of 16 floats (64 bytes), so
+# rows stay aligned for vector loads and stores.
 _ALIGN = 16
-_PAD = 16
 
-# Scratch of a thread: feature buffers (F, cols) and rows (LayerNorm mean and scale, a line).
+# Scratch of a thread: feature buffers (F, cols) and rows (cols,): LayerNorm mean and scale,
+# and the three shifted copies of a line seen by the encoder's first convolution.
 _NBUF = 8
-_NROWS = 3
+_NROWS = 5
 
 # Recurrent state of one block, stacked as (_NSTATE, F, columns).
 _FFN_XX, _ATT_XX, _AA, _BB, _PP = range(5)
@@ -189,9 +201,11 @@ def _erfc_tail(a):
 @_jit
 def _erf(x):
     """``erf(x)`` in float32 (absolute error below 2e-7)."""
+    # Both parts are computed and one is selected (branch-free, so loops vectorise).
     y = _ONE - _erfc_tail(abs(x))
     tail = -y if x < _ZERO else y
-    return _erf_odd(x) if abs(x) < _ONE else tail
+    near = _erf_odd(x)
+    return near if abs(x) < _ONE else tail
 
 
 @_jit
@@ -201,7 +215,8 @@ def _gelu(x):
     h = x * _INV_SQRT2
     q = _erfc_tail(abs(h))
     tail = q if h < _ZERO else _TWO - q
-    one_plus_erf = _ONE + _erf_odd(h) if abs(h) < _ONE else tail
+    near = _ONE + _erf_odd(h)
+    one_plus_erf = near if abs(h) < _ONE else tail
     return (_HALF * x) * one_plus_erf
 
 
@@ -307,8 +322,8 @@ def _linear(w, x, out, n_cols):
 
 
 @_jit
-def _layer_norm(x, g, b, out, rows, n_cols):
-    """LayerNorm over the features of each column; ``out`` may be ``x``."""
+def _ln_stats(x, rows, n_cols):
+    """LayerNorm statistics of each column: mean into ``rows[0]``, 1 / std into ``rows[1]``."""
     width = x.shape[0]
     fw = _F32(width)
     mean = rows[0]
@@ -329,13 +344,33 @@ def _layer_norm(x, g, b, out, rows, n_cols):
             scale[n] = scale[n] + d * d
     for n in range(n_cols):
         scale[n] = _ONE / np.sqrt(scale[n] / fw + _LN_EPS)
-    for f in range(width):
+
+
+@_jit
+def _layer_norm(x, g, b, out, rows, n_cols):
+    """LayerNorm over the features of each column of ``x`` into ``out``."""
+    _ln_stats(x, rows, n_cols)
+    mean, scale = rows[0], rows[1]
+    for f in range(x.shape[0]):
         xf = x[f]
         of = out[f]
         gf = g[f]
         bf = b[f]
         for n in range(n_cols):
             of[n] = ((xf[n] - mean[n]) * scale[n]) * gf + bf
+
+
+@_jit
+def _layer_norm_inplace(x, g, b, rows, n_cols):
+    """``_layer_norm`` with ``out = x`` (one array in the loop, so that it vectorises)."""
+    _ln_stats(x, rows, n_cols)
+    mean, scale = rows[0], rows[1]
+    for f in range(x.shape[0]):
+        xf = x[f]
+        gf = g[f]
+        bf = b[f]
+        for n in range(n_cols):
+            xf[n] = ((xf[n] - mean[n]) * scale[n]) * gf + bf
 
 
 @_jit
@@ -429,7 +464,7 @@ def _stack_step(mats, vecs, ix, stack, x, states, buf, rows, n_cols):
     """
     vb = ix[_IX_VSTACK + stack]
     mb = ix[_IX_MSTACK + stack]
-    _layer_norm(x, vecs[vb], vecs[vb + 1], x, rows, n_cols)  # ln0 of the first block
+    _layer_norm_inplace(x, vecs[vb], vecs[vb + 1], rows, n_cols)  # ln0 of the first block
     for blk in range(ix[_IX_NBLOCKS + stack]):
         m0 = mb + _NMAT_BLOCK * blk
         v0 = vb + 2 + _NVEC_BLOCK * blk
@@ -444,6 +479,24 @@ def _init_states(states):
         states[blk, _PP] = _PP_INIT
 
 
+@_jit
+def _shift_row(src, n_valid, tap, dst):
+    """``dst[n] = src[n + tap - 1]`` where ``0 <= n + tap - 1 < n_valid``, else 0 (zero padding
+    of a convolution tap)."""
+    dst[:] = _ZERO
+    if tap == 0:
+        shifted = dst[1:]
+        for n in range(min(n_valid, shifted.shape[0])):
+            shifted[n] = src[n]
+    elif tap == 1:
+        for n in range(n_valid):
+            dst[n] = src[n]
+    else:
+        shifted = src[1:]
+        for n in range(n_valid - 1):
+            dst[n] = shifted[n]
+
+
 @_jit_inline
 def _encode_line(mats, vecs, ix, line, n_valid, out, buf, rows):
     """Line encoder: values ``line`` (first n_valid used) -> features ``out`` (F, cols).
@@ -455,10 +508,9 @@ def _encode_line(mats, vecs, ix, line, n_valid, out, buf, rows):
     n_enc = ix[_IX_NENC]
     ve = ix[_IX_VENC]
     me = ix[_IX_MENC]
-    lp = rows[2]  # the line with zero padding: column c at _PAD + c
-    lp[:] = _ZERO
-    for c in range(n_valid):
-        lp[_PAD + c] = line[c]
+    left, mid, right = rows[2], rows[3], rows[4]  # the line seen by the three taps
+    for tap, row in enumerate((left, mid, right)):
+        _shift_row(line, n_valid, tap, row)
     for layer in range(n_enc):
         base = ve + 3 + 3 * layer  # convolution bias, LayerNorm weight and bias
         h = out if layer == n_enc - 1 else buf[3]
@@ -469,21 +521,16 @@ def _encode_line(mats, vecs, ix, line, n_valid, out, buf, rows):
                 a, b, c = w0[j], w1[j], w2[j]
                 hj = h[j]
                 for n in range(n_cols):
-                    m = _PAD - 1 + n
-                    hj[n] = ((hj[n] + a * lp[m]) + b * lp[m + 1]) + c * lp[m + 2]
+                    hj[n] = ((hj[n] + a * left[n]) + b * mid[n]) + c * right[n]
         else:
-            # Tap t sees column n + t - 1 of the previous layer (zero outside the line).
-            prev = buf[3]
+            prev = buf[3]  # the previous layer's output
             for tap in range(3):
-                shifted = buf[tap]
-                shifted[:] = _ZERO
                 for f in range(prev.shape[0]):
-                    for n in range(max(0, 1 - tap), min(n_cols, n_valid + 1 - tap)):
-                        shifted[f, n] = prev[f, n + tap - 1]
+                    _shift_row(prev[f], n_valid, tap, buf[tap, f])
             _fill(h, vecs[base], n_cols)
             for tap in range(3):
                 _matmul(mats[me + 3 * (layer - 1) + tap], buf[tap], h, n_cols)
-        _layer_norm(h, vecs[base + 1], vecs[base + 2], h, rows, n_cols)
+        _layer_norm_inplace(h, vecs[base + 1], vecs[base + 2], rows, n_cols)
         _gelu_rows(h, n_cols)
 
 
@@ -497,7 +544,8 @@ def _decode(mats, vecs, ix, feats, out, buf, rows, n_cols):
         dst = buf[layer % 2]
         _fill(dst, vecs[vd + 3 * layer], n_cols)
         _matmul(mats[md + layer], h, dst, n_cols)
-        _layer_norm(dst, vecs[vd + 3 * layer + 1], vecs[vd + 3 * layer + 2], dst, rows, n_cols)
+        _layer_norm_inplace(dst, vecs[vd + 3 * layer + 1], vecs[vd + 3 * layer + 2], rows,
+                            n_cols)
         _gelu_rows(dst, n_cols)
         h = dst
     last = vd + 3 * (ix[_IX_NDEC] - 1)
@@ -549,7 +597,9 @@ def _decoder_input(xs, spec, feats, n_cols):
 
 # ---------------------------------------------------------------------------------------------
 # Compiled entry points (they release the GIL; Python threads run independent ones in parallel).
-# Decoder and encoder paths call the same functions on the same per-column data.
+# Decoder and encoder paths call the same functions on the same per-column data. Constants
+# passed to compiled functions are wrapped (``np.int64(_LINES)``) so that numba compiles one
+# version for all values rather than one per literal.
 
 
 @_jit
@@ -564,7 +614,7 @@ def _encode_band(mats, vecs, ix, values, enc, xs_band, spec, states, buf, rows, 
     if mode >= 1:
         _spectral_input(enc, xs_band, spec, n_cols)
     if mode == 2:
-        _stack_step(mats, vecs, ix, _BANDS, spec, states, buf, rows, n_cols)
+        _stack_step(mats, vecs, ix, np.int64(_BANDS), spec, states, buf, rows, n_cols)
 
 
 @_jit
@@ -594,7 +644,7 @@ def _band_job(mats, vecs, ix, xb, t0, slots, states, innov, pred0, first, last, 
     n_cols = slots.shape[2]
     for k in range(slots.shape[0] - 1):
         t = t0 + k
-        _stack_step(mats, vecs, ix, _LINES, slots[k], states, buf, rows, n_cols)
+        _stack_step(mats, vecs, ix, np.int64(_LINES), slots[k], states, buf, rows, n_cols)
         _encode_band(mats, vecs, ix, xb[t + 1], slots[k + 1], slots[k], innov[k], states, buf,
                      rows, 0 if last else 1)
         if first:
@@ -612,8 +662,9 @@ def _line_job(mats, vecs, ix, xs, innov, tc, pred, t, states, buf, rows):
     _init_states(states)
     for i in range(xs.shape[0] - 1):
         spec = innov[i, tc]
-        _stack_step(mats, vecs, ix, _BANDS, spec, states, buf, rows, n_cols)
-        _predict(mats, vecs, ix, False, xs[i + 1, tc], spec, spec[0], pred[i + 1, t], buf, rows)
+        _stack_step(mats, vecs, ix, np.int64(_BANDS), spec, states, buf, rows, n_cols)
+        _predict(mats, vecs, ix, np.bool_(False), xs[i + 1, tc], spec, spec[0], pred[i + 1, t],
+                 buf, rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,7 +696,7 @@ def _count(state: Mapping[str, object], prefix: str, suffix: str) -> int:
     return n
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KernelWeights:
     """LineRWKV weights packed for the kernel: contiguous float32 arrays.
 
@@ -778,7 +829,7 @@ class _Scratch:
     def __init__(self, weights: KernelWeights, n_cols: int) -> None:
         width = weights.width
         self.buf = _aligned_empty((_NBUF, width, n_cols))
-        self.rows = _aligned_empty((_NROWS, n_cols + 2 * _PAD))
+        self.rows = _aligned_empty((_NROWS, n_cols))
         self.band_states = _aligned_empty((weights.config.n_bands, _NSTATE, width, n_cols))
 
 
@@ -968,6 +1019,8 @@ class KernelStepper:
         self._check_band(band)
         if out is None:
             out = np.empty(self.n_valid, dtype=np.float32)
+        elif out.dtype != np.float32 or out.shape != (self.n_valid,) or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a contiguous float32 array of shape ({self.n_valid},)")
         _predict(*self._args, band == 0, self._xs[band], self._spec, self._prev0, out,
                  self._main.buf, self._main.rows)
         return out
