@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ENMAP_DIR
 
 from hsicomp.bands import ENMAP_202
 from hsicomp.entropy import golomb
@@ -18,13 +18,7 @@ from hsicomp.entropy.adaptive import (
 )
 from hsicomp.synthetic import generate_cube
 
-ENMAP_TILE = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "enmap-potsdam"
-    / "enmap_potsdam_tile_128_128.tif"
-)
+ENMAP_TILE = ENMAP_DIR / "enmap_potsdam_tile_128_128.tif"
 DELTAS = [0, 1, 2, 5, 10, 20, 40]
 #: Output of encode_cube for _hash_cube((7, 9, 23), 4095), see test_golden_stream.
 GOLDEN_LENGTH = 1489

@@ -7,12 +7,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import ENMAP_DIR
 
 from hsicomp.cubeio import read_cube, write_cube
 from hsicomp.errors import HsicompError
 
 SHAPE = (4, 5, 7)
-ENMAP_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "enmap-potsdam"
 
 
 @pytest.fixture

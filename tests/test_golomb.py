@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SHARED
 
 from hsicomp.entropy import SampleAdaptiveParams, bit_count, code_lengths, decode, encode
 
 VECTORS = (
-    Path(__file__).resolve().parents[2] / "shared" / "testvectors" / "ccsds123-sample-adaptive"
+    SHARED / "testvectors" / "ccsds123-sample-adaptive"
 )
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import ENMAP_DIR
 
 from hsicomp.bands import ENMAP_202
 from hsicomp.models import SIZES, LineRWKV, LineRWKVConfig
@@ -23,10 +23,7 @@ from hsicomp.models.kernel import (
     sigmoid32,
 )
 
-ENMAP_TILE = (
-    Path(__file__).resolve().parents[2]
-    / "shared" / "data" / "enmap-potsdam" / "enmap_potsdam_tile_128_128.tif"
-)
+ENMAP_TILE = ENMAP_DIR / "enmap_potsdam_tile_128_128.tif"
 
 
 def _hash_uniform(n: int, seed: int) -> np.ndarray:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SHARED
 
 from hsicomp.bands import ENMAP_202
 from hsicomp.models import (
@@ -20,7 +21,6 @@ from hsicomp.models import (
 )
 from hsicomp.models.rwkv import init_state, wkv_sequence
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 KEYS_DIR = SHARED / "docs" / "linerwkv-checkpoint-keys"
 ENMAP_TILE = SHARED / "data" / "enmap-potsdam" / "enmap_potsdam_tile_128_128.tif"
 
