@@ -45,9 +45,22 @@ def read_hsic(path: str | Path) -> bytes:
         raise HsicompError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
+def _params(args: argparse.Namespace) -> dict[str, str]:
+    """Codec parameters: the --param pairs plus the --model/--coder/--threads shortcuts."""
+    params = dict(args.param)
+    for key in ("model", "coder", "threads"):
+        value = getattr(args, key, None)
+        if value is not None:
+            params[key] = str(value)
+    return params
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     """Encode a cube file into one .hsic file."""
-    codec = get_codec(args.codec, dict(args.param))
+    name = args.codec or ("linerwkv" if args.model else None)
+    if name is None:
+        raise HsicompError("give --codec NAME (or --model PATH for the linerwkv codec)")
+    codec = get_codec(name, _params(args))
     cube = read_cube(args.input, dims=args.dims, dataset=args.dataset)
     start = time.perf_counter()
     data = codec.encode(cube, args.delta, args.bit_depth)
@@ -65,7 +78,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     cube_format(args.output)
     data = read_hsic(args.input)
     start = time.perf_counter()
-    header, cube = decode_bytes(data, dict(args.param), source=str(args.input))
+    header, cube = decode_bytes(data, _params(args), source=str(args.input))
     seconds = time.perf_counter() - start
     write_cube(args.output, cube)
     print(f"{args.output}: {header.bands}x{header.rows}x{header.cols} {header.codec} "
@@ -105,6 +118,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("file_bytes", str(len(data))),
         ("bits_per_sample", f"{bits_per_sample(len(data), header.shape):.4f}"),
     ]
+    if header.codec == "linerwkv":
+        from hsicomp.codecs.linerwkv import describe_side_info
+
+        rows += describe_side_info(side_info)
     for key, value in rows:
         print(f"{key}: {value}")
     return 0
@@ -119,8 +136,14 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                        description=f"Compress a cube ({formats}) into one .hsic file.")
     p.add_argument("input", help="input cube")
     p.add_argument("output", help="output .hsic file")
-    p.add_argument("--codec", required=True,
-                   help="codec name, e.g. jpegls, jpeg2000, jpegxl, raw")
+    p.add_argument("--codec", default=None,
+                   help="codec name: linerwkv (the default with --model), jpegls, jpeg2000, "
+                        "jpegxl, raw")
+    p.add_argument("--model", default=None, help="LineRWKV model file (linerwkv codec)")
+    p.add_argument("--coder", choices=("arith", "ccsds"), default=None,
+                   help="linerwkv residual coder (default arith)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="linerwkv prediction threads (default: every CPU)")
     p.add_argument("--delta", type=int, default=0,
                    help="maximum absolute error per sample (0 = lossless, default)")
     p.add_argument("--bit-depth", type=int, default=16,
@@ -137,6 +160,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                                    f"follows OUTPUT's extension.")
     p.add_argument("input", help="input .hsic file")
     p.add_argument("output", help="output cube")
+    p.add_argument("--model", default=None,
+                   help="LineRWKV model file the input was coded with (linerwkv files)")
     p.add_argument("--param", type=parse_param, action="append", default=[],
                    metavar="KEY=VALUE", help=param_help)
     p.set_defaults(func=cmd_decode)

@@ -34,8 +34,9 @@ def encode_varints(values: Iterable[int]) -> bytes:
     return bytes(out)
 
 
-def decode_varints(data: bytes, count: int, source: str) -> list[int]:
-    """Read exactly ``count`` varints filling ``data``; HsicompError otherwise."""
+def decode_varints(data: bytes, count: int, source: str, what: str = "band segment lengths"
+                   ) -> list[int]:
+    """Read exactly ``count`` varints (``what``) filling ``data``; HsicompError otherwise."""
     values: list[int] = []
     value = shift = 0
     for byte in data:
@@ -47,8 +48,8 @@ def decode_varints(data: bytes, count: int, source: str) -> list[int]:
             values.append(value)
             value = shift = 0
     if shift or len(values) != count:
-        raise HsicompError(f"{source}: corrupt side info ({len(values)} segment lengths "
-                           f"for {count} bands)")
+        raise HsicompError(f"{source}: corrupt side info (expected {count} {what}, "
+                           f"found {len(values)})")
     return values
 
 

@@ -18,7 +18,7 @@ from hsicomp.container import Header, pack, unpack
 from hsicomp.errors import HsicompError
 
 #: Modules that define (and register) the project's codecs.
-CODEC_MODULES: tuple[str, ...] = ("hsicomp.codecs.anchors",)
+CODEC_MODULES: tuple[str, ...] = ("hsicomp.codecs.anchors", "hsicomp.codecs.linerwkv")
 
 MAX_BANDS = 0xFFFF
 MAX_SIDE = 0xFFFFFFFF

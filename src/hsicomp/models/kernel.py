@@ -49,6 +49,7 @@ from hsicomp.models.linerwkv import LineRWKV, LineRWKVConfig
 from hsicomp.models.rwkv import PP_INIT
 
 __all__ = [
+    "ARITHMETIC_VERSION",
     "KernelStepper",
     "KernelWeights",
     "default_threads",
@@ -59,6 +60,11 @@ __all__ = [
     "predict_stepwise",
     "sigmoid32",
 ]
+
+#: Identifies the arithmetic of this module: raised whenever a change could alter any bit of
+#: any prediction (the golden-hash tests fail first). Codecs store it in their files, so a
+#: decoder with other arithmetic refuses a file instead of decoding it wrongly.
+ARITHMETIC_VERSION = 1
 
 #: Compilation options of every kernel function: cached, IEEE division semantics (no zero
 #: checks), no fast-math, and the GIL released so that Python threads run jobs in parallel.
