@@ -302,3 +302,18 @@ def test_enmap_beats_golomb(enmap_cube: np.ndarray, delta: int) -> None:
     assert arith < _entropy_bits(res)
     if delta == 40:
         assert arith < 0.7 * ref
+
+
+@pytest.mark.parametrize("stats", ["laplace0.3", "laplace3.0", "laplace300.0"])
+def test_stream_length_matches_ideal_code_length(stats: str) -> None:
+    """The range coder spends what the model's own probabilities say, within 0.5 %."""
+    res, pred, top = _cube((16, 24, 40), 14, stats, seed=4)
+    enc = ResidualEncoder(res.shape, top, track_ideal=True)
+    for t in range(res.shape[1]):
+        for i in range(res.shape[0]):
+            enc.encode_line(res[i, t], pred[i, t])
+    data = enc.finish()
+    payload_bits = 8 * (len(data) - 5)
+    assert enc.ideal_bits > 0.05 * res.size
+    assert enc.ideal_bits - 32 <= payload_bits <= 1.005 * enc.ideal_bits + 64
+    assert data == encode_cube(res, pred, top)  # tracking does not change the stream

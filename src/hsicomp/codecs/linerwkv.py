@@ -211,9 +211,11 @@ class LineRWKVCodec(Codec):
         if self.params["coder"] not in CODERS:
             raise HsicompError(f"codec 'linerwkv': coder must be one of {', '.join(CODERS)}, "
                                f"got {self.params['coder']!r}")
-        #: Statistics of the last encode: predicted samples and how many lay within 0.001
-        #: of a rounding boundary.
-        self.last_stats: dict[str, int] = {}
+        #: Statistics of the last encode: predicted samples, how many lay within 0.001 of a
+        #: rounding boundary, and with ``track_ideal`` the payload's ideal code length in bits
+        #: under the coder's own model (``ideal_bits``).
+        self.last_stats: dict[str, float] = {}
+        self.track_ideal = False
 
     # ---- model
 
@@ -253,15 +255,19 @@ class LineRWKVCodec(Codec):
             pred = self._predictions(weights, xq, _Stats(mean16, std16), max_q)
             res = xq - pred
             if coder == 0:
-                enc = ResidualEncoder(xq.shape, max_q)
+                enc = ResidualEncoder(xq.shape, max_q, track_ideal=self.track_ideal)
                 for t in range(xq.shape[1]):
                     for i in range(xq.shape[0]):
                         enc.encode_line(res[i, t], pred[i, t])
                 payload = enc.finish()
+                ideal = enc.ideal_bits
             else:
                 mapped = np.empty(xq.shape, dtype=np.int64)
                 _fold(res.reshape(-1), pred.reshape(-1), max_q, mapped.reshape(-1))
                 payload = golomb.encode(mapped, order="bil")
+                ideal = golomb.bit_count(mapped, order="bil") if self.track_ideal else 0.0
+            if self.track_ideal:
+                self.last_stats["ideal_bits"] = float(ideal)
         header = self.make_header(cube, delta, bit_depth, band_list)
         return self.pack(header, side, payload)
 

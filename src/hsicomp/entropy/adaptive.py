@@ -171,8 +171,8 @@ def _weights(counts, out):
 
 
 @lru_cache(maxsize=1)
-def _initial_models() -> tuple[np.ndarray, tuple]:
-    """Prior histogram counts and their constriction models (shared, immutable)."""
+def _initial_models() -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Prior histogram counts, their weights and constriction models (shared, immutable)."""
     counts = _prior_counts()
     weights = np.empty((_NHIST, _NSYM), dtype=np.float64)
     for h in range(_NHIST):
@@ -180,7 +180,8 @@ def _initial_models() -> tuple[np.ndarray, tuple]:
     models = tuple(
         constriction.stream.model.Categorical(weights[h], perfect=False) for h in range(_NHIST)
     )
-    return counts, models
+    weights.flags.writeable = False
+    return counts, weights, models
 
 
 # --------------------------------------------------------------------------- kernels
@@ -532,12 +533,12 @@ class _State:
         self.max_value = _check_max_value(max_value)
         nb, nr, nc = self.shape
         self.nlines = nb * nr
-        counts, models = _initial_models()
+        counts, weights, models = _initial_models()
         self.models = list(models)
         self.hist = np.zeros((_NHIST, _NSYM + 2), dtype=np.int64)
         self.hist[:, :_NSYM] = counts
         self.hist[:, _H_TOT] = counts.sum(axis=1)
-        self.weights = np.zeros((_NHIST, _NSYM), dtype=np.float64)
+        self.weights = weights.copy()  # f - 1 of the distribution each model codes with
         self.cstat = np.empty((_NCTX, 2), dtype=np.int64)
         q = np.arange(_NCTX) // (_NR * _NR)
         bl = q // 2 + 1
@@ -577,9 +578,15 @@ class ResidualEncoder:
     residual with prediction p must lie in [-p, max_value - p].
     """
 
-    def __init__(self, shape: tuple[int, int, int], max_value: int) -> None:
+    def __init__(self, shape: tuple[int, int, int], max_value: int,
+                 track_ideal: bool = False) -> None:
         self._st = _State(shape, max_value)
         self._enc = constriction.stream.queue.RangeEncoder()
+        self._track = track_ideal
+        self._used = self._st.weights.copy() if track_ideal else None  # weights of the models
+        #: With ``track_ideal``: the information content in bits of everything coded so far
+        #: under the model's own probabilities (the length an ideal entropy coder would reach).
+        self.ideal_bits = 0.0
 
     def encode_line(self, residuals: np.ndarray, predictions: np.ndarray) -> None:
         """Encode the C residuals of the next band-line given their predictions."""
@@ -605,8 +612,24 @@ class ResidualEncoder:
             enc.encode(gsyms[starts[g] : starts[g + 1]], models[hs[g]])
         if nm:
             enc.encode(st.sym[_S_MVAL, :nm], _UNIFORM, st.sym[_S_MSIZE, :nm])
+        if self._track:
+            self._add_ideal(ng, hs, starts, nm)
         if nr:
             st.rebuild_models(nr)
+            if self._track:
+                rebuilt = st.small[1, :nr]
+                self._used[rebuilt] = st.weights[rebuilt]
+
+    def _add_ideal(self, ng: int, hs: list[int], starts: list[int], nm: int) -> None:
+        st = self._st
+        gsyms = st.sym[_S_GRP]
+        bits = 0.0
+        for g in range(ng):
+            freq = self._used[hs[g]][gsyms[starts[g] : starts[g + 1]]] + 1.0
+            bits += float(np.sum(_PRECISION - np.log2(freq)))
+        if nm:
+            bits += float(np.sum(np.log2(st.sym[_S_MSIZE, :nm].astype(np.float64))))
+        self.ideal_bits += bits
 
     def finish(self) -> bytes:
         """Return the coded stream; every band-line must have been encoded."""

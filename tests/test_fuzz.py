@@ -1,0 +1,186 @@
+"""Fuzzing the decoders: damaged, spliced and foreign files give one-line errors, never a crash,
+a hang or a huge allocation; bad encoder inputs are refused the same way.
+
+The number of mutations per valid file is ``HSICOMP_FUZZ_ITERATIONS`` (default 25); set it to
+thousands for a long run.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import tool_env
+
+from hsicomp.codecs import decode_bytes, get_codec
+from hsicomp.container import pack, unpack
+from hsicomp.errors import HsicompError
+from hsicomp.models import SIZES, LineRWKV
+from hsicomp.models.checkpoint import save_model
+
+ITERATIONS = int(os.environ.get("HSICOMP_FUZZ_ITERATIONS", "25"))
+#: Most memory one decode of a damaged small file may allocate (tracemalloc peak).
+ALLOCATION_LIMIT = 64 << 20
+#: Longest one decode of a damaged small file may take.
+SECONDS_LIMIT = 10.0
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("fuzz") / "xs.pt"
+    save_model(path, LineRWKV(SIZES["XS"]).eval(), "XS")
+    return path
+
+
+@pytest.fixture(scope="module")
+def valid_files(model_path: Path) -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    base = np.cumsum(rng.integers(-40, 41, size=(5, 7, 9)), axis=2) + 2000
+    cube = np.clip(base, 0, 4095).astype(np.uint16)
+    files = {}
+    for coder in ("arith", "ccsds"):
+        codec = get_codec("linerwkv", {"model": str(model_path), "coder": coder})
+        files[f"linerwkv-{coder}"] = codec.encode(cube, 0, 12)
+        files[f"linerwkv-{coder}-d3"] = codec.encode(cube, 3, 12)
+    for name in ("jpegls", "raw"):
+        files[name] = get_codec(name).encode(cube, 0, 12)
+    return files
+
+
+def _mutations(data: bytes, others: list[bytes], rng: np.random.Generator):
+    """Yield (kind, damaged bytes) variations of one valid file."""
+    header, side, payload = unpack(data)
+    for _ in range(ITERATIONS):
+        kind = int(rng.integers(7))
+        buf = bytearray(data)
+        if kind == 0:  # truncated
+            yield "truncated", bytes(buf[: int(rng.integers(len(buf)))])
+        elif kind == 1:  # a few flipped bits
+            for _ in range(int(rng.integers(1, 9))):
+                pos = int(rng.integers(len(buf)))
+                buf[pos] ^= 1 << int(rng.integers(8))
+            yield "bit flips", bytes(buf)
+        elif kind == 2:  # random bytes written over a stretch
+            start = int(rng.integers(len(buf)))
+            stop = min(len(buf), start + int(rng.integers(1, 17)))
+            buf[start:stop] = rng.integers(0, 256, stop - start, dtype=np.uint8).tobytes()
+            yield "overwritten", bytes(buf)
+        elif kind in (3, 4):  # damaged payload or side info behind a valid checksum
+            part = bytearray(payload if kind == 3 else side)
+            if part and rng.random() < 0.7:
+                for _ in range(int(rng.integers(1, 5))):
+                    pos = int(rng.integers(len(part)))
+                    part[pos] ^= 1 << int(rng.integers(8))
+            else:
+                part = part[: int(rng.integers(len(part) + 1))]
+            new = (side, bytes(part)) if kind == 3 else (bytes(part), payload)
+            yield "payload" if kind == 3 else "side info", pack(header, *new)
+        elif kind == 5:  # another file's side info or payload behind this header
+            other_header, other_side, other_payload = unpack(others[int(rng.integers(len(others)))])
+            new = (other_side, payload) if rng.random() < 0.5 else (side, other_payload)
+            yield "spliced", pack(header, *new)
+        else:  # foreign data
+            choice = int(rng.integers(3))
+            if choice == 0:
+                yield "foreign", rng.integers(0, 256, int(rng.integers(64)), np.uint8).tobytes()
+            elif choice == 1:
+                yield "foreign", b"\x89PNG\r\n\x1a\n" + bytes(buf[8:])
+            else:
+                yield "foreign", b"HSIC" + rng.integers(0, 256, 40, np.uint8).tobytes()
+
+
+def _check_decode(data: bytes, params: dict, what: str) -> None:
+    """Decode damaged bytes: a valid cube or a one-line HsicompError, bounded time and memory."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        header, cube = decode_bytes(data, params, source="f.hsic")
+    except HsicompError as exc:
+        message = str(exc)
+        assert message and "\n" not in message, (what, message)
+        assert message.startswith("f.hsic: "), (what, message)
+    else:
+        assert cube.dtype == np.uint16 and cube.shape == header.shape, what
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert time.perf_counter() - start < SECONDS_LIMIT, what
+    assert peak < ALLOCATION_LIMIT, (what, peak)
+
+
+def test_damaged_files(valid_files: dict[str, bytes], model_path: Path) -> None:
+    rng = np.random.default_rng(int(os.environ.get("HSICOMP_FUZZ_SEED", "1")))
+    others = list(valid_files.values())
+    faulthandler.dump_traceback_later(600, exit=True)  # a hang fails the run instead of stalling
+    try:
+        for name, data in valid_files.items():
+            params = {"model": str(model_path)} if name.startswith("linerwkv") else {}
+            for kind, damaged in _mutations(data, others, rng):
+                try:
+                    codec = unpack(damaged)[0].codec
+                except HsicompError:
+                    codec = name
+                _check_decode(damaged, params if codec == "linerwkv" else {}, f"{name} {kind}")
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hsicomp", *args], capture_output=True,
+                          text=True, env=tool_env(), timeout=300)
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("hsicomp: error: ") and proc.stderr.count("\n") == 1, \
+        proc.stderr
+    assert needle in proc.stderr, proc.stderr
+
+
+def test_command_line_errors(valid_files: dict[str, bytes], model_path: Path,
+                             tmp_path: Path) -> None:
+    """Damaged files and bad inputs through the command line: exit 2, one line, no traceback."""
+    model = str(model_path)
+    good = tmp_path / "good.hsic"
+    good.write_bytes(valid_files["linerwkv-arith"])
+    bad = tmp_path / "bad.hsic"
+    bad.write_bytes(valid_files["linerwkv-arith"][:-9])
+    _assert_one_line_error(_cli("decode", str(bad), str(tmp_path / "o.npy"), "--model", model),
+                           f"{bad}: checksum mismatch")
+    spliced = tmp_path / "spliced.hsic"
+    header, side, _ = unpack(valid_files["linerwkv-arith"])
+    spliced.write_bytes(pack(header, side, unpack(valid_files["linerwkv-ccsds"])[2]))
+    _assert_one_line_error(_cli("decode", str(spliced), str(tmp_path / "o.npy"), "--model",
+                                model), f"{spliced}: corrupt payload")
+    foreign = tmp_path / "foreign.hsic"
+    foreign.write_bytes(b"GIF89a" + bytes(100))
+    _assert_one_line_error(_cli("decode", str(foreign), str(tmp_path / "o.npy")), "bad magic")
+
+    cubes = {
+        "float.npy": (np.full((2, 3, 4), 1.5), "non-integer values"),
+        "nan.npy": (np.full((2, 3, 4), np.nan), "NaN"),
+        "flat.npy": (np.zeros((3, 4), np.uint16), "expected a 3-D cube"),
+        "negative.npy": (np.full((2, 3, 4), -1, np.int32), "negative sample values"),
+    }
+    for name, (array, needle) in cubes.items():
+        np.save(tmp_path / name, array)
+        _assert_one_line_error(_cli("encode", str(tmp_path / name), str(tmp_path / "x.hsic"),
+                                    "--model", model), needle)
+    raw = tmp_path / "cube.bsq"
+    raw.write_bytes(bytes(2 * 2 * 3 * 4))
+    _assert_one_line_error(_cli("encode", str(raw), str(tmp_path / "x.hsic"), "--model", model,
+                                "--dims", "2,3,5"), str(raw))
+    big = tmp_path / "big.npy"
+    np.save(big, np.full((2, 3, 4), 5000, np.uint16))
+    _assert_one_line_error(_cli("encode", str(big), str(tmp_path / "x.hsic"), "--model", model,
+                                "--bit-depth", "12"), "does not fit in 12 bits")
+    assert not (tmp_path / "x.hsic").exists()
