@@ -318,12 +318,18 @@ def test_cli_params_and_raw_input(tmp_path: Path, cube: np.ndarray) -> None:
 @pytest.mark.parametrize("argv", [
     ["encode", "in.npy", "c.hsic", "--codec", "jpegls", "--dims", "5,17"],
     ["encode", "in.npy", "c.hsic", "--codec", "jpegls", "--param", "effort"],
-    ["encode", "in.npy", "c.hsic"],
+    ["encode", "in.npy", "c.hsic", "--model", "m.pt", "--coder", "huffman"],
 ])
 def test_cli_bad_arguments(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
         parse(argv)
     assert info.value.code == 2
+
+
+def test_cli_encode_needs_a_codec_or_model() -> None:
+    args = parse(["encode", "in.npy", "c.hsic"])
+    with pytest.raises(HsicompError, match="give --codec NAME"):
+        args.func(args)
 
 
 @pytest.mark.parametrize("case", ["missing", "lossless_only", "corrupt", "out_format"])

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from hsicomp.atomic import atomic_write_bytes
-from hsicomp.codecs import decode_bytes, get_codec
+from hsicomp.codecs import codec_class, decode_bytes, get_codec
 from hsicomp.container import unpack
 from hsicomp.cubeio import SUFFIXES, cube_format, read_cube, write_cube
 from hsicomp.errors import HsicompError
@@ -118,10 +118,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("file_bytes", str(len(data))),
         ("bits_per_sample", f"{bits_per_sample(len(data), header.shape):.4f}"),
     ]
-    if header.codec == "linerwkv":
-        from hsicomp.codecs.linerwkv import describe_side_info
-
-        rows += describe_side_info(side_info)
+    cls = codec_class(header.codec)
+    if cls is not None:
+        rows += cls.describe_side_info(side_info)
     for key, value in rows:
         print(f"{key}: {value}")
     return 0

@@ -18,7 +18,8 @@ from hsicomp.container import Header, pack, unpack
 from hsicomp.errors import HsicompError
 
 #: Modules that define (and register) the project's codecs.
-CODEC_MODULES: tuple[str, ...] = ("hsicomp.codecs.anchors", "hsicomp.codecs.linerwkv")
+CODEC_MODULES: tuple[str, ...] = ("hsicomp.codecs.anchors", "hsicomp.codecs.linerwkv",
+                                  "hsicomp.codecs.ccsds123")
 
 MAX_BANDS = 0xFFFF
 MAX_SIDE = 0xFFFFFFFF
@@ -86,6 +87,11 @@ class Codec(ABC):
     @abstractmethod
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
         """Decompress .hsic bytes written by this codec to a uint16 (bands, rows, cols) cube."""
+
+    @classmethod
+    def describe_side_info(cls, side_info: bytes) -> list[tuple[str, str]]:
+        """Readable (name, value) fields of this codec's side info, for ``hsicomp info``."""
+        return []
 
     # Helpers for implementations.
 
@@ -178,6 +184,12 @@ def available_codecs() -> list[str]:
     """Names of every registered codec, sorted."""
     _load()
     return sorted(_REGISTRY)
+
+
+def codec_class(name: str) -> type[Codec] | None:
+    """The codec class registered as ``name``, or None."""
+    _load()
+    return _REGISTRY.get(name)
 
 
 def get_codec(name: str, params: dict[str, Any] | None = None) -> Codec:

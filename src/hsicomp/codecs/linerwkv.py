@@ -386,17 +386,17 @@ class LineRWKVCodec(Codec):
                 _normalise(row, stats.mean[i], stats.std[i], line)
                 stepper.push_band(i, line)
 
+    @classmethod
+    def describe_side_info(cls, side: bytes) -> list[tuple[str, str]]:
+        """Readable fields of a linerwkv file's side info (for ``hsicomp info``)."""
+        if len(side) < _FIXED_SIDE:
+            return [("side_info", "corrupt")]
+        coder = CODERS[side[2]] if side[2] < len(CODERS) else f"unknown ({side[2]})"
+        return [("coder", coder), ("kernel_arithmetic", str(side[1])),
+                ("model_sha256", side[3:_FIXED_SIDE].hex())]
+
 
 def _arithmetic_version() -> int:
     from hsicomp.models.kernel import ARITHMETIC_VERSION
 
     return ARITHMETIC_VERSION
-
-
-def describe_side_info(side: bytes) -> list[tuple[str, str]]:
-    """Readable fields of a linerwkv file's side info (for ``hsicomp info``)."""
-    if len(side) < _FIXED_SIDE:
-        return [("side_info", "corrupt")]
-    coder = CODERS[side[2]] if side[2] < len(CODERS) else f"unknown ({side[2]})"
-    return [("coder", coder), ("kernel_arithmetic", str(side[1])),
-            ("model_sha256", side[3:_FIXED_SIDE].hex())]
