@@ -40,6 +40,35 @@ if "linerwkv" in config and config["linerwkv"]["train_dataset"] not in config["d
         f"linerwkv.train_dataset {config['linerwkv']['train_dataset']!r} is not a dataset"
     )
 
+# Registry codecs evaluated once per trained model size; the workflow gives them the model
+# file and the job's thread count as the parameters `model` and `threads`.
+MODEL_CODECS = {"linerwkv"}
+
+
+def codec_name(label):
+    """Registry name of the codec entry ``label`` (its `codec:` key, default the label)."""
+    return config["codecs"][label].get("codec", label)
+
+
+def _check_model_codecs():
+    for label, entry in config["codecs"].items():
+        if codec_name(label) not in MODEL_CODECS:
+            continue
+        if not config.get("linerwkv"):
+            raise ValueError(
+                f"codecs.{label} uses codec {codec_name(label)!r}, which needs trained models:"
+                f" add a linerwkv: section (train_dataset, sizes) to the config"
+            )
+        given = sorted({"model", "threads"} & set(entry.get("params", {})))
+        if given:
+            raise ValueError(
+                f"codecs.{label}.params: {', '.join(given)} is set by the workflow"
+                f" (model: one per linerwkv size; threads: the entry's threads)"
+            )
+
+
+_check_model_codecs()
+
 SHARDS = config["evaluation"]["shards"]
 
 # Rules run `python -m hsicomp`: the Python running Snakemake comes first on PATH; with
@@ -60,12 +89,17 @@ def train_settings(size):
     return {**lr.get("settings", {}), **lr.get("size_settings", {}).get(size, {}), "size": size}
 
 
+def model_file(size):
+    """The trained LineRWKV model of one size."""
+    return f"models/{config['linerwkv']['train_dataset']}/linerwkv-{size}.pt"
+
+
 def model_files():
     """Every trained model the configuration asks for."""
     lr = config.get("linerwkv")
     if not lr:
         return []
-    return [f"models/{lr['train_dataset']}/linerwkv-{size}.pt" for size in lr["sizes"]]
+    return [model_file(size) for size in lr["sizes"]]
 
 
 def dataset_spec(name):
@@ -81,16 +115,48 @@ def codec_deltas(codec):
     return config["codecs"][codec].get("deltas", config["deltas"])
 
 
-def codec_params(codec):
-    return config["codecs"][codec].get("params", {})
+def codec_threads(codec):
+    return config["codecs"][codec].get("threads", 1)
+
+
+def codec_models(codec):
+    """Values of the {model} wildcard of a codec entry: the linerwkv sizes, or "-"."""
+    if codec_name(codec) in MODEL_CODECS:
+        return list(config["linerwkv"]["sizes"])
+    return ["-"]
+
+
+def _check_model(wildcards):
+    if wildcards.model not in codec_models(wildcards.codec):
+        raise ValueError(
+            f"codec {wildcards.codec} has no model {wildcards.model!r}"
+            f" (models: {', '.join(codec_models(wildcards.codec))})"
+        )
+
+
+def model_input(wildcards):
+    """The model file an encode or verify job needs ([] for codecs without one)."""
+    _check_model(wildcards)
+    if codec_name(wildcards.codec) in MODEL_CODECS:
+        return [model_file(wildcards.model)]
+    return []
+
+
+def codec_params(wildcards, threads):
+    """Codec parameters of a job as quoted JSON; model codecs get `model` and `threads`."""
+    params = dict(config["codecs"][wildcards.codec].get("params", {}))
+    if codec_name(wildcards.codec) in MODEL_CODECS:
+        params.update(model=model_file(wildcards.model), threads=threads)
+    return quoted_json(params)
 
 
 def evaluation_points():
-    """Every (dataset, codec, model, delta) the configuration asks for."""
+    """Every (dataset, codec label, model, delta) the configuration asks for."""
     for dataset in config["datasets"]:
         for codec in config["codecs"]:
-            for delta in codec_deltas(codec):
-                yield dataset, codec, "-", delta
+            for model in codec_models(codec):
+                for delta in codec_deltas(codec):
+                    yield dataset, codec, model, delta
 
 
 def metric_files():

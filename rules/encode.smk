@@ -1,5 +1,6 @@
 # Encode stage: one job per (dataset, codec, model, delta, shard of test patches) writes one
-# .hsic file per patch.
+# .hsic file per patch. {codec} is the label of a config `codecs:` entry; {model} is "-" for
+# codecs without a model and the LineRWKV size for linerwkv entries.
 
 BITSTREAMS = "results/bitstreams/{dataset}/{codec}/{model}/d{delta}/shard{shard}"
 TIMINGS = "results/bitstreams/{dataset}/{codec}/{model}/d{delta}/shard{shard}.timings.csv"
@@ -9,13 +10,15 @@ rule encode_shard:
     input:
         manifest="data/{dataset}/manifest.csv",
         test="data/{dataset}/test",
+        model=model_input,
     output:
         bitstreams=directory(BITSTREAMS),
         timings=TIMINGS,
     params:
         shards=SHARDS,
-        codec_params=lambda w: quoted_json(codec_params(w.codec)),
-    threads: lambda w: config["codecs"][w.codec].get("threads", 1)
+        codec=lambda w: codec_name(w.codec),
+        codec_params=codec_params,
+    threads: lambda w: codec_threads(w.codec)
     resources:
         mem_mb=4000,
         runtime=60,
@@ -27,6 +30,7 @@ rule encode_shard:
         ENV
     shell:
         "python -m hsicomp encode-shard --manifest {input.manifest:q} --shard {wildcards.shard}"
-        " --shards {params.shards} --codec {wildcards.codec} --params {params.codec_params}"
+        " --shards {params.shards} --codec {params.codec} --label {wildcards.codec}"
+        " --params {params.codec_params}"
         " --delta {wildcards.delta} --out-dir {output.bitstreams:q} --timings {output.timings:q}"
         " --threads {threads} > {log:q} 2>&1"

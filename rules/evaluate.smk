@@ -8,13 +8,15 @@ rule verify_shard:
         test="data/{dataset}/test",
         bitstreams=BITSTREAMS,
         timings=TIMINGS,
+        model=model_input,
     output:
         "results/metrics/{dataset}/{codec}/{model}/d{delta}/shard{shard}.csv",
     params:
         shards=SHARDS,
-        codec_params=lambda w: quoted_json(codec_params(w.codec)),
+        codec=lambda w: codec_name(w.codec),
+        codec_params=codec_params,
         peak=lambda w: psnr_peak(w.dataset),
-    threads: lambda w: config["codecs"][w.codec].get("threads", 1)
+    threads: lambda w: codec_threads(w.codec)
     resources:
         mem_mb=4000,
         runtime=60,
@@ -27,7 +29,8 @@ rule verify_shard:
     shell:
         "python -m hsicomp verify-shard --manifest {input.manifest:q} --shard {wildcards.shard}"
         " --shards {params.shards} --bitstreams {input.bitstreams:q} --timings {input.timings:q}"
-        " --dataset {wildcards.dataset} --codec {wildcards.codec} --model {wildcards.model}"
+        " --dataset {wildcards.dataset} --codec {params.codec} --label {wildcards.codec}"
+        " --model {wildcards.model}"
         " --delta {wildcards.delta} --params {params.codec_params} --peak {params.peak}"
         " --out {output:q} > {log:q} 2>&1"
 

@@ -264,3 +264,46 @@ def test_error_above_delta_is_reported(dataset: Path, tmp_path: Path, monkeypatc
         verify_shard(dataset, 0, 2, tmp_path / "bits", tmp_path / "t.csv", "toy", "jpegls",
                      "none", 2, {}, PEAK, tmp_path / "m.csv")
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_label_names_the_csv_codec_column_and_errors(dataset: Path, tmp_path: Path, capsys):
+    bits, timings, out = tmp_path / "bits", tmp_path / "t.csv", tmp_path / "m.csv"
+    common = ["--manifest", str(dataset), "--shard", "0", "--shards", "2", "--codec", "jpegls",
+              "--label", "ls-near", "--params", "{}", "--delta", "2", "--timings", str(timings)]
+    assert main(["encode-shard", *common, "--out-dir", str(bits)]) == 0
+    assert main(["verify-shard", *common, "--bitstreams", str(bits), "--dataset", "toy",
+                 "--model", "-", "--peak", str(PEAK), "--out", str(out)]) == 0
+    assert "ls-near (jpegls) delta=2" in capsys.readouterr().err
+    rows = _read_csv(out)
+    assert {(r["codec"], r["model"]) for r in rows} == {("ls-near", "-")}
+    (bits / "p3.hsic").unlink()
+    with pytest.raises(HsicompError, match=r"p3\.hsic: ls-near \(jpegls\) delta=2 bitstream"):
+        verify_shard(dataset, 0, 2, bits, timings, "toy", "jpegls", "-", 2, {}, PEAK,
+                     tmp_path / "m2.csv", label="ls-near")
+    with pytest.raises(HsicompError, match=r"codec lossless \(jpegxl\) does not support"):
+        encode_shard(dataset, 0, 1, "jpegxl", {}, 3, tmp_path / "b2", tmp_path / "t2.csv",
+                     label="lossless")
+    with pytest.raises(HsicompError, match=r"codec entry lw: .*coder must be one of"):
+        encode_shard(dataset, 0, 1, "linerwkv", {"coder": "zip"}, 0, tmp_path / "b3",
+                     tmp_path / "t3.csv", label="lw")
+
+
+def test_plot_has_one_curve_per_codec_and_model(tmp_path: Path):
+    from hsicomp.plots import _read_rd, rd_series, series_label
+
+    assert series_label("linerwkv-arith", "XS") == "linerwkv-arith XS"
+    assert series_label("jpegls", "-") == "jpegls"
+    rd = tmp_path / "rd.csv"
+    rows = [("jpegls", "-", 2, 5.0, 80.0)]
+    rows += [(c, m, d, b, p) for c in ("linerwkv-ccsds", "linerwkv-arith")
+             for m, b in (("S", 4.0), ("XS", 4.5))
+             for d, p in ((0, math.inf), (1, 85.0), (5, 75.0))]
+    with open(rd, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dataset", "codec", "model", "delta", "bpppc", "psnr"])
+        writer.writerows(("toy", c, m, d, b - d / 10, p) for c, m, d, b, p in rows)
+    assert rd_series(_read_rd(rd)) == ["jpegls", "linerwkv-arith XS", "linerwkv-arith S",
+                                       "linerwkv-ccsds XS", "linerwkv-ccsds S"]
+    png = tmp_path / "rd.png"
+    plot_rd(rd, png)
+    assert png.stat().st_size > 1000

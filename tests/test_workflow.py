@@ -43,16 +43,26 @@ def test_hyspecnet_dry_run_without_data(tmp_path):
                  "encode_shard", "verify_shard", "aggregate", "plot_rd"):
         assert rule in out
     assert "hyspecnet-11k-splits.tar.gz" in out
-    # 11 archives; 3 codecs x (9 + 1 + 1) deltas x 32 shards, encoded and verified
+    # 11 archives; per 32 shards, encoded and verified: the anchors at 9 + 1 + 1 + 9 + 9
+    # deltas and 2 linerwkv coders x 4 sizes x 9 deltas: (29 + 72) x 32 = 3232
     assert re.search(r"download_archive\s+11\n", out)
-    assert re.search(r"encode_shard\s+352\n", out)
+    assert re.search(r"encode_shard\s+3232\n", out)
+    assert re.search(r"verify_shard\s+3232\n", out)
     assert re.search(r"train\s+4\n", out)  # XS, S, M, L
+    assert re.search(r"total\s+6494\n", out)
     assert not (tmp_path / "downloads").exists()
 
 
 def test_default_config_dry_run(tmp_path):
-    proc = run_snakemake(tmp_path, "-n", "results/rd_all.csv")
-    assert "prepare_dataset" in proc.stdout + proc.stderr
+    proc = run_snakemake(tmp_path, "-n", "--cores", "2", "-p", "results/rd_all.csv")
+    out = proc.stdout + proc.stderr
+    assert "prepare_dataset" in out
+    # 2 shards x (anchors: 9 + 1 + 1 + 9 + 9 deltas; linerwkv: 2 coders x 2 sizes x 4 deltas)
+    assert re.search(r"encode_shard\s+90\n", out)
+    assert re.search(r"train\s+2\n", out)
+    assert "results/metrics/synthetic/linerwkv-ccsds/S/d40/shard1.csv" in out
+    assert "--codec linerwkv --label linerwkv-arith" in out
+    assert '"model": "models/synthetic/linerwkv-XS.pt", "threads": 2' in out
 
 
 def test_bad_config_is_rejected(tmp_path):
@@ -84,6 +94,63 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert (tmp_path / "results" / "figures" / "rd_psnr.png").stat().st_size > 1000
     nothing = run_snakemake(tmp_path, "-n", "results/rd_all.csv", "--configfile", str(cfg))
     assert "Nothing to be done" in nothing.stdout + nothing.stderr
+
+
+TINY_LINERWKV = dict(
+    TINY,
+    codecs={
+        "jpegls": {"deltas": [0]},
+        "linerwkv-arith": {"codec": "linerwkv", "params": {"coder": "arith"}, "deltas": [0]},
+        "linerwkv-ccsds": {"codec": "linerwkv", "params": {"coder": "ccsds"}, "deltas": [2],
+                           "threads": 2},
+    },
+    evaluation={"shards": 1},
+    linerwkv={"train_dataset": "tiny", "sizes": ["XS"], "threads": 1,
+              "settings": {"epochs": 1, "batch": 1, "band_window": 4, "pos_size": 4,
+                           "checkpoint_every": 1}},
+)
+
+
+def test_tiny_workflow_with_linerwkv(tmp_path):
+    cfg = write_config(tmp_path / "tiny.yaml", TINY_LINERWKV)
+    run_snakemake(tmp_path, "--cores", "2", "results/rd_all.csv", "results/figures/rd_psnr.png",
+                  "--configfile", str(cfg))
+    rd = read_csv(tmp_path / "results" / "rd_all.csv")
+    assert [(r["codec"], r["model"], r["delta"]) for r in rd] == [
+        ("jpegls", "-", "0"), ("linerwkv-arith", "XS", "0"), ("linerwkv-ccsds", "XS", "2")]
+    assert all(r["all_ok"] == "true" and r["patches"] == "3" for r in rd)
+    per_patch = read_csv(tmp_path / "results" / "per_patch.csv")
+    assert len(per_patch) == 9
+    assert all(r["roundtrip_ok"] == "true" for r in per_patch)
+    assert all(int(r["max_abs_error"]) <= int(r["delta"]) for r in per_patch)
+    bits = tmp_path / "results" / "bitstreams" / "tiny"
+    assert len(list((bits / "linerwkv-ccsds" / "XS" / "d2" / "shard0").glob("*.hsic"))) == 3
+    log = (tmp_path / "logs" / "encode" / "tiny" / "linerwkv-ccsds" / "XS" / "d2"
+           / "shard0.log").read_text()
+    assert "linerwkv-ccsds (linerwkv)" in log
+    assert (tmp_path / "results" / "figures" / "rd_psnr.png").stat().st_size > 1000
+    nothing = run_snakemake(tmp_path, "-n", "results/rd_all.csv", "--configfile", str(cfg))
+    assert "Nothing to be done" in nothing.stdout + nothing.stderr
+
+
+def test_linerwkv_codec_without_linerwkv_section_is_rejected(tmp_path):
+    config = {k: v for k, v in TINY_LINERWKV.items() if k != "linerwkv"}
+    cfg = write_config(tmp_path / "c.yaml", config)
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert ("codecs.linerwkv-arith uses codec 'linerwkv', which needs trained models: add a "
+            "linerwkv: section") in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_linerwkv_model_param_is_rejected(tmp_path):
+    config = dict(TINY_LINERWKV, codecs={
+        "lw": {"codec": "linerwkv", "params": {"model": "m.pt"}}})
+    cfg = write_config(tmp_path / "c.yaml", config)
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0
+    assert "codecs.lw.params: model is set by the workflow" in proc.stdout + proc.stderr
 
 
 def dvc(cwd: Path, *args: str) -> str:

@@ -38,6 +38,21 @@ def _read_patch(manifest: Path, rec: PatchRecord) -> np.ndarray:
     return read_bsq(manifest.parent / rec.file, rec.bands, rec.rows, rec.cols)
 
 
+def _display(codec: str, label: str | None) -> str:
+    """How messages name a codec: its label, with the registry name when they differ."""
+    return codec if label in (None, codec) else f"{label} ({codec})"
+
+
+def _make_codec(codec: str, params: dict, label: str | None) -> Codec:
+    """The codec object; a parameter error names the configuration entry too."""
+    try:
+        return get_codec(codec, params)
+    except HsicompError as exc:
+        if label in (None, codec):
+            raise
+        raise HsicompError(f"codec entry {label}: {exc}") from None
+
+
 def _csv_text(columns: list[str], rows: list[dict], digits: int) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -48,16 +63,19 @@ def _csv_text(columns: list[str], rows: list[dict], digits: int) -> str:
 
 
 def encode_shard(manifest: Path, shard: int, shards: int, codec: str, params: dict,
-                 delta: int, out_dir: Path, timings_csv: Path, threads: int = 1) -> int:
+                 delta: int, out_dir: Path, timings_csv: Path, threads: int = 1,
+                 label: str | None = None) -> int:
     """Encode the shard's test patches to ``out_dir/<patch_id>.hsic``; return how many.
 
-    Writes ``timings_csv`` (patch_id, bytes, encode_s) once every patch is written.
+    ``codec`` is the registry name; ``label`` (default ``codec``) names the configuration
+    entry in messages. Writes ``timings_csv`` (patch_id, bytes, encode_s) once every patch is
+    written.
     """
     manifest, out_dir = Path(manifest), Path(out_dir)
     records = _shard_records(manifest, shard, shards)
-    coder = get_codec(codec, params)
+    coder = _make_codec(codec, params, label)
     if not coder.supports(delta):
-        raise HsicompError(f"codec {codec} does not support delta={delta}")
+        raise HsicompError(f"codec {_display(codec, label)} does not support delta={delta}")
     _set_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = []
@@ -86,9 +104,9 @@ def _read_timings(path: Path) -> dict[str, float]:
 
 
 def _verify_patch(path: Path, rec: PatchRecord, original: np.ndarray, coder: Codec,
-                  delta: int, peak: float) -> tuple[dict, float, int]:
+                  delta: int, peak: float, label: str | None = None) -> tuple[dict, float, int]:
     """Decode one bitstream and check it; return (metrics, decode seconds, file bytes)."""
-    what = f"{path}: {coder.name} delta={delta}"
+    what = f"{path}: {_display(coder.name, label)} delta={delta}"
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -123,24 +141,26 @@ def _verify_patch(path: Path, rec: PatchRecord, original: np.ndarray, coder: Cod
 
 def verify_shard(manifest: Path, shard: int, shards: int, bitstreams: Path, timings_csv: Path,
                  dataset: str, codec: str, model: str, delta: int, params: dict, peak: float,
-                 out_csv: Path) -> list[dict]:
+                 out_csv: Path, label: str | None = None) -> list[dict]:
     """Decode and check every bitstream of the shard; write per-patch metrics to ``out_csv``.
 
-    Raises :class:`HsicompError` on the first failed patch, before anything is written.
+    ``codec`` is the registry name; the CSV's ``codec`` column holds ``label`` (default
+    ``codec``), the name of the configuration entry. Raises :class:`HsicompError` on the
+    first failed patch, before anything is written.
     """
     manifest, bitstreams = Path(manifest), Path(bitstreams)
     records = _shard_records(manifest, shard, shards)
     timings = _read_timings(Path(timings_csv))
-    coder = get_codec(codec, params)
+    coder = _make_codec(codec, params, label)
     rows = []
     for rec in records:
         path = bitstreams / f"{rec.patch_id}.hsic"
         if rec.patch_id not in timings:
             raise HsicompError(f"{timings_csv}: no encode time for patch {rec.patch_id}")
         original = _read_patch(manifest, rec)
-        m, decode_s, n_bytes = _verify_patch(path, rec, original, coder, delta, peak)
+        m, decode_s, n_bytes = _verify_patch(path, rec, original, coder, delta, peak, label)
         rows.append({
-            "dataset": dataset, "codec": codec, "model": model, "delta": delta,
+            "dataset": dataset, "codec": label or codec, "model": model, "delta": delta,
             "patch_id": rec.patch_id, "bands": rec.bands, "rows": rec.rows, "cols": rec.cols,
             "bytes": n_bytes, "bpppc": bits_per_sample(n_bytes, rec.shape),
             **m,
@@ -162,18 +182,18 @@ def _params(text: str) -> dict:
 
 def _cmd_encode(args: argparse.Namespace) -> int:
     n = encode_shard(args.manifest, args.shard, args.shards, args.codec, _params(args.params),
-                     args.delta, args.out_dir, args.timings, args.threads)
-    print(f"encoded {n} patches with {args.codec} delta={args.delta} -> {args.out_dir}",
-          file=sys.stderr)
+                     args.delta, args.out_dir, args.timings, args.threads, args.label)
+    print(f"encoded {n} patches with {_display(args.codec, args.label)} delta={args.delta} -> "
+          f"{args.out_dir}", file=sys.stderr)
     return 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     rows = verify_shard(args.manifest, args.shard, args.shards, args.bitstreams, args.timings,
                         args.dataset, args.codec, args.model, args.delta, _params(args.params),
-                        args.peak, args.out)
-    print(f"verified {len(rows)} patches with {args.codec} delta={args.delta} -> {args.out}",
-          file=sys.stderr)
+                        args.peak, args.out, args.label)
+    print(f"verified {len(rows)} patches with {_display(args.codec, args.label)} "
+          f"delta={args.delta} -> {args.out}", file=sys.stderr)
     return 0
 
 
@@ -181,7 +201,9 @@ def _shard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", type=Path, required=True, help="patch manifest CSV")
     p.add_argument("--shard", type=int, required=True, help="0-based shard index")
     p.add_argument("--shards", type=int, required=True, help="number of shards")
-    p.add_argument("--codec", required=True, help="codec name")
+    p.add_argument("--codec", required=True, help="codec name (see `hsicomp codecs`)")
+    p.add_argument("--label", help="name of the codec's configuration entry, written in the "
+                   "CSV's codec column and in messages (default: the codec name)")
     p.add_argument("--params", default="{}", help="codec parameters as a JSON object")
     p.add_argument("--delta", type=int, required=True,
                    help="maximum absolute error (0 = lossless)")

@@ -34,11 +34,25 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*"]
 PNG_METADATA = {"Software": None}
 PDF_METADATA = {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}
 _NO_MODEL = ("", "none", "-")
+#: Order of the LineRWKV sizes in legends (other model names follow, alphabetically).
+_MODEL_ORDER = {"XS": 0, "S": 1, "M": 2, "L": 3}
 
 
 def series_label(codec: str, model: str) -> str:
-    """Legend label of a codec/model pair."""
-    return codec if model.lower() in _NO_MODEL or model == codec else f"{codec} ({model})"
+    """Legend label of a codec/model pair: ``codec`` alone, or ``codec model``."""
+    return codec if model.lower() in _NO_MODEL or model == codec else f"{codec} {model}"
+
+
+def _series_key(row: dict) -> tuple:
+    """Sort key of a row's curve: codec label, then model size."""
+    model = row["model"]
+    return (row["codec"], _MODEL_ORDER.get(model, len(_MODEL_ORDER)), model)
+
+
+def rd_series(rows: list[dict]) -> list[str]:
+    """Legend labels of the curves, one per (codec, model), in drawing order."""
+    ordered = sorted(rows, key=_series_key)
+    return list(dict.fromkeys(r["series"] for r in ordered))
 
 
 def _read_rd(path: Path) -> list[dict]:
@@ -48,7 +62,8 @@ def _read_rd(path: Path) -> list[dict]:
     except FileNotFoundError:
         raise HsicompError(f"{path}: rate-distortion file not found") from None
     try:
-        return [{"dataset": r["dataset"], "series": series_label(r["codec"], r["model"]),
+        return [{"dataset": r["dataset"], "codec": r["codec"], "model": r["model"],
+                 "series": series_label(r["codec"], r["model"]),
                  "bpppc": float(r["bpppc"]), "psnr": float(r["psnr"])} for r in rows]
     except (KeyError, TypeError, ValueError):
         raise HsicompError(f"{path}: not a rate-distortion file (needs dataset, codec, model, "
@@ -57,6 +72,9 @@ def _read_rd(path: Path) -> list[dict]:
 
 def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
     """Draw PSNR against bits per sample, one panel per dataset, one line per codec/model.
+
+    A curve is one (codec, model) pair of the CSV, e.g. ``linerwkv-arith XS`` and
+    ``linerwkv-arith S`` are two curves; codecs without a model (``-``) are labelled alone.
 
     Points with infinite PSNR (lossless) go on a strip below each panel, sharing its rate axis.
     """
@@ -69,7 +87,7 @@ def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
     if not rows:
         raise HsicompError(f"{rd_csv}: no rows to plot")
     datasets = sorted({r["dataset"] for r in rows})
-    series = sorted({r["series"] for r in rows})
+    series = rd_series(rows)
     look = {s: (COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]) for i, s in enumerate(series)}
     has_lossless = any(math.isinf(r["psnr"]) for r in rows)
 
