@@ -77,7 +77,6 @@ def main() -> None:
             for coder in args.coders:
                 codec = get_codec("linerwkv", {"model": str(path), "coder": coder,
                                                "threads": args.threads})
-                codec.track_ideal = True
                 codec.encode(cubes[0][1][:, :2, :8], 0, 14)  # load model and compiled code
                 for (name, cube), delta in ((c, d) for c in cubes for d in args.deltas):
                     enc_s, dec_s = [], []
@@ -92,6 +91,10 @@ def main() -> None:
                     if err > delta:
                         raise SystemExit(f"{size} {coder} delta {delta}: max error {err}")
                     payload = len(unpack(data)[2])
+                    codec.track_ideal = True  # an untimed encode counting the ideal length
+                    if codec.encode(cube, delta, 14) != data:
+                        raise SystemExit(f"{size} {coder} delta {delta}: encoding not repeatable")
+                    codec.track_ideal = False
                     stats = codec.last_stats
                     ideal = stats["ideal_bits"]
                     rows.append({

@@ -13,6 +13,7 @@ from helpers import ENMAP_DIR
 from hsicomp.bands import ENMAP_202
 from hsicomp.models import SIZES, LineRWKV, LineRWKVConfig
 from hsicomp.models.kernel import (
+    ARITHMETIC_VERSION,
     KernelStepper,
     KernelWeights,
     erf32,
@@ -150,7 +151,7 @@ def test_weights_from_model_and_state_dict() -> None:
 # Agreement with torch and bit-exactness between the encoder and decoder paths
 
 
-@pytest.mark.parametrize("size", ["XS", "S"])
+@pytest.mark.parametrize("size", ["XS", "S", "M", "L"])
 def test_close_to_torch_and_stepper_bitwise(size: str) -> None:
     model = _perturbed_model(size, 1)
     weights = KernelWeights.from_model(model)
@@ -232,17 +233,44 @@ def test_results_do_not_depend_on_batching() -> None:
         assert np.array_equal(part[..., lo:hi], full[..., c0 + lo : c0 + hi]), (c0, c1)
 
 
-# Prediction bytes (little-endian float32) of a fixed model and cube built by integer hashing.
-# A change means that this platform, compiler or code computes different bits: cubes encoded
-# elsewhere would then decode wrongly here.
+def test_wide_lines_bitwise() -> None:
+    """Lines of several column tiles (and a partial last one): tiles, threads, line chunks and
+    the stepper agree, and so do column subsets away from the cut edges."""
+    config = SIZES["M"]  # four encoder layers: 4 columns of context on each side
+    weights = KernelWeights.from_model(_perturbed_model("M", 8))
+    x = _random_cube((4, 5, 150), 9)
+    full = predict_cube(weights, x)
+    assert np.array_equal(full, predict_cube(weights, x, threads=1, chunk_bytes=1))
+    assert np.array_equal(full, predict_stepwise(weights, x))
+    assert np.array_equal(full, predict_stepwise(weights, x, threaded=False))
+    m = config.n_enc
+    for c0, c1 in ((0, 70), (60, 150), (33, 101), (1, 149)):
+        part = predict_cube(weights, x[:, :, c0:c1], threads=1)
+        lo = 0 if c0 == 0 else m
+        hi = (c1 - c0) - (0 if c1 == 150 else m)
+        assert np.array_equal(part[..., lo:hi], full[..., c0 + lo : c0 + hi]), (c0, c1)
+
+
+# Prediction bytes (little-endian float32) of a fixed model and cube built by integer hashing,
+# for arithmetic version 2. A change means that this platform, compiler or code computes
+# different bits: cubes encoded elsewhere would then decode wrongly here. (A deliberate change
+# of the arithmetic raises ARITHMETIC_VERSION and replaces these.) The same digests must come
+# out whatever instruction set numba compiles for, e.g. with a fresh NUMBA_CACHE_DIR and
+# NUMBA_CPU_NAME=x86-64 NUMBA_CPU_FEATURES=+sse2 (no FMA instruction: library fmaf, 8-lane
+# vectors), NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=+avx2 (AVX2 + FMA, 8 lanes) or
+# NUMBA_CPU_NAME=skylake-avx512 NUMBA_CPU_FEATURES=+avx512f (AVX-512, 32 lanes).
+GOLDEN_VERSION = 2
 GOLDEN = {
-    "XS": "e4679b6fbaf40378875fa412ef6d4ae218e891647a5986797d30eaf12c4ea44b",
-    "S": "325431249bd5fca6da9813a4a61599daef5201147ce4a937ffdbb09ff86d9720",
+    "XS": "59b4f491c7a2c2e4f5bf73cbe7e63e16e181a8bb2b8939b1c007cf972cec2b8b",
+    "S": "40fd0211a24103686372bf05c6b1664bbd81136243a97d7c347116d3612becc0",
+    "M": "edfc9d390ff1e8879a8644140d5a7d1c677ae8611ece708772ce68a9325ce2d0",
+    "L": "6173b38c90ad94ac5330001d6c2eea1f9d8d73b29a5818e473f0cdeffa8edcec",
 }
 
 
-@pytest.mark.parametrize("size", ["XS", "S"])
+@pytest.mark.parametrize("size", ["XS", "S", "M", "L"])
 def test_golden_prediction_hash(size: str) -> None:
+    assert ARITHMETIC_VERSION == GOLDEN_VERSION
     weights = KernelWeights.from_state_dict(_hashed_state(SIZES[size], 11))
     x = _hashed_cube((6, 8, 21), 12)
     pred = predict_cube(weights, x)
