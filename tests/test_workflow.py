@@ -57,10 +57,10 @@ def test_default_config_dry_run(tmp_path):
     proc = run_snakemake(tmp_path, "-n", "--cores", "2", "-p", "results/rd_all.csv")
     out = proc.stdout + proc.stderr
     assert "prepare_dataset" in out
-    # 2 shards x (anchors: 9 + 1 + 1 + 9 + 9 deltas; linerwkv: 2 coders x 2 sizes x 4 deltas)
-    assert re.search(r"encode_shard\s+90\n", out)
+    # 1 shard x (anchors: 9 + 1 + 1 + 9 + 9 deltas; linerwkv: 2 coders x 2 sizes x 3 deltas)
+    assert re.search(r"encode_shard\s+41\n", out)
     assert re.search(r"train\s+2\n", out)
-    assert "results/metrics/synthetic/linerwkv-ccsds/S/d40/shard1.csv" in out
+    assert "results/metrics/synthetic/linerwkv-ccsds/S/d40/shard0.csv" in out
     assert "--codec linerwkv --label linerwkv-arith" in out
     assert '"model": "models/synthetic/linerwkv-XS.pt", "threads": 2' in out
 
