@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,3 +36,30 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True,
         pytest.fail(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n"
                     f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def smooth_cube(shape: tuple[int, int, int], bit_depth: int, seed: int,
+                noise: float = 0.02) -> np.ndarray:
+    """Spectrally and spatially correlated integers filling most of ``bit_depth`` bits."""
+    rng = np.random.default_rng(seed)
+    bands, rows, cols = shape
+    base = np.cumsum(rng.normal(size=(1, rows, cols)), axis=2) \
+        + np.cumsum(rng.normal(size=(1, rows, 1)), axis=1)
+    profile = np.linspace(0.4, 1.0, bands).reshape(bands, 1, 1)
+    x = 0.5 + 0.08 * base * profile + noise * rng.normal(size=shape)
+    top = (1 << bit_depth) - 1
+    return np.clip(np.rint(x * top), 0, top).astype(np.uint16)
+
+
+def perturbed_model(size: str, seed: int):
+    """A random-init LineRWKV with every parameter perturbed (varied decays, mixes, norms)."""
+    import torch
+
+    from hsicomp.models import SIZES, LineRWKV
+
+    torch.manual_seed(seed)
+    model = LineRWKV(SIZES[size]).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.2 * torch.randn_like(param))
+    return model

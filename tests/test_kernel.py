@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import ENMAP_DIR
+from helpers import ENMAP_DIR, perturbed_model
 
 from hsicomp.bands import ENMAP_202
 from hsicomp.models import SIZES, LineRWKV, LineRWKVConfig
@@ -65,16 +65,6 @@ def _hashed_cube(shape: tuple[int, int, int], seed: int) -> np.ndarray:
     """A cube of smooth-ish values of order 1 from ``_hash_uniform`` (exact float64 sums)."""
     u = _hash_uniform(math.prod(shape), seed).reshape(shape)
     return (np.cumsum(u, axis=2) + np.cumsum(u, axis=0)).astype(np.float32)
-
-
-def _perturbed_model(size: str, seed: int) -> LineRWKV:
-    """A random-init model with every parameter perturbed (varied decays, mixes, norms)."""
-    torch.manual_seed(seed)
-    model = LineRWKV(SIZES[size]).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.2 * torch.randn_like(param))
-    return model
 
 
 def _random_cube(shape: tuple[int, int, int], seed: int) -> np.ndarray:
@@ -134,7 +124,7 @@ def test_erf_and_gelu_against_float64() -> None:
 
 
 def test_weights_from_model_and_state_dict() -> None:
-    model = _perturbed_model("S", 0)
+    model = perturbed_model("S", 0)
     from_model = KernelWeights.from_model(model)
     state = {k: v.double() for k, v in model.state_dict().items()}  # any float dtype
     from_state = KernelWeights.from_state_dict(state)
@@ -153,7 +143,7 @@ def test_weights_from_model_and_state_dict() -> None:
 
 @pytest.mark.parametrize("size", ["XS", "S", "M", "L"])
 def test_close_to_torch_and_stepper_bitwise(size: str) -> None:
-    model = _perturbed_model(size, 1)
+    model = perturbed_model(size, 1)
     weights = KernelWeights.from_model(model)
     x = _random_cube((12, 10, 24), 2)
     pred = predict_cube(weights, x)
@@ -180,7 +170,7 @@ def _enmap_crop(n_bands: int = 12, lines: int = 16, columns: int = 32) -> np.nda
 @pytest.mark.parametrize("size", ["XS", "S"])
 def test_enmap_crop_bitwise_and_close_to_torch(size: str) -> None:
     x = _enmap_crop()
-    model = _perturbed_model(size, 3)
+    model = perturbed_model(size, 3)
     weights = KernelWeights.from_model(model)
     pred = predict_cube(weights, x)
     assert np.array_equal(pred, predict_stepwise(weights, x))
@@ -188,7 +178,7 @@ def test_enmap_crop_bitwise_and_close_to_torch(size: str) -> None:
 
 
 def test_step_by_step_order_and_checks() -> None:
-    weights = KernelWeights.from_model(_perturbed_model("XS", 4))
+    weights = KernelWeights.from_model(perturbed_model("XS", 4))
     x = _random_cube((3, 4, 20), 5)
     expected = predict_cube(weights, x)
     stepper = KernelStepper(weights)
@@ -213,7 +203,7 @@ def test_step_by_step_order_and_checks() -> None:
 
 def test_results_do_not_depend_on_batching() -> None:
     config = SIZES["S"]  # two encoder layers: a receptive field of 2 columns on each side
-    weights = KernelWeights.from_model(_perturbed_model("S", 6))
+    weights = KernelWeights.from_model(perturbed_model("S", 6))
     x = _random_cube((7, 9, 40), 7)
     full = predict_cube(weights, x)
     # Threads and line chunks (down to one line per chunk) change nothing.
@@ -237,7 +227,7 @@ def test_wide_lines_bitwise() -> None:
     """Lines of several column tiles (and a partial last one): tiles, threads, line chunks and
     the stepper agree, and so do column subsets away from the cut edges."""
     config = SIZES["M"]  # four encoder layers: 4 columns of context on each side
-    weights = KernelWeights.from_model(_perturbed_model("M", 8))
+    weights = KernelWeights.from_model(perturbed_model("M", 8))
     x = _random_cube((4, 5, 150), 9)
     full = predict_cube(weights, x)
     assert np.array_equal(full, predict_cube(weights, x, threads=1, chunk_bytes=1))

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from helpers import ENMAP_DIR, tool_env
+from helpers import ENMAP_DIR, perturbed_model, smooth_cube, tool_env
 
 from hsicomp.bands import ENMAP_202
 from hsicomp.codecs import get_codec
@@ -22,47 +21,24 @@ from hsicomp.codecs.linerwkv import (
 )
 from hsicomp.container import pack, unpack
 from hsicomp.errors import HsicompError
-from hsicomp.models import SIZES, LineRWKV
 from hsicomp.models.checkpoint import save_model
 
 ENMAP_TILE = ENMAP_DIR / "enmap_potsdam_tile_128_128.tif"
 PAPER_DELTAS = [0, 1, 2, 3, 4, 5, 10, 20, 40]
 
 
-def _model(seed: int) -> LineRWKV:
-    """An XS network with every parameter perturbed, so predictions are far from trivial."""
-    torch.manual_seed(seed)
-    model = LineRWKV(SIZES["XS"]).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.2 * torch.randn_like(param))
-    return model
-
-
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "xs.pt"
-    save_model(path, _model(1), "XS")
+    save_model(path, perturbed_model("XS", 1), "XS")
     return path
 
 
 @pytest.fixture(scope="module")
 def other_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "other.pt"
-    save_model(path, _model(2), "XS")
+    save_model(path, perturbed_model("XS", 2), "XS")
     return path
-
-
-def _smooth_cube(shape: tuple[int, int, int], bit_depth: int, seed: int) -> np.ndarray:
-    """Spectrally and spatially correlated integers filling most of ``bit_depth`` bits."""
-    rng = np.random.default_rng(seed)
-    bands, rows, cols = shape
-    base = np.cumsum(rng.normal(size=(1, rows, cols)), axis=2) \
-        + np.cumsum(rng.normal(size=(1, rows, 1)), axis=1)
-    profile = np.linspace(0.4, 1.0, bands).reshape(bands, 1, 1)
-    x = 0.5 + 0.08 * base * profile + 0.02 * rng.normal(size=shape)
-    top = (1 << bit_depth) - 1
-    return np.clip(np.rint(x * top), 0, top).astype(np.uint16)
 
 
 def _codec(model: Path, coder: str = "arith", **extra: object):
@@ -86,7 +62,7 @@ def _roundtrip(codec, cube: np.ndarray, delta: int, bit_depth: int) -> tuple[byt
 @pytest.mark.parametrize("coder", CODERS)
 @pytest.mark.parametrize("delta", [0, 1, 3, 40])
 def test_roundtrip_within_delta(model_path: Path, coder: str, delta: int) -> None:
-    cube = _smooth_cube((6, 9, 11), 12, seed=delta)
+    cube = smooth_cube((6, 9, 11), 12, seed=delta)
     data, _ = _roundtrip(_codec(model_path, coder), cube, delta, 12)
     header = unpack(data)[0]
     assert (header.codec, header.shape, header.delta, header.bit_depth) == \
@@ -97,7 +73,7 @@ def test_roundtrip_within_delta(model_path: Path, coder: str, delta: int) -> Non
 @pytest.mark.parametrize("shape", [(1, 1, 1), (3, 1, 5), (2, 4, 1), (1, 5, 3), (5, 2, 2)])
 def test_small_and_degenerate_shapes(model_path: Path, coder: str,
                                      shape: tuple[int, int, int]) -> None:
-    cube = _smooth_cube(shape, 10, seed=sum(shape))
+    cube = smooth_cube(shape, 10, seed=sum(shape))
     for delta in (0, 2):
         _roundtrip(_codec(model_path, coder), cube, delta, 10)
 
@@ -146,7 +122,7 @@ def test_rounding_rule() -> None:
 
 
 def test_deterministic_bytes_whatever_the_threads(model_path: Path) -> None:
-    cube = _smooth_cube((7, 12, 20), 14, seed=3)
+    cube = smooth_cube((7, 12, 20), 14, seed=3)
     one = _codec(model_path, threads=1).encode(cube, 2, 14)
     two = _codec(model_path, threads=2).encode(cube, 2, 14)
     again = _codec(model_path, threads=2).encode(cube, 2, 14)
@@ -154,7 +130,7 @@ def test_deterministic_bytes_whatever_the_threads(model_path: Path) -> None:
 
 
 def test_arith_beats_ccsds_on_structured_data(model_path: Path) -> None:
-    cube = _smooth_cube((12, 16, 32), 14, seed=11)
+    cube = smooth_cube((12, 16, 32), 14, seed=11)
     for delta in (0, 5, 40):
         sizes = {c: len(_codec(model_path, c).encode(cube, delta, 14)) for c in CODERS}
         assert sizes["arith"] < sizes["ccsds"], (delta, sizes)
@@ -183,7 +159,7 @@ def test_real_enmap_crop_every_delta(model_path: Path) -> None:
 
 
 def test_model_identity_is_checked(model_path: Path, other_model_path: Path) -> None:
-    cube = _smooth_cube((3, 4, 5), 12, seed=2)
+    cube = smooth_cube((3, 4, 5), 12, seed=2)
     data = _codec(model_path).encode(cube, 0, 12)
     with pytest.raises(HsicompError, match="coded with model .* but .*other.pt is model"):
         _codec(other_model_path).decode(data, "x.hsic")
@@ -200,7 +176,7 @@ def _repack(data: bytes, side_edit) -> bytes:
 
 def test_versions_and_side_info_are_checked(model_path: Path) -> None:
     codec = _codec(model_path)
-    data = codec.encode(_smooth_cube((3, 4, 5), 12, seed=4), 1, 12)
+    data = codec.encode(smooth_cube((3, 4, 5), 12, seed=4), 1, 12)
 
     def set_byte(pos: int, value: int):
         def edit(side: bytearray) -> bytes:
@@ -223,7 +199,7 @@ def test_versions_and_side_info_are_checked(model_path: Path) -> None:
 def test_corrupt_payload_is_reported(model_path: Path) -> None:
     for coder in CODERS:
         codec = _codec(model_path, coder)
-        data = codec.encode(_smooth_cube((4, 6, 8), 12, seed=6), 0, 12)
+        data = codec.encode(smooth_cube((4, 6, 8), 12, seed=6), 0, 12)
         header, side, payload = unpack(data)
         for damaged in (payload[: len(payload) // 2], payload + b"\x00" * 8):
             with pytest.raises(HsicompError, match="f.hsic: corrupt payload"):
@@ -231,7 +207,7 @@ def test_corrupt_payload_is_reported(model_path: Path) -> None:
 
 
 def test_command_line(model_path: Path, other_model_path: Path, tmp_path: Path) -> None:
-    cube = _smooth_cube((5, 6, 7), 12, seed=8)
+    cube = smooth_cube((5, 6, 7), 12, seed=8)
     src, hsic, out = tmp_path / "in.npy", tmp_path / "c.hsic", tmp_path / "out.npy"
     np.save(src, cube)
 
