@@ -3,8 +3,11 @@
 Codes residuals ``e = x - p`` of a cube with shape (bands I, rows T, cols C) one band-line
 (all C columns of band i on row t) at a time, in BIL order (row, band, column). Every model
 parameter is computed with integer arithmetic from residuals both sides already know, so
-encoder and decoder agree bit for bit on any machine. Entropy coding uses constriction's
-range coder (32-bit words, 24-bit probabilities).
+encoder and decoder agree bit for bit on any machine. Entropy coding is a range coder with a
+64-bit state, 32-bit words and 24-bit probabilities that writes exactly the words of
+constriction's ``RangeEncoder`` (``constriction.stream.queue``) given the same models; model
+building and coding of a whole band-line (or cube) run in one compiled numba call that
+releases the GIL.
 
 Symbols
     A residual is flipped (``e' = s * e``, ``s = +-1``, see below) and split into a signed
@@ -14,7 +17,8 @@ Symbols
     token alphabet is ``-63..63`` (127 symbols), enough for any ``|e| < 2**16``, so no
     escape symbol is needed. The mantissa is coded with a uniform model over the values of
     the token's bucket that lie inside the residual's real range ``[-p, max_value - p]``
-    (nothing is coded when only one value is left).
+    (nothing is coded when only one value is left); as in constriction's ``Uniform(n)``,
+    each of the ``n`` values gets ``2**24 // n`` and the last one the rest of ``2**24``.
 
 Context model (per sample of band-line (t, i), column c)
     * ``A = 2|e[i-1,t,c]| + |e[i-1,t,c-1]| + |e[i-1,t,c+1]|`` (previous band, same row) and
@@ -36,15 +40,14 @@ Context model (per sample of band-line (t, i), column c)
       when the total passes 2**21), started from a two-sided geometric prior with the
       scale's mean worth 128 samples. The prior is computed with Python integers
       (fixed-point square root and powers). Counts become frequencies ``f >= 1`` summing
-      to exactly 2**24 by integer division; constriction gets ``f - 1`` as floats, which
-      it maps back to exactly ``f`` (its normaliser is then exactly 1). A distribution is
-      rebuilt after a band-line once its new samples (at least 8) carry 1/32 of its weight.
+      to exactly 2**24 by integer division (the same frequencies constriction's
+      ``Categorical(f - 1, perfect=False)`` quantises to). A distribution is rebuilt after
+      a band-line once its new samples (at least 8) carry 1/32 of its weight.
 
 Within a band-line all statistics are those from before the line. The C tokens are coded
-grouped by distribution (ascending index, then column), one vectorised call per group,
-followed by all mantissas in column order in a single call; the state is then updated with
-the line. The stream is a version byte, the number of 32-bit words (uint32, little
-endian) and the words (little endian).
+grouped by distribution (ascending index, then column), followed by all mantissas in column
+order; the state is then updated with the line. The stream is a version byte, the number of
+32-bit words (uint32, little endian) and the words (little endian).
 
 The model has to learn its statistics: on tiny inputs of i.i.d. noise (about 10**4
 samples) that costs a few hundredths of a bit per sample, enough to trail the one-parameter
@@ -56,9 +59,9 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import constriction
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import leading_zeros
 
 __all__ = [
     "ResidualDecoder",
@@ -90,8 +93,30 @@ _HIST_LIMIT = 1 << 21  # histogram counts are halved above this total
 _REBUILD_MIN = 8  # least new samples before a distribution is rebuilt
 _REBUILD_FRACTION = 32  # rebuilt once the new samples reach 1/32 of the total weight
 _BAND_LIMIT = 1 << 14  # band running mean: halved at this many samples
+_LUT_SHIFT = 16  # decoder lookup tables: one entry per 2**16 of 2**24
+_LUT_SIZE = 1 << (_PRECISION - _LUT_SHIFT)
 
-_UNIFORM = constriction.stream.model.Uniform()
+# range coder constants (uint64 so that numba keeps the state arithmetic in uint64)
+_RC_PREC = np.uint64(_PRECISION)
+_RC_WORD = np.uint64(32)
+_RC_LOW = np.uint64(1 << 32)  # the range is kept >= 2**32
+_RC_MASK = np.uint64(0xFFFFFFFF)
+_RC_ONE = np.uint64(1)
+_RC_ZERO = np.uint64(0)
+_RC_FULL = np.uint64(0xFFFFFFFFFFFFFFFF)
+_RC_SLACK = np.uint64((1 << 33) - 1)  # largest point - lower of an exhausted stream
+
+# status codes of the decoding kernels
+_OK, _BAD_PREDICTION, _CORRUPT, _INVALID, _LEFTOVER = 0, -1, -2, -3, -4
+_DECODE_ERRORS = {
+    _BAD_PREDICTION: "a prediction is outside [0, max_value]",
+    _CORRUPT: "corrupt stream: decoded residual outside its range",
+    _INVALID: "corrupt stream: invalid range coder data",
+    _LEFTOVER: "corrupt stream: data left after the last band-line",
+}
+
+_jit = njit(cache=True, nogil=True, error_model="numpy")
+_inline = njit(cache=True, nogil=True, error_model="numpy", inline="always")
 
 
 # --------------------------------------------------------------------------- tables
@@ -151,9 +176,13 @@ def _prior_counts() -> np.ndarray:
     return np.repeat(table, _NSIGN, axis=0)
 
 
-@njit(cache=True)
-def _weights(counts, out):
-    """Constriction weights ``f - 1`` of integer frequencies ``f >= 1`` summing to 2**24."""
+@_jit
+def _build_cdf(counts, cdf):
+    """Cumulative frequencies of counts: ``f >= 1`` summing to 2**24, ``cdf[0] = 0``.
+
+    ``f - 1`` is the share of ``2**24 - n`` proportional to the count (floored), and the
+    most frequent symbol (the first of equals) gets what the flooring left over.
+    """
     n = counts.size
     tot = np.int64(0)
     best = 0
@@ -162,70 +191,214 @@ def _weights(counts, out):
         if counts[k] > counts[best]:
             best = k
     free = np.int64(_TOTAL - n)
+    inv = 1.0 / np.float64(tot)
     used = np.int64(0)
     for k in range(n):
-        w = (counts[k] * free) // tot
-        out[k] = w
+        # floor(counts[k] * free / tot) from a float estimate, corrected to be exact
+        x = counts[k] * free
+        w = np.int64(np.float64(x) * inv)
+        if w * tot > x:
+            w -= 1
+        elif (w + 1) * tot <= x:
+            w += 1
+        cdf[k + 1] = w + 1
         used += w
-    out[best] += free - used
+    cdf[best + 1] += free - used
+    cdf[0] = 0
+    for k in range(n):
+        cdf[k + 1] += cdf[k]
+
+
+@_jit
+def _build_lut(cdf, lut):
+    """Decoding shortcut: ``lut[b]`` is the symbol whose interval holds ``b << _LUT_SHIFT``."""
+    s = 0
+    for b in range(lut.size):
+        q = b << _LUT_SHIFT
+        while cdf[s + 1] <= q:
+            s += 1
+        lut[b] = s
 
 
 @lru_cache(maxsize=1)
-def _initial_models() -> tuple[np.ndarray, np.ndarray, tuple]:
-    """Prior histogram counts, their weights and constriction models (shared, immutable)."""
+def _initial_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prior histogram counts, their cumulative frequencies and lookup tables (read-only)."""
     counts = _prior_counts()
-    weights = np.empty((_NHIST, _NSYM), dtype=np.float64)
+    cdf = np.empty((_NHIST, _NSYM + 1), dtype=np.int64)
+    lut = np.empty((_NHIST, _LUT_SIZE), dtype=np.uint8)
     for h in range(_NHIST):
-        _weights(counts[h], weights[h])
-    models = tuple(
-        constriction.stream.model.Categorical(weights[h], perfect=False) for h in range(_NHIST)
-    )
-    weights.flags.writeable = False
-    return counts, weights, models
+        _build_cdf(counts[h], cdf[h])
+        _build_lut(cdf[h], lut[h])
+    for table in (counts, cdf, lut):
+        table.flags.writeable = False
+    return counts, cdf, lut
 
 
-# --------------------------------------------------------------------------- kernels
+# --------------------------------------------------------------------------- range coder
 #
-# State arrays (int64 unless noted), shared by encoder and decoder:
+# Encoder state rc (uint64): lower, range, number of held-back (inverted) words, the first
+# held-back word, words written to out. Decoder state rc (uint64): lower, range, point,
+# words read. Both follow constriction's RangeEncoder/RangeDecoder (u32 words, u64 state).
+# The kernels keep the state in local variables while they code.
+
+_E_LOWER, _E_RANGE, _E_NINV, _E_FIRST, _E_POS = range(5)
+_D_LOWER, _D_RANGE, _D_POINT, _D_POS = range(4)
+
+
+@_jit
+def _rc_encode(rc, out, ivals, n):
+    """Encode the intervals [ivals[0, k], ivals[0, k] + ivals[1, k]) of 2**24, k < n.
+
+    out needs room for rc[_E_POS] + rc[_E_NINV] + n words.
+    """
+    lower = rc[_E_LOWER]
+    rng = rc[_E_RANGE]
+    ninv = np.int64(rc[_E_NINV])
+    first = rc[_E_FIRST]
+    pos = np.int64(rc[_E_POS])
+    for k in range(n):
+        scale = rng >> _RC_PREC
+        rng = scale * np.uint64(ivals[1, k])
+        new_lower = lower + scale * np.uint64(ivals[0, k])
+        if ninv and new_lower + rng > new_lower:
+            # the carry is settled: flush the held-back words
+            if new_lower < lower:
+                out[pos] = np.uint32((first + _RC_ONE) & _RC_MASK)
+                rest = np.uint32(0)
+            else:
+                out[pos] = np.uint32(first)
+                rest = np.uint32(0xFFFFFFFF)
+            for j in range(1, ninv):
+                out[pos + j] = rest
+            pos += ninv
+            ninv = 0
+        lower = new_lower
+        if rng < _RC_LOW:
+            rng <<= _RC_WORD
+            word = lower >> _RC_WORD
+            lower <<= _RC_WORD
+            if ninv:
+                ninv += 1
+            elif lower + rng > lower:
+                out[pos] = np.uint32(word)
+                pos += 1
+            else:
+                ninv = 1
+                first = word
+    rc[_E_LOWER] = lower
+    rc[_E_RANGE] = rng
+    rc[_E_NINV] = np.uint64(ninv)
+    rc[_E_FIRST] = first
+    rc[_E_POS] = np.uint64(pos)
+
+
+@_jit
+def _seal(rc, out):
+    """Write the closing words after the coded ones (rc is kept); return the word count.
+
+    out needs room for rc[_E_POS] + rc[_E_NINV] + 2 words.
+    """
+    pos = np.int64(rc[_E_POS])
+    lower = rc[_E_LOWER]
+    if rc[_E_RANGE] == _RC_FULL:  # nothing was encoded
+        return pos
+    point = lower + (_RC_LOW - _RC_ONE)
+    ninv = np.int64(rc[_E_NINV])
+    if ninv:
+        if point < lower:
+            out[pos] = np.uint32((rc[_E_FIRST] + _RC_ONE) & _RC_MASK)
+            rest = np.uint32(0)
+        else:
+            out[pos] = np.uint32(rc[_E_FIRST])
+            rest = np.uint32(0xFFFFFFFF)
+        for k in range(1, ninv):
+            out[pos + k] = rest
+        pos += ninv
+    point_word = point >> _RC_WORD
+    out[pos] = np.uint32(point_word)
+    pos += 1
+    if (lower + rc[_E_RANGE]) >> _RC_WORD == point_word:
+        out[pos] = np.uint32(0)
+        pos += 1
+    return pos
+
+
+@_inline
+def _num_words(rc):
+    """Words of the stream if it were sealed now (constriction's ``num_words``)."""
+    n = np.int64(rc[_E_POS] + rc[_E_NINV])
+    if rc[_E_RANGE] == _RC_FULL:
+        return n
+    point = rc[_E_LOWER] + (_RC_LOW - _RC_ONE)
+    if (rc[_E_LOWER] + rc[_E_RANGE]) >> _RC_WORD == point >> _RC_WORD:
+        return n + 2
+    return n + 1
+
+
+@_jit
+def _decoder_start(words, rc):
+    """Initial decoder state: the point is read from the first two words."""
+    point = _RC_ZERO
+    nread = min(words.size, 2)
+    for k in range(nread):
+        point = (point << _RC_WORD) | np.uint64(words[k])
+    if nread == 1:
+        point <<= _RC_WORD
+    rc[_D_LOWER] = _RC_ZERO
+    rc[_D_RANGE] = _RC_FULL
+    rc[_D_POINT] = point
+    rc[_D_POS] = np.uint64(nread)
+
+
+@_inline
+def _take(lower, rng, point, pos, words, scale, cum, freq):
+    """Decoder state after the decoded interval [cum, cum + freq) of 2**24."""
+    lower += scale * np.uint64(cum)
+    rng = scale * np.uint64(freq)
+    if rng < _RC_LOW:
+        lower <<= _RC_WORD
+        rng <<= _RC_WORD
+        point <<= _RC_WORD
+        if pos < words.size:
+            point |= np.uint64(words[pos])
+            pos += 1
+    return lower, rng, point, pos
+
+
+@_jit
+def _exhausted(rc, words):
+    """constriction's ``maybe_exhausted``: all words read and the point near the bottom."""
+    return rc[_D_POS] >= np.uint64(words.size) and (
+        rc[_D_RANGE] == _RC_FULL or rc[_D_POINT] - rc[_D_LOWER] < _RC_SLACK
+    )
+
+
+# --------------------------------------------------------------------------- model kernels
+#
+# Model state, shared by encoder and decoder (int64 unless noted):
 #   rows (2, I, C): |e| and e of the last coded row of every band
 #   band (I, 2): running sum of |e| and sample count per band
 #   cstat (_NCTX, 2): context accumulator (16 |e| per sample) and counter
 #   hist (_NHIST, _NSYM + 2): token counts, then their total and samples since the rebuild
-#   weights (_NHIST, _NSYM) float64: constriction weights of rebuilt distributions
+#   cdf (_NHIST, _NSYM + 1): cumulative frequencies each distribution codes with
+#   lut (_NHIST, 256) uint8: decoder lookup tables of the cdfs (no rows in an encoder)
 # Per-line scratch:
-#   work (6, C): distribution, flip, context, group order, bucket low end, mantissa flag
-#   small (2, _NHIST): counting-sort scratch and the list of distributions to rebuild
-#   groups (3, C + 1): distribution, size and start of every group (see _group)
-#   sym (4, C) int32: tokens by column, tokens by group, mantissa values and sizes
+#   work (7, C): distribution, flip, context, coding order, token, and the mantissa's
+#       number of values (0: none) and value
+#   slots (_NHIST,): counting-sort scratch, all zero between lines
+#   ivals (2, 2 C): the encoder's intervals (cumulative frequency, frequency) of a line
 
-_W_HIST, _W_FLIP, _W_CTX, _W_ORDER, _W_LOW, _W_MANT = range(6)
-_S_COL, _S_GRP, _S_MVAL, _S_MSIZE = range(4)
+_W_HIST, _W_FLIP, _W_CTX, _W_ORDER, _W_SYM, _W_MSIZE, _W_MVAL = range(7)
 _H_TOT, _H_PEND = _NSYM, _NSYM + 1
 
 
-@njit(cache=True, inline="always")
+@_inline
 def _bit_length(v):
-    """Bit length of 0 <= v < 2**32."""
-    n = 0
-    if v >= 65536:
-        v >>= 16
-        n += 16
-    if v >= 256:
-        v >>= 8
-        n += 8
-    if v >= 16:
-        v >>= 4
-        n += 4
-    if v >= 4:
-        v >>= 2
-        n += 2
-    if v >= 2:
-        v >>= 1
-        n += 1
-    return n + v
+    """Bit length of 0 <= v < 2**63."""
+    return 64 - np.int64(leading_zeros(np.uint64(v)))
 
 
-@njit(cache=True, inline="always")
+@_inline
 def _log_level(v):
     """Log2 quantiser with two steps per octave: 0, 1, 2, 3, 4-5, 6-7, 8-11, ..."""
     if v < 2:
@@ -234,7 +407,7 @@ def _log_level(v):
     return 2 * bl - 2 + ((v >> (bl - 2)) & 1)
 
 
-@njit(cache=True, inline="always")
+@_inline
 def _ratio(a, b):
     """Five-level quantiser of a / b (integers >= 0)."""
     if 4 * a <= b:
@@ -248,7 +421,7 @@ def _ratio(a, b):
     return 2
 
 
-@njit(cache=True)
+@_jit
 def _contexts(t, i, rows, band, cstat, work):
     """Distribution, flip and context of every column of band-line (t, i)."""
     ncol = rows.shape[2]
@@ -273,8 +446,9 @@ def _contexts(t, i, rows, band, cstat, work):
             b_s = a_s
         total = a + b
         k = (_log_level(total) * _NR + _ratio(a, b)) * _NR + _ratio(2 * r4, total)
-        # scale: the context's mean |e| in 1/256 units, two steps per octave
-        s = _log_level((cstat[k, 0] * 16) // cstat[k, 1])
+        # scale: the context's mean |e| in 1/256 units, two steps per octave (the floor
+        # division is exact in float64 for a numerator < 2**31 and a counter < 2**7)
+        s = _log_level(np.int64(np.float64(cstat[k, 0] * 16) / np.float64(cstat[k, 1])))
         if s >= _NSCALE:
             s = _NSCALE - 1
         if b_s == 0:
@@ -288,59 +462,29 @@ def _contexts(t, i, rows, band, cstat, work):
         work[_W_CTX, c] = k
 
 
-@njit(cache=True)
-def _group(work, small, groups):
-    """Order columns by distribution, then column; return the number of groups.
-
-    Group g uses distribution groups[0, g] for groups[1, g] columns, listed in
-    work[_W_ORDER] from position groups[2, g]; groups[2, ng] is the number of columns.
-    """
+@_jit
+def _order(work, slots):
+    """Coding order of the columns: by distribution, then column (a counting sort)."""
     ncol = work.shape[1]
-    counts = small[0]
+    hs = work[_W_HIST]
     order = work[_W_ORDER]
-    ng = 0
     for c in range(ncol):
-        h = work[_W_HIST, c]
-        if counts[h] == 0:
-            groups[0, ng] = h
-            ng += 1
-        counts[h] += 1
-    # insertion sort of the (few) distinct distributions
-    for g in range(1, ng):
-        h = groups[0, g]
-        j = g - 1
-        while j >= 0 and groups[0, j] > h:
-            groups[0, j + 1] = groups[0, j]
-            j -= 1
-        groups[0, j + 1] = h
+        slots[hs[c]] += 1
     start = 0
-    for g in range(ng):
-        h = groups[0, g]
-        n = counts[h]
-        groups[1, g] = n
-        groups[2, g] = start
-        counts[h] = start  # becomes the fill position
+    for h in range(_NHIST):
+        n = slots[h]
+        slots[h] = start
         start += n
-    groups[2, ng] = ncol
     for c in range(ncol):
-        h = work[_W_HIST, c]
-        order[counts[h]] = c
-        counts[h] += 1
-    for g in range(ng):
-        counts[groups[0, g]] = 0
-    return ng
+        h = hs[c]
+        order[slots[h]] = c
+        slots[h] += 1
+    slots[:] = 0
 
 
-@njit(cache=True)
-def _prepare(t, i, rows, band, cstat, work, small, groups):
-    """Contexts and coding groups of band-line (t, i); returns the number of groups."""
-    _contexts(t, i, rows, band, cstat, work)
-    return _group(work, small, groups)
-
-
-@njit(cache=True)
-def _update(i, res, rows, band, cstat, hist, weights, work, small, groups, ng, sym):
-    """Learn from a coded band-line; return how many distributions need rebuilding."""
+@_jit
+def _update(i, res, rows, band, cstat, hist, cdf, lut, work):
+    """Learn from a coded band-line and rebuild the distributions that are due."""
     ncol = res.size
     line_sum = 0
     for c in range(ncol):
@@ -354,7 +498,7 @@ def _update(i, res, rows, band, cstat, hist, weights, work, small, groups, ng, s
             cstat[k, 0] = (cstat[k, 0] + 1) >> 1
             cstat[k, 1] = (cstat[k, 1] + 1) >> 1
         h = work[_W_HIST, c]
-        hist[h, sym[_S_COL, c]] += _INC
+        hist[h, work[_W_SYM, c]] += _INC
         hist[h, _H_TOT] += _INC
         hist[h, _H_PEND] += 1
         if hist[h, _H_TOT] > _HIST_LIMIT:
@@ -370,19 +514,22 @@ def _update(i, res, rows, band, cstat, hist, weights, work, small, groups, ng, s
     if band[i, 1] >= _BAND_LIMIT:
         band[i, 0] = (band[i, 0] + 1) >> 1
         band[i, 1] = (band[i, 1] + 1) >> 1
-    nr = 0
-    for g in range(ng):
-        h = groups[0, g]
+    # the distributions used by the line, each once (the coding order is sorted by them)
+    last = -1
+    for j in range(ncol):
+        h = work[_W_HIST, work[_W_ORDER, j]]
+        if h == last:
+            continue
+        last = h
         pend = hist[h, _H_PEND]
         if pend >= _REBUILD_MIN and pend * _INC * _REBUILD_FRACTION >= hist[h, _H_TOT]:
             hist[h, _H_PEND] = 0
-            _weights(hist[h, :_NSYM], weights[h])
-            small[1, nr] = h
-            nr += 1
-    return nr
+            _build_cdf(hist[h, :_NSYM], cdf[h])
+            if lut.shape[0]:
+                _build_lut(cdf[h], lut[h])
 
 
-@njit(cache=True, inline="always")
+@_inline
 def _token(m):
     """(token, mantissa width in bits, bucket low end) of a magnitude < 2**16."""
     if m < 16:
@@ -392,106 +539,246 @@ def _token(m):
     return 16 + 4 * (b - 5) + f, b - 3, (4 | f) << (b - 3)
 
 
-@njit(cache=True)
-def _encode_line(t, i, res, pred, max_value, rows, band, cstat, hist, weights, work, small,
-                 groups, sym):
-    """Tokens and mantissas of band-line (t, i), then the state update.
+@_jit
+def _encode_line(t, i, res, pred, max_value, rows, band, cstat, hist, cdf, lut, work, slots,
+                 ivals, rc, out, ideal):
+    """Code band-line (t, i) into out and learn from it.
 
-    Returns (groups, mantissas, rebuilds), or (-1 - column, 0, 0) for a residual outside
-    its range.
+    Returns the words the stream would have if sealed now, or -1 - column for a sample
+    outside its range (nothing is coded then). out needs room for that count + 2 C words.
+    With ``ideal.size`` > 0, ideal[0] accumulates the line's information content in bits.
     """
     ncol = res.size
     for c in range(ncol):
         p = np.int64(pred[c])
         e = np.int64(res[c])
         if p < 0 or p > max_value or e < -p or e > max_value - p:
-            return -1 - c, 0, 0
-    ng = _prepare(t, i, rows, band, cstat, work, small, groups)
-    nm = 0
+            return -1 - c
+    _contexts(t, i, rows, band, cstat, work)
+    _order(work, slots)
     for c in range(ncol):
         e = np.int64(res[c])
         ef = e * work[_W_FLIP, c]
         tok, nx, lo = _token(abs(ef))
-        sym[_S_COL, c] = _ZERO + tok if ef >= 0 else _ZERO - tok
+        work[_W_SYM, c] = _ZERO + tok if ef >= 0 else _ZERO - tok
+        work[_W_MSIZE, c] = 0
         if nx > 0:
             p = np.int64(pred[c])
             lim = max_value - p if e > 0 else p
             hi = min(lo + (np.int64(1) << nx) - 1, lim)
             if hi > lo:
-                sym[_S_MVAL, nm] = abs(ef) - lo
-                sym[_S_MSIZE, nm] = hi - lo + 1
-                nm += 1
+                work[_W_MSIZE, c] = hi - lo + 1
+                work[_W_MVAL, c] = abs(ef) - lo
+    # tokens by distribution, then the mantissas by column
+    n = 0
     for j in range(ncol):
-        sym[_S_GRP, j] = sym[_S_COL, work[_W_ORDER, j]]
-    nr = _update(i, res, rows, band, cstat, hist, weights, work, small, groups, ng, sym)
-    return ng, nm, nr
+        c = work[_W_ORDER, j]
+        row = cdf[work[_W_HIST, c]]
+        s = work[_W_SYM, c]
+        ivals[0, n] = row[s]
+        ivals[1, n] = row[s + 1] - row[s]
+        n += 1
+    for c in range(ncol):
+        size = work[_W_MSIZE, c]
+        if size:
+            v = work[_W_MVAL, c]
+            per = _TOTAL // size
+            ivals[0, n] = v * per
+            ivals[1, n] = per if v < size - 1 else _TOTAL - v * per
+            n += 1
+    if ideal.size:
+        bits = 0.0
+        for k in range(ncol):
+            bits += _PRECISION - math.log2(ivals[1, k])
+        for c in range(ncol):
+            if work[_W_MSIZE, c]:
+                bits += math.log2(work[_W_MSIZE, c])
+        ideal[0] += bits
+    _rc_encode(rc, out, ivals, n)
+    _update(i, res, rows, band, cstat, hist, cdf, lut, work)
+    return _num_words(rc)
 
 
-@njit(cache=True)
-def _decode_finish(i, next_t, next_i, offsets, res, rows, band, cstat, hist, weights, work,
-                   small, groups, ng, sym):
-    """Residuals from tokens and mantissas, state update and the next line's groups.
+@_jit
+def _decode_line(t, i, pred, max_value, res, rows, band, cstat, hist, cdf, lut, work, slots,
+                 rc, words):
+    """Decode band-line (t, i) into res and learn from it; returns a status code.
 
-    Returns (rebuilds, groups of the next line); next_t < 0 when there is no next line.
+    A prediction outside [0, max_value] is reported before anything is decoded.
     """
     ncol = res.size
-    nm = 0
-    for c in range(ncol):
-        m = work[_W_LOW, c]
-        if work[_W_MANT, c]:
-            m += offsets[nm]
-            nm += 1
-        e = m * work[_W_FLIP, c]
-        res[c] = e if sym[_S_COL, c] >= _ZERO else -e
-    nr = _update(i, res, rows, band, cstat, hist, weights, work, small, groups, ng, sym)
-    ng_next = 0
-    if next_t >= 0:
-        ng_next = _prepare(next_t, next_i, rows, band, cstat, work, small, groups)
-    return nr, ng_next
-
-
-@njit(cache=True)
-def _decode_tokens(gsyms, pred, max_value, i, next_t, next_i, res, rows, band, cstat, hist,
-                   weights, work, small, groups, ng, sym):
-    """Place decoded tokens, list mantissa sizes and, when there are none, finish the line.
-
-    Returns (mantissas, rebuilds, groups of the next line); mantissas is -1 for a token
-    outside the residual's range and -2 for a prediction outside [0, max_value].
-    """
-    ncol = gsyms.size
-    for j in range(ncol):
-        sym[_S_COL, work[_W_ORDER, j]] = gsyms[j]
-    nm = 0
     for c in range(ncol):
         p = np.int64(pred[c])
         if p < 0 or p > max_value:
-            return -2, 0, 0
-        st = np.int64(sym[_S_COL, c]) - _ZERO
+            return _BAD_PREDICTION
+    _contexts(t, i, rows, band, cstat, work)
+    _order(work, slots)
+    lower = rc[_D_LOWER]
+    rng = rc[_D_RANGE]
+    point = rc[_D_POINT]
+    pos = np.int64(rc[_D_POS])
+    for j in range(ncol):
+        c = work[_W_ORDER, j]
+        h = work[_W_HIST, c]
+        row = cdf[h]
+        scale = rng >> _RC_PREC
+        q = np.int64((point - lower) // scale)
+        if q >= _TOTAL:
+            return _INVALID
+        s = np.int64(lut[h, q >> _LUT_SHIFT])
+        while row[s + 1] <= q:
+            s += 1
+        lower, rng, point, pos = _take(lower, rng, point, pos, words, scale, row[s],
+                                       row[s + 1] - row[s])
+        work[_W_SYM, c] = s
+    for c in range(ncol):
+        st = work[_W_SYM, c] - _ZERO
         tok = abs(st)
-        work[_W_MANT, c] = 0
-        if tok < 16:
-            lo = tok
-            hi = tok
-        else:
-            nx = (tok - 16) // 4 + 2
-            lo = (4 | ((tok - 16) & 3)) << nx
-            hi = lo + (np.int64(1) << nx) - 1
-        work[_W_LOW, c] = lo
-        if st == 0:
-            continue
-        lim = max_value - p if work[_W_FLIP, c] * st > 0 else p
-        if lo > lim:
-            return -1, 0, 0
-        hi = min(hi, lim)
-        if hi > lo:
-            work[_W_MANT, c] = 1
-            sym[_S_MSIZE, nm] = hi - lo + 1
-            nm += 1
-    if nm:
-        return nm, 0, 0
-    nr, ng_next = _decode_finish(i, next_t, next_i, sym[_S_MVAL, :0], res, rows, band, cstat,
-                                 hist, weights, work, small, groups, ng, sym)
-    return 0, nr, ng_next
+        m = tok
+        if tok > 0:
+            p = np.int64(pred[c])
+            lim = max_value - p if work[_W_FLIP, c] * st > 0 else p
+            if tok >= 16:
+                nx = (tok - 16) // 4 + 2
+                m = (4 | ((tok - 16) & 3)) << nx
+                hi = min(m + (np.int64(1) << nx) - 1, lim)
+                if hi > m:
+                    size = hi - m + 1
+                    per = _TOTAL // size
+                    scale = rng >> _RC_PREC
+                    q = np.int64((point - lower) // scale)
+                    if q >= _TOTAL:
+                        return _INVALID
+                    v = min(q // per, size - 1)
+                    cum = v * per
+                    lower, rng, point, pos = _take(lower, rng, point, pos, words, scale, cum,
+                                                   per if v < size - 1 else _TOTAL - cum)
+                    m += v
+            if m > lim:
+                return _CORRUPT
+        e = m * work[_W_FLIP, c]
+        res[c] = e if st >= 0 else -e
+    rc[_D_LOWER] = lower
+    rc[_D_RANGE] = rng
+    rc[_D_POINT] = point
+    rc[_D_POS] = np.uint64(pos)
+    _update(i, res, rows, band, cstat, hist, cdf, lut, work)
+    return _OK
+
+
+# --------------------------------------------------------------------------- coder memory
+#
+# All state of an encoder or decoder lives in one int64 array, so that coding a band-line
+# is one cheap kernel call: a header, then the arrays of the model kernels (see _views).
+
+_M_LINE, _M_BANDS, _M_ROWS, _M_COLS, _M_MAX, _M_LUTS, _M_TRACK = range(7)
+_M_RC = 8  # 5 words: range coder state (uint64)
+_M_IDEAL = 13  # float64: ideal code length in bits (when tracked)
+_M_HEAD = 16
+
+
+@_jit
+def _layout(nb, nc, nlut):
+    """Offsets of rows, band, cstat, hist, cdf, lut, work, slots, ivals and the end."""
+    rows = _M_HEAD
+    band = rows + 2 * nb * nc
+    cstat = band + 2 * nb
+    hist = cstat + 2 * _NCTX
+    cdf = hist + _NHIST * (_NSYM + 2)
+    lut = cdf + _NHIST * (_NSYM + 1)
+    work = lut + nlut * (_LUT_SIZE // 8)
+    slots = work + 7 * nc
+    ivals = slots + _NHIST
+    return rows, band, cstat, hist, cdf, lut, work, slots, ivals, ivals + 4 * nc
+
+
+@_inline
+def _views(mem):
+    """The arrays in a coder's memory: the model kernels' arguments, rc and ideal."""
+    nb = mem[_M_BANDS]
+    nc = mem[_M_COLS]
+    nlut = mem[_M_LUTS]
+    o = _layout(nb, nc, nlut)
+    return (
+        mem[o[0]:o[1]].reshape((2, nb, nc)),  # rows
+        mem[o[1]:o[2]].reshape((nb, 2)),  # band
+        mem[o[2]:o[3]].reshape((_NCTX, 2)),  # cstat
+        mem[o[3]:o[4]].reshape((_NHIST, _NSYM + 2)),  # hist
+        mem[o[4]:o[5]].reshape((_NHIST, _NSYM + 1)),  # cdf
+        mem[o[5]:o[6]].view(np.uint8).reshape((nlut, _LUT_SIZE)),  # lut
+        mem[o[6]:o[7]].reshape((7, nc)),  # work
+        mem[o[7]:o[8]],  # slots
+        mem[o[8]:o[9]].reshape((2, 2 * nc)),  # ivals
+        mem[_M_RC:_M_RC + 5].view(np.uint64),  # rc
+        mem[_M_IDEAL:_M_IDEAL + mem[_M_TRACK]].view(np.float64),  # ideal (size 0 or 1)
+    )
+
+
+@_jit
+def _encode_next(res, pred, mem, out):
+    """``_encode_line`` for the next band-line of the encoder in mem."""
+    rows, band, cstat, hist, cdf, lut, work, slots, ivals, rc, ideal = _views(mem)
+    t, i = divmod(mem[_M_LINE], mem[_M_BANDS])
+    r = _encode_line(t, i, res, pred, mem[_M_MAX], rows, band, cstat, hist, cdf, lut, work,
+                     slots, ivals, rc, out, ideal)
+    if r >= 0:
+        mem[_M_LINE] += 1
+    return r
+
+
+@_jit
+def _decode_next(pred, res, mem, words):
+    """``_decode_line`` for the next band-line of the decoder in mem; checks the end."""
+    rows, band, cstat, hist, cdf, lut, work, slots, _, rc, _ = _views(mem)
+    line = mem[_M_LINE]
+    t, i = divmod(line, mem[_M_BANDS])
+    status = _decode_line(t, i, pred, mem[_M_MAX], res, rows, band, cstat, hist, cdf, lut,
+                          work, slots, rc, words)
+    if status == _OK:
+        mem[_M_LINE] = line + 1
+        if line + 1 == mem[_M_BANDS] * mem[_M_ROWS] and not _exhausted(rc, words):
+            status = _LEFTOVER
+    return status
+
+
+@_jit
+def _encode_cube(res, pred, mem, out):
+    """Code all band-lines of a cube in BIL order and seal the stream.
+
+    Returns (words, count), out grown as needed, or (out, -1 - flat index) for the first
+    sample outside its range.
+    """
+    nb, nt, nc = res.shape
+    rows, band, cstat, hist, cdf, lut, work, slots, ivals, rc, ideal = _views(mem)
+    for t in range(nt):
+        for i in range(nb):
+            need = np.int64(rc[_E_POS] + rc[_E_NINV]) + 2 * nc + 2
+            if need > out.size:
+                grown = np.empty(max(2 * out.size, need), dtype=np.uint32)
+                pos = np.int64(rc[_E_POS])
+                grown[:pos] = out[:pos]
+                out = grown
+            r = _encode_line(t, i, res[i, t], pred[i, t], mem[_M_MAX], rows, band, cstat, hist,
+                             cdf, lut, work, slots, ivals, rc, out, ideal)
+            if r < 0:
+                return out, -1 - ((i * nt + t) * nc - 1 - r)
+    mem[_M_LINE] = nb * nt
+    return out, _seal(rc, out)
+
+
+@_jit
+def _decode_cube(pred, out, mem, words):
+    """Decode all band-lines of a cube into out (BIL order); returns a status code."""
+    nb, nt, _ = pred.shape
+    rows, band, cstat, hist, cdf, lut, work, slots, _, rc, _ = _views(mem)
+    for t in range(nt):
+        for i in range(nb):
+            status = _decode_line(t, i, pred[i, t], mem[_M_MAX], out[i, t], rows, band, cstat,
+                                  hist, cdf, lut, work, slots, rc, words)
+            if status != _OK:
+                return status
+    mem[_M_LINE] = nb * nt
+    return _OK if _exhausted(rc, words) else _LEFTOVER
 
 
 # --------------------------------------------------------------------------- coder state
@@ -514,58 +801,62 @@ def _check_max_value(max_value: int) -> int:
     return int(max_value)
 
 
+_INT64 = np.dtype(np.int64)
+
+
 def _as_line(name: str, values: np.ndarray, ncol: int) -> np.ndarray:
-    arr = values if isinstance(values, np.ndarray) else np.asarray(values)
+    """values as a contiguous int64 array of shape (ncol,)."""
+    if (
+        type(values) is np.ndarray
+        and values.dtype is _INT64
+        and values.shape == (ncol,)
+        and values.flags.c_contiguous
+    ):
+        return values
+    arr = np.asarray(values)
     if arr.shape != (ncol,):
         raise ValueError(f"{name} must have shape ({ncol},), got {arr.shape}")
-    if arr.dtype != np.int64:
-        if arr.dtype.kind not in "iu":
-            raise ValueError(f"{name} must have an integer dtype, got {arr.dtype}")
-        return arr.astype(np.int64)
-    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must have an integer dtype, got {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-class _State:
-    """Adaptive statistics shared by encoder and decoder, plus per-line scratch arrays."""
+def _memory(shape: tuple[int, int, int], max_value: int, decoder: bool = False,
+            track_ideal: bool = False) -> np.ndarray:
+    """A fresh coder memory (see _views) for a cube of the given shape."""
+    nb, nt, nc = shape
+    counts, cdf, lut = _initial_tables()
+    nlut = _NHIST if decoder else 0
+    mem = np.zeros(_layout(nb, nc, nlut)[-1], dtype=np.int64)
+    mem[[_M_BANDS, _M_ROWS, _M_COLS, _M_MAX, _M_LUTS, _M_TRACK]] = (
+        nb, nt, nc, max_value, nlut, int(track_ideal))
+    _, _, m_cstat, m_hist, m_cdf, m_lut, _, _, _, rc, _ = _views(mem)
+    m_hist[:, :_NSYM] = counts
+    m_hist[:, _H_TOT] = counts.sum(axis=1)
+    m_cdf[:] = cdf
+    if decoder:
+        m_lut[:] = lut
+    else:
+        rc[_E_RANGE] = _RC_FULL
+    q = np.arange(_NCTX) // (_NR * _NR)
+    bl = q // 2 + 1
+    lead = (2 + (q & 1)) << np.maximum(bl - 2, 0)
+    centre = np.where(q < 2, q, lead + (bl >= 3) * (1 << np.maximum(bl - 3, 0)))
+    # q(A + B) measures 8 * mean |e|; the accumulator holds 16 |e| per sample
+    m_cstat[:, 0] = 2 * _CTX_INIT_N * centre
+    m_cstat[:, 1] = _CTX_INIT_N
+    return mem
 
-    def __init__(self, shape: tuple[int, int, int], max_value: int) -> None:
-        self.shape = _check_shape(shape)
-        self.max_value = _check_max_value(max_value)
-        nb, nr, nc = self.shape
-        self.nlines = nb * nr
-        counts, weights, models = _initial_models()
-        self.models = list(models)
-        self.hist = np.zeros((_NHIST, _NSYM + 2), dtype=np.int64)
-        self.hist[:, :_NSYM] = counts
-        self.hist[:, _H_TOT] = counts.sum(axis=1)
-        self.weights = weights.copy()  # f - 1 of the distribution each model codes with
-        self.cstat = np.empty((_NCTX, 2), dtype=np.int64)
-        q = np.arange(_NCTX) // (_NR * _NR)
-        bl = q // 2 + 1
-        lead = (2 + (q & 1)) << np.maximum(bl - 2, 0)
-        centre = np.where(q < 2, q, lead + (bl >= 3) * (1 << np.maximum(bl - 3, 0)))
-        # q(A + B) measures 8 * mean |e|; the accumulator holds 16 |e| per sample
-        self.cstat[:, 0] = 2 * _CTX_INIT_N * centre
-        self.cstat[:, 1] = _CTX_INIT_N
-        self.rows = np.zeros((2, nb, nc), dtype=np.int64)
-        self.band = np.zeros((nb, 2), dtype=np.int64)
-        self.work = np.zeros((6, nc), dtype=np.int64)
-        self.small = np.zeros((2, _NHIST), dtype=np.int64)
-        self.groups = np.zeros((3, nc + 1), dtype=np.int64)
-        self.sym = np.zeros((4, nc), dtype=np.int32)
-        self.line = 0
 
-    def position(self) -> tuple[int, int]:
-        """(row, band) of the next band-line; ValueError when the cube is complete."""
-        if self.line >= self.nlines:
-            raise ValueError(f"all {self.nlines} band-lines of the cube are already coded")
-        t, i = divmod(self.line, self.shape[0])
-        return t, i
+def _stream(words: np.ndarray) -> bytes:
+    head = bytes([_VERSION]) + int(words.size).to_bytes(4, "little")
+    return head + words.astype("<u4", copy=False).tobytes()
 
-    def rebuild_models(self, nr: int) -> None:
-        categorical = constriction.stream.model.Categorical
-        for h in self.small[1, :nr].tolist():
-            self.models[h] = categorical(self.weights[h], perfect=False)
+
+def _range_error(p: int, e: int, where: str, max_value: int) -> ValueError:
+    if not 0 <= p <= max_value:
+        return ValueError(f"prediction {p} at {where} is outside [0, max_value]")
+    return ValueError(f"residual {e} at {where} is outside [-p, max_value - p] (p={p})")
 
 
 # --------------------------------------------------------------------------- public API
@@ -580,65 +871,59 @@ class ResidualEncoder:
 
     def __init__(self, shape: tuple[int, int, int], max_value: int,
                  track_ideal: bool = False) -> None:
-        self._st = _State(shape, max_value)
-        self._enc = constriction.stream.queue.RangeEncoder()
+        shape = _check_shape(shape)
+        self._max_value = _check_max_value(max_value)
+        self._ncol = shape[2]
+        self._nlines = shape[0] * shape[1]
+        self._line = 0
+        self._mem = _memory(shape, self._max_value, track_ideal=track_ideal)
         self._track = track_ideal
-        self._used = self._st.weights.copy() if track_ideal else None  # weights of the models
-        #: With ``track_ideal``: the information content in bits of everything coded so far
-        #: under the model's own probabilities (the length an ideal entropy coder would reach).
-        self.ideal_bits = 0.0
+        self._out = np.empty(64 * self._ncol + 64, dtype=np.uint32)
+        self._words = 0  # of the stream if it were sealed now
+
+    @property
+    def ideal_bits(self) -> float:
+        """With ``track_ideal``: the information content in bits of everything coded so far
+        under the model's own probabilities (the length an ideal entropy coder would reach);
+        0.0 without."""
+        return float(self._mem[_M_IDEAL:_M_IDEAL + 1].view(np.float64)[0]) if self._track \
+            else 0.0
+
+    def _reserve(self, need: int) -> None:
+        if need > self._out.size:
+            grown = np.empty(max(2 * self._out.size, need), dtype=np.uint32)
+            pos = int(self._mem[_M_RC + _E_POS])
+            grown[:pos] = self._out[:pos]
+            self._out = grown
 
     def encode_line(self, residuals: np.ndarray, predictions: np.ndarray) -> None:
         """Encode the C residuals of the next band-line given their predictions."""
-        st = self._st
-        ncol = st.shape[2]
+        ncol = self._ncol
         res = _as_line("residuals", residuals, ncol)
         pred = _as_line("predictions", predictions, ncol)
-        t, i = st.position()
-        ng, nm, nr = _encode_line(
-            t, i, res, pred, st.max_value, st.rows, st.band, st.cstat, st.hist, st.weights,
-            st.work, st.small, st.groups, st.sym,
-        )
-        if ng < 0:
-            c = -1 - ng
-            p, e = int(pred[c]), int(res[c])
-            if not 0 <= p <= st.max_value:
-                raise ValueError(f"prediction {p} at column {c} is outside [0, max_value]")
-            raise ValueError(f"residual {e} at column {c} is outside [-p, max_value - p] (p={p})")
-        st.line += 1
-        enc, models, gsyms = self._enc, st.models, st.sym[_S_GRP]
-        hs, starts = st.groups[::2, : ng + 1].tolist()
-        for g in range(ng):
-            enc.encode(gsyms[starts[g] : starts[g + 1]], models[hs[g]])
-        if nm:
-            enc.encode(st.sym[_S_MVAL, :nm], _UNIFORM, st.sym[_S_MSIZE, :nm])
-        if self._track:
-            self._add_ideal(ng, hs, starts, nm)
-        if nr:
-            st.rebuild_models(nr)
-            if self._track:
-                rebuilt = st.small[1, :nr]
-                self._used[rebuilt] = st.weights[rebuilt]
+        if self._line >= self._nlines:
+            raise ValueError(f"all {self._nlines} band-lines of the cube are already coded")
+        if self._words + 2 * ncol > self._out.size:
+            self._reserve(self._words + 2 * ncol)
+        n = _encode_next(res, pred, self._mem, self._out)
+        if n < 0:
+            c = -1 - n
+            raise _range_error(int(pred[c]), int(res[c]), f"column {c}", self._max_value)
+        self._line += 1
+        self._words = n
 
-    def _add_ideal(self, ng: int, hs: list[int], starts: list[int], nm: int) -> None:
-        st = self._st
-        gsyms = st.sym[_S_GRP]
-        bits = 0.0
-        for g in range(ng):
-            freq = self._used[hs[g]][gsyms[starts[g] : starts[g + 1]]] + 1.0
-            bits += float(np.sum(_PRECISION - np.log2(freq)))
-        if nm:
-            bits += float(np.sum(np.log2(st.sym[_S_MSIZE, :nm].astype(np.float64))))
-        self.ideal_bits += bits
+    def num_bits(self) -> int:
+        """Size of the stream so far in bits without its 5-byte header: 32 per word, the
+        closing words included (as constriction's ``RangeEncoder.num_bits``)."""
+        return 32 * self._words
 
     def finish(self) -> bytes:
         """Return the coded stream; every band-line must have been encoded."""
-        st = self._st
-        if st.line != st.nlines:
-            raise ValueError(f"only {st.line} of {st.nlines} band-lines were encoded")
-        words = np.asarray(self._enc.get_compressed(), dtype="<u4")
-        head = bytes([_VERSION]) + int(words.size).to_bytes(4, "little")
-        return head + words.tobytes()
+        if self._line != self._nlines:
+            raise ValueError(f"only {self._line} of {self._nlines} band-lines were encoded")
+        rc = self._mem[_M_RC:_M_RC + 5].view(np.uint64)
+        self._reserve(int(rc[_E_POS] + rc[_E_NINV]) + 2)
+        return _stream(self._out[: _seal(rc, self._out)])
 
 
 class ResidualDecoder:
@@ -649,7 +934,11 @@ class ResidualDecoder:
     """
 
     def __init__(self, data: bytes, shape: tuple[int, int, int], max_value: int) -> None:
-        st = self._st = _State(shape, max_value)
+        shape = _check_shape(shape)
+        self._ncol = shape[2]
+        self._nlines = shape[0] * shape[1]
+        self._line = 0
+        self._mem = _memory(shape, _check_max_value(max_value), decoder=True)
         buf = bytes(data)
         if len(buf) < _HEADER:
             raise ValueError(f"stream too short: {len(buf)} bytes")
@@ -661,77 +950,30 @@ class ResidualDecoder:
                 f"stream truncated or padded: header announces {nwords} words "
                 f"({_HEADER + 4 * nwords} bytes), got {len(buf)} bytes"
             )
-        words = np.frombuffer(buf, dtype="<u4", offset=_HEADER).astype(np.uint32)
-        try:
-            self._dec = constriction.stream.queue.RangeDecoder(words)
-        except Exception as exc:
-            raise ValueError(f"corrupt stream: {exc}") from exc
-        # the groups of the next band-line are always prepared in advance
-        self._ng = _prepare(0, 0, st.rows, st.band, st.cstat, st.work, st.small, st.groups)
+        self._words = np.frombuffer(buf, dtype="<u4", offset=_HEADER).astype(np.uint32)
+        _decoder_start(self._words, self._mem[_M_RC:_M_RC + 4].view(np.uint64))
+        self._failed = False
 
     def decode_line(self, predictions: np.ndarray) -> np.ndarray:
         """Decode the next band-line from its C predictions; returns the residuals (int64).
 
-        After a ValueError (corrupt data, or a prediction outside [0, max_value]) the
-        decoder cannot go on.
+        A prediction outside [0, max_value] raises ValueError and decodes nothing; after a
+        ValueError for corrupt data the decoder cannot go on.
         """
-        st = self._st
-        ncol = st.shape[2]
-        pred = predictions
-        if not (
-            type(pred) is np.ndarray
-            and pred.dtype == np.int64
-            and pred.shape == (ncol,)
-            and pred.flags.c_contiguous
-        ):
-            pred = _as_line("predictions", predictions, ncol)
-        line = st.line
-        if line >= st.nlines:
-            raise ValueError(f"all {st.nlines} band-lines of the cube are already coded")
-        t, i = divmod(line, st.shape[0])
-        next_t, next_i = divmod(line + 1, st.shape[0])
-        if line + 1 == st.nlines:
-            next_t = -1
-        dec, ng = self._dec, self._ng
-        hs, ns = st.groups[:2, :ng].tolist()
-        res = np.empty(ncol, dtype=np.int64)
-        try:
-            parts = map(dec.decode, map(st.models.__getitem__, hs), ns)
-            gsyms = np.frombuffer(b"".join(parts), dtype=np.int32)
-            nm, nr, ng = _decode_tokens(
-                gsyms, pred, st.max_value, i, next_t, next_i, res, st.rows, st.band, st.cstat,
-                st.hist, st.weights, st.work, st.small, st.groups, ng, st.sym,
-            )
-            if nm == -2:
-                raise ValueError("a prediction is outside [0, max_value]")
-            if nm < 0:
-                raise ValueError("corrupt stream: decoded residual outside its range")
-            if nm:
-                offsets = dec.decode(_UNIFORM, st.sym[_S_MSIZE, :nm])
-                nr, ng = _decode_finish(
-                    i, next_t, next_i, offsets, res, st.rows, st.band, st.cstat, st.hist,
-                    st.weights, st.work, st.small, st.groups, self._ng, st.sym,
-                )
-        except ValueError:
-            self._dec = _Failed()
-            raise
-        except Exception as exc:  # constriction reports bad data with its own errors
-            self._dec = _Failed()
-            raise ValueError(f"corrupt stream: {exc}") from exc
-        st.line = line + 1
-        self._ng = ng
-        if nr:
-            st.rebuild_models(nr)
-        if line + 1 == st.nlines and not dec.maybe_exhausted():
-            raise ValueError("corrupt stream: data left after the last band-line")
+        pred = _as_line("predictions", predictions, self._ncol)
+        if self._line >= self._nlines:
+            raise ValueError(f"all {self._nlines} band-lines of the cube are already coded")
+        if self._failed:
+            raise ValueError("the decoder failed on an earlier band-line")
+        res = np.empty(self._ncol, dtype=np.int64)
+        status = _decode_next(pred, res, self._mem, self._words)
+        if status != _OK:
+            self._failed = status != _BAD_PREDICTION
+            if status == _LEFTOVER:
+                self._line += 1
+            raise ValueError(_DECODE_ERRORS[status])
+        self._line += 1
         return res
-
-
-class _Failed:
-    """Stands in for the range decoder once a band-line failed to decode."""
-
-    def decode(self, *args: object) -> None:
-        raise ValueError("the decoder failed on an earlier band-line")
 
 
 def _check_cube(name: str, values: np.ndarray) -> np.ndarray:
@@ -740,7 +982,7 @@ def _check_cube(name: str, values: np.ndarray) -> np.ndarray:
         raise ValueError(f"{name} must be a (bands, rows, cols) array, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{name} must have an integer dtype, got {arr.dtype}")
-    return arr
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def encode_cube(residuals: np.ndarray, predictions: np.ndarray, max_value: int) -> bytes:
@@ -749,11 +991,15 @@ def encode_cube(residuals: np.ndarray, predictions: np.ndarray, max_value: int) 
     pred = _check_cube("predictions", predictions)
     if res.shape != pred.shape:
         raise ValueError(f"shape mismatch: residuals {res.shape}, predictions {pred.shape}")
-    enc = ResidualEncoder(res.shape, max_value)
-    for t in range(res.shape[1]):
-        for i in range(res.shape[0]):
-            enc.encode_line(res[i, t], pred[i, t])
-    return enc.finish()
+    shape = _check_shape(res.shape)
+    max_value = _check_max_value(max_value)
+    out = np.empty(res.size // 8 + 2 * shape[2] + 64, dtype=np.uint32)
+    out, n = _encode_cube(res, pred, _memory(shape, max_value), out)
+    if n < 0:
+        i, t, c = np.unravel_index(-1 - n, shape)
+        raise _range_error(int(pred[i, t, c]), int(res[i, t, c]),
+                           f"band {i}, row {t}, column {c}", max_value)
+    return _stream(out[:n])
 
 
 def decode_cube(data: bytes, predictions: np.ndarray, max_value: int) -> np.ndarray:
@@ -761,7 +1007,7 @@ def decode_cube(data: bytes, predictions: np.ndarray, max_value: int) -> np.ndar
     pred = _check_cube("predictions", predictions)
     dec = ResidualDecoder(data, pred.shape, max_value)
     out = np.empty(pred.shape, dtype=np.int32)
-    for t in range(pred.shape[1]):
-        for i in range(pred.shape[0]):
-            out[i, t] = dec.decode_line(pred[i, t])
+    status = _decode_cube(pred, out, dec._mem, dec._words)
+    if status != _OK:
+        raise ValueError(_DECODE_ERRORS[status])
     return out
