@@ -230,3 +230,15 @@ def test_command_line(model_path: Path, other_model_path: Path, tmp_path: Path) 
         assert bad.returncode == 2
         assert bad.stderr.startswith("hsicomp: error: ") and bad.stderr.count("\n") == 1
         assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("coder", CODERS)
+def test_band_bits_account_for_the_payload(model_path: Path, coder: str) -> None:
+    cube = smooth_cube((5, 8, 12), 12, seed=12)
+    cube[3] = cube[3] // 64  # a band that is far cheaper than the others
+    codec = _codec(model_path, coder)
+    payload = unpack(codec.encode(cube, 0, 12))[2]
+    bits = codec.last_stats["band_bits"]
+    assert bits.shape == (5,) and (bits >= 0).all()
+    assert 8 * len(payload) - 104 <= bits.sum() <= 8 * len(payload)
+    assert bits[3] < bits[2] and bits[3] < bits[4]

@@ -84,6 +84,8 @@ class PerBandCodec(Codec):
             except Exception as exc:
                 raise HsicompError(f"codec {self.name!r} failed on band {i}: "
                                    f"{one_line(exc)}") from None
+        # Statistics of the last encode: ``band_bits``, each band's codestream size in bits.
+        self.last_stats = {"band_bits": np.array([8 * len(s) for s in segments], np.int64)}
         header = self.make_header(cube, delta, bit_depth, band_list)
         return self.pack(header, encode_varints(len(s) for s in segments), b"".join(segments))
 
@@ -178,6 +180,10 @@ class Raw(Codec):
                band_list: list[int] | None = None) -> bytes:
         """Store the cube's BSQ bytes as the payload."""
         cube = self.check_input(cube, delta, bit_depth, band_list)
+        bands, rows, cols = cube.shape
+        # Statistics of the last encode: ``band_bits``, each band's size in bits.
+        self.last_stats = {"band_bits": np.full(bands, 8 * BSQ_DTYPE.itemsize * rows * cols,
+                                                np.int64)}
         return self.pack(self.make_header(cube, delta, bit_depth, band_list), b"",
                          bsq_bytes(cube))
 

@@ -19,7 +19,7 @@ from hsicomp.errors import HsicompError
 
 #: Modules that define (and register) the project's codecs.
 CODEC_MODULES: tuple[str, ...] = ("hsicomp.codecs.anchors", "hsicomp.codecs.linerwkv",
-                                  "hsicomp.codecs.ccsds123")
+                                  "hsicomp.codecs.ccsds123", "hsicomp.codecs.linerwkv_lms")
 
 MAX_BANDS = 0xFFFF
 MAX_SIDE = 0xFFFFFFFF

@@ -70,9 +70,9 @@ import struct
 from typing import Any, ClassVar
 
 import numpy as np
-from numba import njit
 
 from hsicomp.codecs.base import Codec, register
+from hsicomp.codecs.lms import code_cube
 from hsicomp.entropy import golomb
 from hsicomp.entropy.adaptive import ResidualDecoder, ResidualEncoder
 from hsicomp.errors import HsicompError
@@ -85,226 +85,6 @@ LOCAL_SUMS = ("wide_neighbour", "narrow_neighbour", "wide_column", "narrow_colum
 #: allocation.
 MAX_SAMPLES = 1 << 28
 _SIDE = struct.Struct("<BBBBBBBbbHBBBB")
-
-_jit = njit(cache=True, nogil=True)
-
-
-# --------------------------------------------------------------------------- predictor
-
-
-@_jit
-def _local_sum(rec, z, y, x, kind, s_mid):
-    """Local sum sigma_z(y, x) of reconstructed samples (t > 0)."""
-    cols = rec.shape[2]
-    if y == 0:  # here x > 0
-        if kind == 0 or kind == 2:
-            return 4 * rec[z, 0, x - 1]
-        if z > 0:
-            return 4 * rec[z - 1, 0, x - 1]
-        return 4 * s_mid
-    n = rec[z, y - 1, x]
-    if kind >= 2 or cols == 1:
-        return 4 * n
-    if x == 0:
-        return 2 * (n + rec[z, y - 1, 1])
-    nw = rec[z, y - 1, x - 1]
-    if kind == 0:
-        if x == cols - 1:
-            return rec[z, y, x - 1] + nw + 2 * n
-        return rec[z, y, x - 1] + nw + n + rec[z, y - 1, x + 1]
-    if x == cols - 1:
-        return 2 * (nw + n)
-    return nw + 2 * n + rec[z, y - 1, x + 1]
-
-
-@_jit
-def _map_index(q, theta, odd):
-    """Mapped quantizer index of q given theta and the parity of s_tilde."""
-    a = abs(q)
-    if a > theta:
-        return a + theta
-    if (q >= 0) != odd or q == 0:  # 0 <= (-1)**s_tilde q <= theta
-        return 2 * a
-    return 2 * a - 1
-
-
-@_jit
-def _unmap_index(code, theta, odd, qlo, qhi):
-    """Inverse of :func:`_map_index`; returns (q, ok) with ok False for an impossible code."""
-    if code < 0:
-        return 0, False
-    if code > 2 * theta:
-        a = code - theta
-        q = a if qlo < qhi else -a
-    elif code % 2 == 0:
-        q = code // 2
-        if odd:
-            q = -q
-    else:
-        q = (code + 1) // 2
-        if not odd:
-            q = -q
-    return q, -qlo <= q <= qhi
-
-
-@_jit
-def _encode_index(q, signed, theta, odd, qlo, qhi):
-    """The coded value of q: its mapped index, or (``signed``) q wrapped into the window."""
-    if not signed:
-        return _map_index(q, theta, odd)
-    n = qlo + qhi + 1
-    h = n >> 1
-    if q > n - 1 - h:
-        return q - n
-    if q < -h:
-        return q + n
-    return q
-
-
-@_jit
-def _decode_index(code, signed, theta, odd, qlo, qhi):
-    """Inverse of :func:`_encode_index`; (q, ok) with ok False for an impossible code."""
-    if not signed:
-        return _unmap_index(code, theta, odd, qlo, qhi)
-    n = qlo + qhi + 1
-    h = n >> 1
-    if code < -h or code > n - 1 - h:
-        return 0, False
-    q = code
-    if q > qhi:
-        q -= n
-    elif q < -qlo:
-        q += n
-    return q, True
-
-
-@_jit
-def _run(src, codes, rec, decode, signed, dbits, m, full, kind, p_bands, omega, register, nu_min,
-         nu_max, t_inc):
-    """Predict and quantize a (bands, rows, cols) cube, band by band.
-
-    Encoding (``decode`` False) reads ``src`` and writes the coded values to ``codes``: the
-    mapped quantizer indices, or with ``signed`` the quantizer indices wrapped into their
-    window (:func:`_encode_index`); decoding reads them from ``codes`` (int32). Both write
-    the reconstructed samples to ``rec`` (int32). Returns -1, or in decoding the flat index of
-    the first impossible code.
-    """
-    bands, rows, cols = rec.shape
-    s_max = (np.int64(1) << dbits) - 1
-    s_mid = np.int64(1) << (dbits - 1)
-    step = 2 * m + 1
-    ndir = 3 if full else 0
-    nw = ndir + p_bands
-    w_lo = -(np.int64(1) << (omega + 2))
-    w_hi = (np.int64(1) << (omega + 2)) - 1
-    half_r = np.int64(1) << (register - 1) if register < 64 else np.int64(0)
-    mask_r = (np.int64(1) << register) - 1 if register < 64 else np.int64(-1)
-    mid_hr = s_mid << (omega + 2)
-    round_hr = np.int64(1) << (omega + 1)
-    lo_hr = np.int64(0)
-    hi_hr = (s_max << (omega + 2)) + round_hr
-    dc = np.zeros(rec.shape, np.int32)  # central local differences 4 s'' - sigma
-    weights = np.zeros(max(nw, 1), np.int64)
-    u = np.zeros(max(nw, 1), np.int64)
-    for z in range(bands):
-        pstar = min(z, p_bands)
-        nwz = ndir + pstar
-        for i in range(ndir):
-            weights[i] = 0
-        w = (np.int64(7) << omega) >> 3
-        for i in range(pstar):
-            weights[ndir + i] = w
-            w >>= 3
-        for y in range(rows):
-            for x in range(cols):
-                t = y * cols + x
-                if t == 0:
-                    s_tilde = 2 * rec[z - 1, 0, 0] if pstar > 0 else 2 * s_mid
-                    s_hat = s_tilde >> 1
-                    qlo = s_hat
-                    qhi = s_max - s_hat
-                    theta = min(qlo, qhi)
-                    if decode:
-                        q, ok = _decode_index(codes[z, 0, 0], signed, theta, False, qlo, qhi)
-                        if not ok:
-                            return (z * rows) * cols
-                    else:
-                        q = np.int64(src[z, 0, 0]) - s_hat
-                        codes[z, 0, 0] = _encode_index(q, signed, theta, False, qlo, qhi)
-                    rec[z, 0, 0] = s_hat + q
-                    continue
-                sigma = _local_sum(rec, z, y, x, kind, s_mid)
-                if full:
-                    if y > 0:
-                        n4 = 4 * rec[z, y - 1, x]
-                        u[0] = n4 - sigma
-                        if x > 0:
-                            u[1] = 4 * rec[z, y, x - 1] - sigma
-                            u[2] = 4 * rec[z, y - 1, x - 1] - sigma
-                        else:
-                            u[1] = n4 - sigma
-                            u[2] = n4 - sigma
-                    else:
-                        u[0] = 0
-                        u[1] = 0
-                        u[2] = 0
-                for i in range(pstar):
-                    u[ndir + i] = dc[z - 1 - i, y, x]
-                dhat = np.int64(0)
-                for i in range(nwz):
-                    dhat += weights[i] * u[i]
-                reg = dhat + (sigma - 4 * s_mid) * (np.int64(1) << omega)
-                if register < 64:
-                    reg = ((reg + half_r) & mask_r) - half_r
-                s_breve = reg + mid_hr + round_hr
-                if s_breve < lo_hr:
-                    s_breve = lo_hr
-                elif s_breve > hi_hr:
-                    s_breve = hi_hr
-                s_tilde = s_breve >> (omega + 1)
-                s_hat = s_tilde >> 1
-                odd = (s_tilde & 1) == 1
-                qlo = (s_hat + m) // step
-                qhi = (s_max - s_hat + m) // step
-                theta = min(qlo, qhi)
-                if decode:
-                    q, ok = _decode_index(codes[z, y, x], signed, theta, odd, qlo, qhi)
-                    if not ok:
-                        return (z * rows + y) * cols + x
-                else:
-                    diff = np.int64(src[z, y, x]) - s_hat
-                    # q = sgn(diff) floor((|diff| + m) / (2m + 1))
-                    q = (diff + m) // step if diff >= 0 else -((m - diff) // step)
-                    codes[z, y, x] = _encode_index(q, signed, theta, odd, qlo, qhi)
-                s_rec = s_hat + q * step
-                if s_rec < 0:
-                    s_rec = np.int64(0)
-                elif s_rec > s_max:
-                    s_rec = s_max
-                rec[z, y, x] = s_rec
-                dc[z, y, x] = 4 * s_rec - sigma
-                # sign-algorithm weight update
-                e = 2 * s_rec - s_tilde
-                rho = nu_min + (t - cols) // t_inc
-                if rho < nu_min:
-                    rho = nu_min
-                elif rho > nu_max:
-                    rho = nu_max
-                rho += dbits - omega
-                for i in range(nwz):
-                    v = u[i] if e >= 0 else -u[i]
-                    if rho >= 0:
-                        inc = (v + (np.int64(1) << rho)) >> (rho + 1)
-                    else:
-                        inc = (v * (np.int64(1) << (-rho)) + 1) >> 1
-                    w = weights[i] + inc
-                    if w < w_lo:
-                        w = w_lo
-                    elif w > w_hi:
-                        w = w_hi
-                    weights[i] = w
-    return -1
-
 
 # --------------------------------------------------------------------------- parameters
 
@@ -375,10 +155,9 @@ class _Settings:
 
     def run(self, src: np.ndarray, codes: np.ndarray, rec: np.ndarray, decode: bool,
             dbits: int, delta: int) -> int:
-        return int(_run(src, codes, rec, decode, self.coder == 1, dbits, delta, self.mode == 0,
-                        self.local_sum,
-                        self.p_bands, self.omega, self.register, self.nu_min, self.nu_max,
-                        self.t_inc))
+        return int(code_cube(src, codes, rec, decode, self.coder == 1, dbits, delta,
+                             self.mode == 0, self.local_sum, self.p_bands, self.omega,
+                             self.register, self.nu_min, self.nu_max, self.t_inc))
 
 
 # --------------------------------------------------------------------------- codec
@@ -416,6 +195,10 @@ class Ccsds123Codec(Codec):
             p[key] = int(p[key])
         # bit-depth independent checks now, the rest when the bit depth is known
         self._settings(16, check_register=False)
+        #: Statistics of the last encode: ``band_bits``, the payload bits of every band
+        #: (int64; sample-adaptive: exact codeword bits; arith: the growth of the range
+        #: coder's output, in 32-bit words, while coding the band's lines).
+        self.last_stats: dict[str, Any] = {}
 
     def _settings(self, dbits: int, check_register: bool = True) -> _Settings:
         p = self.params
@@ -442,21 +225,29 @@ class Ccsds123Codec(Codec):
         codes = np.empty(cube.shape, np.int32)
         rec = np.empty(cube.shape, np.int32)
         settings.run(cube, codes, rec, False, dbits, delta)
-        payload = self._entropy_encode(settings, codes, dbits)
+        payload, band_bits = self._entropy_encode(settings, codes, dbits)
+        self.last_stats = {"band_bits": band_bits}
         header = self.make_header(cube, delta, bit_depth, band_list)
         return self.pack(header, settings.pack(), payload)
 
     @staticmethod
-    def _entropy_encode(settings: _Settings, codes: np.ndarray, dbits: int) -> bytes:
+    def _entropy_encode(settings: _Settings, codes: np.ndarray,
+                        dbits: int) -> tuple[bytes, np.ndarray]:
+        """The payload and the bits of it attributed to every band."""
         if settings.coder == 0:
-            return golomb.encode(codes, settings.golomb(dbits), order="bil")
+            return golomb.encode_bands(codes, settings.golomb(dbits), order="bil")
         # codes hold the wrapped signed quantizer indices, in [-2**(D-1), 2**(D-1) - 1]
         pred = np.full(codes.shape[2], 1 << (dbits - 1), np.int64)
         enc = ResidualEncoder(codes.shape, (1 << dbits) - 1)
+        band_bits = np.zeros(codes.shape[0], np.int64)
+        last = enc.num_bits()
         for t in range(codes.shape[1]):
             for i in range(codes.shape[0]):
                 enc.encode_line(codes[i, t], pred)
-        return enc.finish()
+                now = enc.num_bits()
+                band_bits[i] += now - last
+                last = now
+        return enc.finish(), band_bits
 
     # ---- decoder
 

@@ -212,9 +212,11 @@ class LineRWKVCodec(Codec):
             raise HsicompError(f"codec 'linerwkv': coder must be one of {', '.join(CODERS)}, "
                                f"got {self.params['coder']!r}")
         #: Statistics of the last encode: predicted samples, how many lay within 0.001 of a
-        #: rounding boundary, and with ``track_ideal`` the payload's ideal code length in bits
-        #: under the coder's own model (``ideal_bits``).
-        self.last_stats: dict[str, float] = {}
+        #: rounding boundary, ``band_bits`` (payload bits of every band: arith, the growth of
+        #: the range coder's output in 32-bit words while coding the band's lines; ccsds, the
+        #: exact codeword bits), and with ``track_ideal`` the payload's ideal code length in
+        #: bits under the coder's own model (``ideal_bits``).
+        self.last_stats: dict[str, Any] = {}
         self.track_ideal = False
 
     # ---- model
@@ -250,22 +252,29 @@ class LineRWKVCodec(Codec):
             + encode_varints(v for pair in zip(mean16.tolist(), std16.tolist(), strict=True)
                              for v in pair)
         payload = b""
-        self.last_stats = {"predicted": 0, "near_half": 0}
+        self.last_stats = {"predicted": 0, "near_half": 0,
+                           "band_bits": np.zeros(cube.shape[0], np.int64)}
         if max_q > 0:
             pred = self._predictions(weights, xq, _Stats(mean16, std16), max_q)
             res = xq - pred
+            band_bits = np.zeros(xq.shape[0], np.int64)
             if coder == 0:
                 enc = ResidualEncoder(xq.shape, max_q, track_ideal=self.track_ideal)
+                last = enc.num_bits()
                 for t in range(xq.shape[1]):
                     for i in range(xq.shape[0]):
                         enc.encode_line(res[i, t], pred[i, t])
+                        now = enc.num_bits()
+                        band_bits[i] += now - last
+                        last = now
                 payload = enc.finish()
                 ideal = enc.ideal_bits
             else:
                 mapped = np.empty(xq.shape, dtype=np.int64)
                 _fold(res.reshape(-1), pred.reshape(-1), max_q, mapped.reshape(-1))
-                payload = golomb.encode(mapped, order="bil")
+                payload, band_bits = golomb.encode_bands(mapped, order="bil")
                 ideal = golomb.bit_count(mapped, order="bil") if self.track_ideal else 0.0
+            self.last_stats["band_bits"] = band_bits
             if self.track_ideal:
                 self.last_stats["ideal_bits"] = float(ideal)
         header = self.make_header(cube, delta, bit_depth, band_list)

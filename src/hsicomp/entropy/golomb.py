@@ -21,6 +21,7 @@ __all__ = [
     "code_lengths",
     "decode",
     "encode",
+    "encode_bands",
 ]
 
 #: Sample orders: name -> (axis permutation of the (bands, rows, cols) cube, band axis).
@@ -140,7 +141,9 @@ def _lengths_kernel(seq, shape, band_axis, nbands, d, u_max, gamma0, k_init, gam
 
 
 @njit(cache=True)
-def _encode_kernel(seq, shape, band_axis, nbands, d, u_max, gamma0, k_init, gamma_star):
+def _encode_kernel(seq, shape, band_axis, nbands, d, u_max, gamma0, k_init, gamma_star,
+                   band_bits):
+    """Encode ``seq``; add the codeword bits of every band to ``band_bits``."""
     a0, a1, a2 = shape
     n = a0 * a1 * a2
     out = np.zeros(n * (u_max + d) // 8 + 8, np.uint8)
@@ -178,6 +181,7 @@ def _encode_kernel(seq, shape, band_axis, nbands, d, u_max, gamma0, k_init, gamm
                     else:
                         sigma[z] = (s + delta + 1) >> 1
                         gamma[z] = (g + 1) >> 1
+                band_bits[z] += nb
                 acc = (acc << nb) | val
                 nacc += nb
                 while nacc >= 8:
@@ -299,9 +303,20 @@ def encode(
     mapped: np.ndarray, params: SampleAdaptiveParams = DEFAULT_PARAMS, order: str = "bil"
 ) -> bytes:
     """Encode mapped residuals (bands, rows, cols), each in [0, 2**D), to a bitstream."""
+    return encode_bands(mapped, params, order)[0]
+
+
+def encode_bands(
+    mapped: np.ndarray, params: SampleAdaptiveParams = DEFAULT_PARAMS, order: str = "bil"
+) -> tuple[bytes, np.ndarray]:
+    """``encode``, plus the codeword bits of every band (int64, one per band).
+
+    The band bits sum to the bitstream's length in bits before the last byte's padding.
+    """
     seq, cshape, band_axis, nbands = _prepare(mapped, params, order)
-    out = _encode_kernel(seq, cshape, band_axis, nbands, *params._args())
-    return out.tobytes()
+    band_bits = np.zeros(nbands, np.int64)
+    out = _encode_kernel(seq, cshape, band_axis, nbands, *params._args(), band_bits)
+    return out.tobytes(), band_bits
 
 
 def code_lengths(
