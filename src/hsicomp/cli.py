@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "hsicomp.evaluate",
     "hsicomp.aggregate",
     "hsicomp.plots",
+    "hsicomp.bdrate",
     "hsicomp.train",
     "hsicomp.model_cli",
 )

@@ -1,15 +1,27 @@
-"""Figures from the aggregated results: rate-distortion curves per dataset."""
+"""Figures from the results: rate-distortion and rate-error curves, lossless rates, per-band
+rates of one patch and the reconstruction error of one patch.
+
+Every figure uses :data:`STYLE`, one colour and marker per curve (codec label and model) and
+is written atomically as PNG and PDF without timestamps in the metadata.
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
+import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
-from hsicomp.atomic import atomic_path
+import numpy as np
+
+from hsicomp.atomic import atomic_path, atomic_write_text
 from hsicomp.errors import HsicompError
+from hsicomp.manifest import PatchRecord, read_manifest
+from hsicomp.metrics import format_value
 
 #: Matplotlib settings shared by every figure of the project.
 STYLE = {
@@ -36,6 +48,10 @@ PDF_METADATA = {"CreationDate": None, "ModDate": None, "Producer": None, "Creato
 _NO_MODEL = ("", "none", "-")
 #: Order of the LineRWKV sizes in legends (other model names follow, alphabetically).
 _MODEL_ORDER = {"XS": 0, "S": 1, "M": 2, "L": 3}
+_RD_REQUIRED = ("dataset", "codec", "model", "bpppc", "psnr")
+#: Columns of the per-band rate CSV written by ``band-rates``.
+BAND_RATE_COLUMNS = ["codec", "model", "patch_id", "delta", "band", "bits", "bpppc_band"]
+RATE_LABEL = "rate (bits per sample, bpppc)"
 
 
 def series_label(codec: str, model: str) -> str:
@@ -43,7 +59,7 @@ def series_label(codec: str, model: str) -> str:
     return codec if model.lower() in _NO_MODEL or model == codec else f"{codec} {model}"
 
 
-def _series_key(row: dict) -> tuple:
+def series_sort_key(row: dict) -> tuple:
     """Sort key of a row's curve: codec label, then model size."""
     model = row["model"]
     return (row["codec"], _MODEL_ORDER.get(model, len(_MODEL_ORDER)), model)
@@ -51,23 +67,102 @@ def _series_key(row: dict) -> tuple:
 
 def rd_series(rows: list[dict]) -> list[str]:
     """Legend labels of the curves, one per (codec, model), in drawing order."""
-    ordered = sorted(rows, key=_series_key)
-    return list(dict.fromkeys(r["series"] for r in ordered))
+    ordered = sorted(rows, key=series_sort_key)
+    return list(dict.fromkeys(series_label(r["codec"], r["model"]) for r in ordered))
 
 
-def _read_rd(path: Path) -> list[dict]:
+def read_rd(path: Path) -> list[dict]:
+    """Rows of a rate-distortion CSV (``aggregate``'s rd_all.csv).
+
+    Each row has dataset, codec, model, series (legend label), bpppc and psnr, and delta
+    (int) and max_abs_error (float) when the file has those columns (else None).
+    """
     try:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            rows = list(reader)
     except FileNotFoundError:
         raise HsicompError(f"{path}: rate-distortion file not found") from None
+    missing = [c for c in _RD_REQUIRED if c not in columns]
+    if missing:
+        raise HsicompError(f"{path}: not a rate-distortion file (missing columns "
+                           f"{', '.join(missing)})")
+    out = []
+    for line, r in enumerate(rows, start=2):
+        try:
+            out.append({
+                "dataset": r["dataset"], "codec": r["codec"], "model": r["model"],
+                "series": series_label(r["codec"], r["model"]),
+                "bpppc": float(r["bpppc"]), "psnr": float(r["psnr"]),
+                "delta": int(r["delta"]) if "delta" in columns else None,
+                "max_abs_error": float(r["max_abs_error"]) if "max_abs_error" in columns
+                else None,
+            })
+        except (TypeError, ValueError):
+            raise HsicompError(f"{path}:{line}: malformed row") from None
+    return out
+
+
+_read_rd = read_rd
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _looks(series: list[str]) -> dict[str, tuple[str, str]]:
+    """(colour, marker) of every curve label, in drawing order."""
+    return {s: (COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)])
+            for i, s in enumerate(series)}
+
+
+def _figure_legend(fig: Any, axes: Any) -> None:
+    """One legend right of the panels with every labelled curve once."""
+    handles: dict[str, Any] = {}
+    for ax in np.ravel(axes):
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    if handles:
+        fig.legend(list(handles.values()), list(handles.keys()), loc="outside right upper")
+
+
+def _save(fig: Any, path: Path, fmt: str, metadata: dict) -> None:
+    with atomic_path(path, suffix=f".{fmt}") as tmp:
+        fig.savefig(tmp, format=fmt, metadata=metadata)
+
+
+def save_figure(fig: Any, out_png: Path, out_pdf: Path | None = None) -> None:
+    """Write ``fig`` as PNG (and PDF) atomically, without timestamps; then close it."""
     try:
-        return [{"dataset": r["dataset"], "codec": r["codec"], "model": r["model"],
-                 "series": series_label(r["codec"], r["model"]),
-                 "bpppc": float(r["bpppc"]), "psnr": float(r["psnr"])} for r in rows]
-    except (KeyError, TypeError, ValueError):
-        raise HsicompError(f"{path}: not a rate-distortion file (needs dataset, codec, model, "
-                           f"bpppc, psnr)") from None
+        _save(fig, Path(out_png), "png", PNG_METADATA)
+        if out_pdf is not None:
+            _save(fig, Path(out_pdf), "pdf", PDF_METADATA)
+    finally:
+        _pyplot().close(fig)
+
+
+def _rows_or_fail(rd_csv: Path) -> list[dict]:
+    rows = read_rd(Path(rd_csv))
+    if not rows:
+        raise HsicompError(f"{rd_csv}: no rows to plot")
+    return rows
+
+
+def _delta_text(delta: int) -> str:
+    return "lossless" if delta == 0 else f"delta = {delta}"
+
+
+# --------------------------------------------------------------------------- rate-distortion
 
 
 def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
@@ -78,20 +173,14 @@ def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
 
     Points with infinite PSNR (lossless) go on a strip below each panel, sharing its rate axis.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = _read_rd(Path(rd_csv))
-    if not rows:
-        raise HsicompError(f"{rd_csv}: no rows to plot")
+    plt = _pyplot()
+    rows = _rows_or_fail(rd_csv)
     datasets = sorted({r["dataset"] for r in rows})
     series = rd_series(rows)
-    look = {s: (COLORS[i % len(COLORS)], MARKERS[i % len(MARKERS)]) for i, s in enumerate(series)}
+    look = _looks(series)
     has_lossless = any(math.isinf(r["psnr"]) for r in rows)
 
-    with matplotlib.rc_context(STYLE):
+    with plt.rc_context(STYLE):
         n_rows = 2 if has_lossless else 1
         fig, axes = plt.subplots(
             n_rows, len(datasets), figsize=(4.2 * len(datasets) + 1.6, 3.6 + 1.2 * has_lossless),
@@ -114,21 +203,12 @@ def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
                         va="center", color="0.5")
             if has_lossless:
                 _lossless_strip(axes[1][col], mine, series, look)
-            axes[-1][col].set_xlabel("rate (bits per sample, bpppc)")
-        handles = {}
-        for ax in axes.flat:
-            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-                handles.setdefault(label, handle)
-        fig.legend(list(handles.values()), list(handles.keys()), loc="outside right upper")
-        try:
-            _save(fig, Path(out_png), "png", PNG_METADATA)
-            if out_pdf is not None:
-                _save(fig, Path(out_pdf), "pdf", PDF_METADATA)
-        finally:
-            plt.close(fig)
+            axes[-1][col].set_xlabel(RATE_LABEL)
+        _figure_legend(fig, axes)
+        save_figure(fig, out_png, out_pdf)
 
 
-def _lossless_strip(ax, rows: list[dict], series: list[str], look: dict) -> None:
+def _lossless_strip(ax: Any, rows: list[dict], series: list[str], look: dict) -> None:
     """Lossless rates of one dataset: one marker per codec/model, labelled with its value."""
     lossless = [s for s in series
                 if any(r["series"] == s and math.isinf(r["psnr"]) for r in rows)]
@@ -149,21 +229,373 @@ def _lossless_strip(ax, rows: list[dict], series: list[str], look: dict) -> None
                 va="center", color="0.5")
 
 
-def _save(fig, path: Path, fmt: str, metadata: dict) -> None:
-    with atomic_path(path, suffix=f".{fmt}") as tmp:
-        fig.savefig(tmp, format=fmt, metadata=metadata)
+def plot_rate_error(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
+    """Draw the maximum absolute error against bits per sample, one panel per dataset.
+
+    Uses the measured ``max_abs_error`` column, or the requested ``delta`` when the file has
+    no such column. Lossless points lie on the zero line.
+    """
+    plt = _pyplot()
+    rows = _rows_or_fail(rd_csv)
+    key = "max_abs_error" if rows[0]["max_abs_error"] is not None else "delta"
+    if rows[0][key] is None:
+        raise HsicompError(f"{rd_csv}: needs a max_abs_error or delta column")
+    datasets = sorted({r["dataset"] for r in rows})
+    series = rd_series(rows)
+    look = _looks(series)
+    ylabel = "max. absolute error (DN)" if key == "max_abs_error" \
+        else "max. absolute error bound delta (DN)"
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets) + 1.6, 3.6),
+                                 squeeze=False, layout="constrained")
+        for col, dataset in enumerate(datasets):
+            ax = axes[0][col]
+            for s in series:
+                pts = sorted((r["bpppc"], r[key]) for r in rows
+                             if r["dataset"] == dataset and r["series"] == s)
+                if pts:
+                    color, marker = look[s]
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color,
+                            marker=marker, label=s)
+            ax.set(title=dataset, xlabel=RATE_LABEL, ylabel=ylabel)
+            ax.set_ylim(bottom=-0.5)
+        _figure_legend(fig, axes)
+        save_figure(fig, out_png, out_pdf)
 
 
-def _cmd_plot_rd(args: argparse.Namespace) -> int:
-    plot_rd(args.rd_csv, args.png, args.pdf)
+def plot_lossless(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
+    """Bar chart of the lossless rates (delta = 0 rows): one group per dataset, one bar per
+    codec/model, each labelled with its value."""
+    plt = _pyplot()
+    rows = _rows_or_fail(rd_csv)
+    if rows[0]["delta"] is None:
+        raise HsicompError(f"{rd_csv}: needs a delta column")
+    lossless = [r for r in rows if r["delta"] == 0]
+    if not lossless:
+        raise HsicompError(f"{rd_csv}: no lossless (delta = 0) rows")
+    datasets = sorted({r["dataset"] for r in lossless})
+    series = rd_series(lossless)
+    look = _looks(series)
+    width = 0.8 / len(series)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.42 * len(series) * len(datasets) + 1.2)
+                                        + 1.6, 3.6), layout="constrained")
+        top = max(r["bpppc"] for r in lossless)
+        for i, s in enumerate(series):
+            xs, heights = [], []
+            for g, dataset in enumerate(datasets):
+                rate = next((r["bpppc"] for r in lossless
+                             if r["dataset"] == dataset and r["series"] == s), None)
+                if rate is not None:
+                    xs.append(g - 0.4 + width * (i + 0.5))
+                    heights.append(rate)
+            bars = ax.bar(xs, heights, width * 0.92, color=look[s][0], label=s)
+            ax.bar_label(bars, fmt="%.3f", rotation=90, padding=2, fontsize=7)
+        ax.set_xticks(range(len(datasets)), datasets)
+        ax.set_ylim(0, top * 1.22)
+        ax.set_ylabel(f"lossless {RATE_LABEL}")
+        ax.grid(axis="x", visible=False)
+        _figure_legend(fig, [ax])
+        save_figure(fig, out_png, out_pdf)
+
+
+# --------------------------------------------------------------------------- one test patch
+
+
+def pick_test_patch(manifest: Path, patch_id: str | None = None) -> PatchRecord:
+    """The manifest record of test patch ``patch_id`` (default: the first test patch)."""
+    tests = [r for r in read_manifest(manifest) if r.split == "test"]
+    if not tests:
+        raise HsicompError(f"{manifest}: no test patches")
+    if patch_id is None:
+        return tests[0]
+    for rec in tests:
+        if rec.patch_id == patch_id:
+            return rec
+    raise HsicompError(f"{manifest}: no test patch {patch_id!r}")
+
+
+def parse_entries(codecs_json: str | None, names: list[str] | None) -> dict[str, dict]:
+    """Codec entries: label -> {"codec", "params", "model"} from a JSON object of
+    configuration-style entries, followed by plain registry names."""
+    entries: dict[str, dict] = {}
+    if codecs_json:
+        try:
+            given = json.loads(codecs_json)
+        except json.JSONDecodeError as exc:
+            raise HsicompError(f"--codecs is not valid JSON: {exc}") from None
+        if not isinstance(given, dict):
+            raise HsicompError("--codecs must be a JSON object: label -> entry")
+        for label, entry in given.items():
+            if not isinstance(entry, dict) or set(entry) - {"codec", "params", "model"} \
+                    or not isinstance(entry.get("params", {}), dict):
+                raise HsicompError(f"--codecs entry {label}: expected an object with codec, "
+                                   f"params (object) and model")
+            entries[label] = {"codec": str(entry.get("codec", label)),
+                              "params": entry.get("params", {}),
+                              "model": str(entry.get("model", "-"))}
+    for name in names or []:
+        entries[name] = {"codec": name, "params": {}, "model": "-"}
+    if not entries:
+        raise HsicompError("no codecs given (--codec NAME or --codecs JSON)")
+    return entries
+
+
+def band_rates(manifest: Path, entries: dict[str, dict], delta: int,
+               patch_id: str | None = None) -> list[dict]:
+    """Encode one test patch with every codec entry; rows of :data:`BAND_RATE_COLUMNS`.
+
+    ``bits`` are the payload bits the codec attributes to each band
+    (``last_stats["band_bits"]``); ``bpppc_band`` is bits / (rows x cols).
+    """
+    from hsicomp.evaluate import _make_codec, _read_patch
+
+    manifest = Path(manifest)
+    rec = pick_test_patch(manifest, patch_id)
+    cube = _read_patch(manifest, rec)
+    rows = []
+    for label, entry in entries.items():
+        codec = _make_codec(entry["codec"], entry["params"], label)
+        name = label if label == entry["codec"] else f"{label} ({entry['codec']})"
+        if not codec.supports(delta):
+            raise HsicompError(f"codec {name} does not support delta={delta}")
+        codec.encode(cube, delta, rec.bit_depth)
+        bits = getattr(codec, "last_stats", {}).get("band_bits")
+        if bits is None:
+            raise HsicompError(f"codec {name} does not report per-band bits "
+                               f"(no band_bits in its last_stats)")
+        bits = np.asarray(bits, dtype=np.int64)
+        if bits.shape != (rec.bands,):
+            raise HsicompError(f"codec {name} reported {bits.size} band bit counts for "
+                               f"{rec.bands} bands")
+        for band, b in enumerate(bits.tolist()):
+            rows.append({"codec": label, "model": entry["model"], "patch_id": rec.patch_id,
+                         "delta": delta, "band": band, "bits": b,
+                         "bpppc_band": b / (rec.rows * rec.cols)})
+    return rows
+
+
+def write_band_rates(manifest: Path, entries: dict[str, dict], delta: int, out_csv: Path,
+                     patch_id: str | None = None) -> list[dict]:
+    """:func:`band_rates` written atomically to ``out_csv``."""
+    rows = band_rates(manifest, entries, delta, patch_id)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(BAND_RATE_COLUMNS)
+    writer.writerows([format_value(row[c], 8) for c in BAND_RATE_COLUMNS] for row in rows)
+    atomic_write_text(out_csv, buf.getvalue())
+    return rows
+
+
+def _read_band_rates(path: Path) -> list[dict]:
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != BAND_RATE_COLUMNS:
+                raise HsicompError(f"{path}: not a band-rates file (columns "
+                                   f"{reader.fieldnames})")
+            rows = list(reader)
+    except FileNotFoundError:
+        raise HsicompError(f"{path}: band-rates file not found") from None
+    out = []
+    for line, r in enumerate(rows, start=2):
+        try:
+            out.append({"codec": r["codec"], "model": r["model"], "patch_id": r["patch_id"],
+                        "delta": int(r["delta"]), "band": int(r["band"]),
+                        "bpppc_band": float(r["bpppc_band"])})
+        except ValueError:
+            raise HsicompError(f"{path}:{line}: malformed row") from None
+    if not out:
+        raise HsicompError(f"{path}: no rows to plot")
+    return out
+
+
+def plot_band_rates(band_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
+    """Draw the rate of every band of one patch, one line per codec/model."""
+    plt = _pyplot()
+    rows = _read_band_rates(Path(band_csv))
+    series = rd_series(rows)
+    look = _looks(series)
+    patches = sorted({r["patch_id"] for r in rows})
+    deltas = sorted({r["delta"] for r in rows})
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(7.0, 3.6), layout="constrained")
+        for s in series:
+            pts = sorted((r["band"], r["bpppc_band"]) for r in rows
+                         if series_label(r["codec"], r["model"]) == s)
+            color, marker = look[s]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, marker=marker,
+                    markevery=max(1, len(pts) // 12), linewidth=1.0, label=s)
+        ax.set(xlabel="band index in the patch", ylabel="rate (bits per sample of the band)",
+               title=f"{', '.join(patches)}: {', '.join(_delta_text(d) for d in deltas)}")
+        ax.set_ylim(bottom=0)
+        _figure_legend(fig, [ax])
+        save_figure(fig, out_png, out_pdf)
+
+
+def plot_error_image(manifest: Path, codec: str, params: dict, delta: int, out_png: Path,
+                     out_pdf: Path | None = None, patch_id: str | None = None,
+                     band: int | None = None, label: str | None = None,
+                     peak: float | None = None) -> dict:
+    """Encode and decode one test patch; show one band of the original, the reconstruction
+    and the absolute error map (digital numbers).
+
+    ``band`` defaults to the middle band, ``peak`` (for the PSNR in the title) to
+    2**bit_depth - 1. Returns the patch's metrics (see :func:`hsicomp.metrics.compare`) with
+    ``bpppc``. Raises HsicompError when the decoded patch breaks the error bound.
+    """
+    from hsicomp.evaluate import _make_codec, _read_patch
+    from hsicomp.metrics import bits_per_sample, compare
+
+    manifest = Path(manifest)
+    rec = pick_test_patch(manifest, patch_id)
+    label = label or codec
+    name = label if label == codec else f"{label} ({codec})"
+    coder = _make_codec(codec, params, label)
+    if not coder.supports(delta):
+        raise HsicompError(f"codec {name} does not support delta={delta}")
+    if band is None:
+        band = rec.bands // 2
+    if not 0 <= band < rec.bands:
+        raise HsicompError(f"band {band} out of range for {rec.bands} bands")
+    cube = _read_patch(manifest, rec)
+    data = coder.encode(cube, delta, rec.bit_depth)
+    decoded = coder.decode(data, f"{rec.patch_id} ({name})")
+    m = compare(cube, decoded, peak or (1 << rec.bit_depth) - 1)
+    m["bpppc"] = bits_per_sample(len(data), rec.shape)
+    if m["max_abs_error"] > delta:
+        raise HsicompError(f"codec {name}: decoded {rec.patch_id} has max error "
+                           f"{m['max_abs_error']} > delta={delta}")
+    original = cube[band].astype(np.int64)
+    recon = decoded[band].astype(np.int64)
+    error = np.abs(original - recon)
+    lo, hi = np.percentile(original, [1, 99])
+    hi = max(hi, lo + 1)
+
+    plt = _pyplot()
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=(10.0, 3.7), layout="constrained")
+        grey = {"cmap": "gray", "vmin": lo, "vmax": hi, "interpolation": "nearest"}
+        for ax, image, title in ((axes[0], original, "original"),
+                                 (axes[1], recon, "reconstruction")):
+            shown = ax.imshow(image, **grey)
+            ax.set_title(f"{title}, band {band}")
+            fig.colorbar(shown, ax=ax, shrink=0.85, label="digital number (DN)")
+        levels = plt.get_cmap("viridis", max(delta, 1) + 1)
+        shown = axes[2].imshow(error, cmap=levels, vmin=-0.5, vmax=max(delta, 1) + 0.5,
+                               interpolation="nearest")
+        axes[2].set_title(f"absolute error, band {band}")
+        bar = fig.colorbar(shown, ax=axes[2], shrink=0.85, label="absolute error (DN)")
+        bar.locator = plt.MaxNLocator(integer=True)
+        bar.update_ticks()
+        for ax in axes:
+            ax.set(xlabel="column (pixel)", ylabel="row (pixel)")
+            ax.grid(False)
+        psnr = "inf" if math.isinf(m["psnr"]) else f"{m['psnr']:.2f}"
+        fig.suptitle(f"{rec.patch_id}, {name}, {_delta_text(delta)}: {m['bpppc']:.3f} bpppc, "
+                     f"PSNR {psnr} dB, max. error {m['max_abs_error']} DN (all bands)")
+        save_figure(fig, out_png, out_pdf)
+    return m
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _done(args: argparse.Namespace) -> int:
     print(f"wrote {args.png}" + (f" and {args.pdf}" if args.pdf else ""), file=sys.stderr)
     return 0
 
 
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add the ``plot-rd`` command."""
-    p = sub.add_parser("plot-rd", help="draw rate-distortion curves from an rd CSV")
-    p.add_argument("rd_csv", type=Path, metavar="RD_CSV", help="rate-distortion summary CSV")
+def _cmd_plot_rd(args: argparse.Namespace) -> int:
+    plot_rd(args.rd_csv, args.png, args.pdf)
+    return _done(args)
+
+
+def _cmd_plot_rate_error(args: argparse.Namespace) -> int:
+    plot_rate_error(args.rd_csv, args.png, args.pdf)
+    return _done(args)
+
+
+def _cmd_plot_lossless(args: argparse.Namespace) -> int:
+    plot_lossless(args.rd_csv, args.png, args.pdf)
+    return _done(args)
+
+
+def _cmd_band_rates(args: argparse.Namespace) -> int:
+    entries = parse_entries(args.codecs, args.codec)
+    rows = write_band_rates(args.manifest, entries, args.delta, args.out, args.patch)
+    print(f"band rates of {len(entries)} codecs ({len(rows)} rows) -> {args.out}",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_plot_band_rates(args: argparse.Namespace) -> int:
+    plot_band_rates(args.band_csv, args.png, args.pdf)
+    return _done(args)
+
+
+def _cmd_error_image(args: argparse.Namespace) -> int:
+    try:
+        params = json.loads(args.params)
+    except json.JSONDecodeError as exc:
+        raise HsicompError(f"--params is not valid JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise HsicompError("--params must be a JSON object")
+    plot_error_image(args.manifest, args.codec, params, args.delta, args.png, args.pdf,
+                     args.patch, args.band, args.label, args.peak)
+    return _done(args)
+
+
+def _outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--png", type=Path, required=True, help="output PNG")
     p.add_argument("--pdf", type=Path, help="output PDF (optional)")
-    p.set_defaults(func=_cmd_plot_rd)
+
+
+def _rd_command(sub: argparse._SubParsersAction, name: str, help_text: str, func: Any) -> None:
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("rd_csv", type=Path, metavar="RD_CSV", help="rate-distortion summary CSV")
+    _outputs(p)
+    p.set_defaults(func=func)
+
+
+def _patch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", type=Path, required=True, help="patch manifest CSV")
+    p.add_argument("--patch", help="test patch id (default: the first test patch)")
+    p.add_argument("--delta", type=int, default=0,
+                   help="maximum absolute error (default 0 = lossless)")
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add the figure commands: ``plot-rd``, ``plot-rate-error``, ``plot-lossless``,
+    ``band-rates``, ``plot-band-rates`` and ``error-image``."""
+    _rd_command(sub, "plot-rd", "draw rate-distortion curves from an rd CSV", _cmd_plot_rd)
+    _rd_command(sub, "plot-rate-error", "draw max. absolute error against rate from an rd CSV",
+                _cmd_plot_rate_error)
+    _rd_command(sub, "plot-lossless", "bar chart of the lossless rates of an rd CSV",
+                _cmd_plot_lossless)
+
+    p = sub.add_parser("band-rates", help="encode one test patch and write the bits of "
+                       "every band per codec")
+    _patch_args(p)
+    p.add_argument("--codec", action="append", metavar="NAME",
+                   help="registry codec with default parameters (repeatable)")
+    p.add_argument("--codecs", metavar="JSON",
+                   help='JSON object label -> {"codec": NAME, "params": {...}, "model": NAME}')
+    p.add_argument("--out", type=Path, required=True, help="output CSV")
+    p.set_defaults(func=_cmd_band_rates)
+
+    p = sub.add_parser("plot-band-rates", help="draw the per-band rates written by band-rates")
+    p.add_argument("band_csv", type=Path, metavar="BAND_CSV", help="band-rates CSV")
+    _outputs(p)
+    p.set_defaults(func=_cmd_plot_band_rates)
+
+    p = sub.add_parser("error-image", help="original, reconstruction and error map of one "
+                       "band of one test patch")
+    _patch_args(p)
+    p.add_argument("--codec", required=True, help="codec name (see `hsicomp codecs`)")
+    p.add_argument("--label", help="name of the codec's configuration entry (default: codec)")
+    p.add_argument("--params", default="{}", help="codec parameters as a JSON object")
+    p.add_argument("--band", type=int, help="band to show (default: the middle band)")
+    p.add_argument("--peak", type=float, help="PSNR peak (default 2**bit_depth - 1)")
+    _outputs(p)
+    p.set_defaults(func=_cmd_error_image)

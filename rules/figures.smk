@@ -1,0 +1,226 @@
+# Results stage: the BD-rate table and the figures drawn from rd_all.csv, and the per-band
+# rates and error image of one test patch (the first test patch of the first dataset unless
+# the config's figures: section names others).
+
+from types import SimpleNamespace
+
+FIGURES = config["figures"]
+FIGURE_DATASET = FIGURES["dataset"] or next(iter(config["datasets"]))
+FIGURE_MANIFEST = f"data/{FIGURE_DATASET}/manifest.csv"
+FIGURE_TEST = f"data/{FIGURE_DATASET}/test"
+FIGURE_PATCH = f"--patch {shlex.quote(FIGURES['patch'])}" if FIGURES["patch"] else ""
+
+# Codec labels of the per-band rates (default: every label evaluated at the figure's delta)
+# and of the error image (default: the BD-rate reference, else the first label, that is
+# evaluated at some delta > 0).
+BAND_RATE_LABELS = FIGURES["band_rates"]["codecs"] or [
+    label for label in config["codecs"] if FIGURES["band_rates"]["delta"] in codec_deltas(label)
+]
+ERROR_IMAGE_LABEL = FIGURES["error_image"]["codec"] or next(
+    (
+        label
+        for label in [FIGURES["reference"], *config["codecs"]]
+        if label in config["codecs"] and max(codec_deltas(label)) > 0
+    ),
+    next(iter(config["codecs"])),
+)
+
+if FIGURE_DATASET not in config["datasets"]:
+    raise ValueError(f"figures.dataset {FIGURE_DATASET!r} is not a dataset")
+_unknown = [c for c in [*BAND_RATE_LABELS, ERROR_IMAGE_LABEL] if c not in config["codecs"]]
+if _unknown:
+    raise ValueError(
+        f"figures: {', '.join(_unknown)} is not a codec label"
+        f" (labels: {', '.join(config['codecs'])})"
+    )
+
+# {model} of each label in the one-patch figures: the smallest linerwkv size, or "-".
+FIGURE_MODEL = {
+    label: min(codec_models(label), key=["-", "XS", "S", "M", "L"].index)
+    for label in config["codecs"]
+}
+# Each label's entry as `band-rates --codecs` takes it; model codecs get the model file of
+# FIGURE_MODEL and the entry's threads, as in the encode jobs.
+FIGURE_ENTRIES = {
+    label: {
+        "codec": codec_name(label),
+        "model": FIGURE_MODEL[label],
+        "params": {
+            **config["codecs"][label].get("params", {}),
+            **(
+                {
+                    "model": model_file(FIGURE_MODEL[label], FIGURE_DATASET),
+                    "threads": codec_threads(label),
+                }
+                if codec_name(label) in MODEL_CODECS
+                else {}
+            ),
+        },
+    }
+    for label in config["codecs"]
+}
+# The model files the one-patch figures of each label need.
+FIGURE_MODEL_FILES = {
+    label: model_input(
+        SimpleNamespace(codec=label, model=FIGURE_MODEL[label], dataset=FIGURE_DATASET)
+    )
+    for label in config["codecs"]
+}
+
+
+rule bdrate:
+    input:
+        "results/rd_all.csv",
+    output:
+        report(
+            "results/bdrate.csv",
+            caption="../workflow/report/bdrate.rst",
+            category="Results",
+        ),
+    params:
+        reference=FIGURES["reference"],
+    log:
+        "logs/figures/bdrate.log",
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp bdrate {input:q} --reference {params.reference:q} --out {output:q}"
+        " > {log:q} 2>&1"
+
+
+rule plot_rate_error:
+    input:
+        "results/rd_all.csv",
+    output:
+        png=report(
+            "results/figures/rate_max_error.png",
+            caption="../workflow/report/rate_max_error.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/rate_max_error.pdf",
+    log:
+        "logs/figures/rate_max_error.log",
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp plot-rate-error {input:q} --png {output.png:q} --pdf {output.pdf:q}"
+        " > {log:q} 2>&1"
+
+
+rule plot_lossless:
+    input:
+        "results/rd_all.csv",
+    output:
+        png=report(
+            "results/figures/lossless_rates.png",
+            caption="../workflow/report/lossless_rates.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/lossless_rates.pdf",
+    log:
+        "logs/figures/lossless_rates.log",
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp plot-lossless {input:q} --png {output.png:q} --pdf {output.pdf:q}"
+        " > {log:q} 2>&1"
+
+
+rule band_rates:
+    input:
+        manifest=FIGURE_MANIFEST,
+        test=FIGURE_TEST,
+        models=[path for label in BAND_RATE_LABELS for path in FIGURE_MODEL_FILES[label]],
+    output:
+        report(
+            "results/band_rates.csv",
+            caption="../workflow/report/band_rates_table.rst",
+            category="Results",
+        ),
+    params:
+        codecs=quoted_json({label: FIGURE_ENTRIES[label] for label in BAND_RATE_LABELS}),
+        delta=FIGURES["band_rates"]["delta"],
+        patch=FIGURE_PATCH,
+    threads: max([codec_threads(label) for label in BAND_RATE_LABELS], default=1)
+    resources:
+        mem_mb=4000,
+    log:
+        "logs/figures/band_rates.log",
+    benchmark:
+        "logs/benchmarks/figures/band_rates.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp band-rates --manifest {input.manifest:q} {params.patch}"
+        " --codecs {params.codecs} --delta {params.delta} --out {output:q} > {log:q} 2>&1"
+
+
+rule plot_band_rates:
+    input:
+        "results/band_rates.csv",
+    output:
+        png=report(
+            "results/figures/band_rates.png",
+            caption="../workflow/report/band_rates.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/band_rates.pdf",
+    log:
+        "logs/figures/plot_band_rates.log",
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp plot-band-rates {input:q} --png {output.png:q} --pdf {output.pdf:q}"
+        " > {log:q} 2>&1"
+
+
+rule error_image:
+    input:
+        manifest=FIGURE_MANIFEST,
+        test=FIGURE_TEST,
+        models=FIGURE_MODEL_FILES[ERROR_IMAGE_LABEL],
+    output:
+        png=report(
+            "results/figures/error_image.png",
+            caption="../workflow/report/error_image.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/error_image.pdf",
+    params:
+        label=ERROR_IMAGE_LABEL,
+        codec=codec_name(ERROR_IMAGE_LABEL),
+        codec_params=quoted_json(FIGURE_ENTRIES[ERROR_IMAGE_LABEL]["params"]),
+        delta=FIGURES["error_image"]["delta"],
+        band=(
+            f"--band {FIGURES['error_image']['band']}"
+            if FIGURES["error_image"]["band"] is not None
+            else ""
+        ),
+        patch=FIGURE_PATCH,
+        peak=psnr_peak(FIGURE_DATASET),
+    threads: codec_threads(ERROR_IMAGE_LABEL)
+    resources:
+        mem_mb=4000,
+    log:
+        "logs/figures/error_image.log",
+    benchmark:
+        "logs/benchmarks/figures/error_image.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp error-image --manifest {input.manifest:q} {params.patch}"
+        " --codec {params.codec} --label {params.label} --params {params.codec_params}"
+        " --delta {params.delta} {params.band} --peak {params.peak}"
+        " --png {output.png:q} --pdf {output.pdf:q} > {log:q} 2>&1"
+
+
+rule figures:
+    """Every figure and table of the results."""
+    input:
+        rules.bdrate.output,
+        rules.plot_rd.output,
+        rules.plot_rate_error.output,
+        rules.plot_lossless.output,
+        rules.band_rates.output,
+        rules.plot_band_rates.output,
+        rules.error_image.output,

@@ -1,0 +1,222 @@
+"""Figures and the per-band bits behind them: band_bits of the codecs, the band-rates table,
+the rate-distortion figures and the error image."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import smooth_cube
+
+from hsicomp import evaluate
+from hsicomp.bsq import write_bsq
+from hsicomp.cli import main
+from hsicomp.codecs import get_codec
+from hsicomp.container import unpack
+from hsicomp.entropy import golomb
+from hsicomp.errors import HsicompError
+from hsicomp.manifest import PatchRecord, write_manifest
+from hsicomp.plots import (
+    BAND_RATE_COLUMNS,
+    band_rates,
+    parse_entries,
+    plot_error_image,
+    plot_lossless,
+    plot_rate_error,
+)
+
+SHAPE = (8, 12, 10)
+BIT_DEPTH = 12
+ARITH_HEADER_BITS = 40  # version byte + word count of the range coder stream
+
+
+def noisy_cube() -> np.ndarray:
+    """Smooth bands 0..3, very noisy bands 4..7: the noisy ones must cost more bits."""
+    cube = smooth_cube(SHAPE, BIT_DEPTH, 3, noise=0.0).astype(np.int64)
+    noise = np.random.default_rng(1).integers(-1500, 1500, (4, *SHAPE[1:]))
+    cube[4:] = np.clip(cube[4:] + noise, 0, (1 << BIT_DEPTH) - 1)
+    return cube.astype(np.uint16)
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Path:
+    """Two test patches around a training patch."""
+    root = tmp_path / "data"
+    records = []
+    for i, split in enumerate(["test", "train", "test"]):
+        sha = write_bsq(root / "test" / f"p{i}.bsq", smooth_cube(SHAPE, BIT_DEPTH, 10 + i))
+        records.append(PatchRecord(f"p{i}", split, *SHAPE, BIT_DEPTH, f"test/p{i}.bsq",
+                                   0, 0, 0, sha))
+    write_manifest(root / "manifest.csv", records)
+    return root / "manifest.csv"
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --------------------------------------------------------------------------- band_bits
+
+
+@pytest.mark.parametrize(("codec", "params", "delta"), [
+    ("jpegls", {}, 0), ("jpegls", {}, 3), ("jpeg2000", {}, 0), ("jpegxl", {}, 0),
+    ("raw", {}, 0), ("ccsds123", {}, 0), ("ccsds123", {}, 3),
+    ("ccsds123", {"coder": "arith"}, 0), ("ccsds123", {"coder": "arith"}, 3),
+])
+def test_band_bits_add_up_to_the_payload(codec, params, delta):
+    cube = noisy_cube()
+    coder = get_codec(codec, params)
+    data = coder.encode(cube, delta, BIT_DEPTH)
+    payload_bits = 8 * len(unpack(data, "x")[2])
+    bits = coder.last_stats["band_bits"]
+    assert bits.dtype == np.int64 and bits.shape == (SHAPE[0],)
+    total = int(bits.sum())
+    if params.get("coder") == "arith":
+        # every word of the range coder (closing words included) is some band's; only the
+        # stream header is not
+        assert payload_bits - total == ARITH_HEADER_BITS
+    elif codec == "ccsds123":
+        assert (total + 7) // 8 * 8 == payload_bits  # Golomb: padding of the last byte only
+    else:
+        assert total == payload_bits
+    if codec != "raw":
+        assert bits[4:].min() > bits[:4].max()
+
+
+def test_golomb_band_bits_are_the_code_lengths_and_the_stream_is_unchanged():
+    rng = np.random.default_rng(4)
+    mapped = rng.geometric(0.05, size=(5, 7, 9)).astype(np.int64)
+    params = golomb.SampleAdaptiveParams(dynamic_range=12)
+    for order in golomb.ORDERS:
+        data, bits = golomb.encode_bands(mapped, params, order)
+        assert data == golomb.encode(mapped, params, order)
+        expected = golomb.code_lengths(mapped, params, order).sum(axis=(1, 2), dtype=np.int64)
+        np.testing.assert_array_equal(bits, expected)
+
+
+# --------------------------------------------------------------------------- band rates
+
+
+def test_band_rates_command_and_figure(manifest, tmp_path):
+    out = tmp_path / "res" / "band_rates.csv"
+    codecs = '{"arith": {"codec": "ccsds123", "params": {"coder": "arith"}}}'
+    assert main(["band-rates", "--manifest", str(manifest), "--codec", "jpegls",
+                 "--codecs", codecs, "--out", str(out)]) == 0
+    with open(out, newline="") as f:
+        assert next(csv.reader(f)) == BAND_RATE_COLUMNS
+    rows = read_csv(out)
+    assert [(r["codec"], r["band"]) for r in rows] == \
+        [(c, str(b)) for c in ("arith", "jpegls") for b in range(SHAPE[0])]
+    assert {(r["model"], r["patch_id"], r["delta"]) for r in rows} == {("-", "p0", "0")}
+    jpegls = get_codec("jpegls")
+    jpegls.encode(evaluate._read_patch(manifest, evaluate._shard_records(manifest, 0, 1)[0]),
+                  0, BIT_DEPTH)
+    assert [int(r["bits"]) for r in rows if r["codec"] == "jpegls"] == \
+        jpegls.last_stats["band_bits"].tolist()
+    for r in rows:
+        assert float(r["bpppc_band"]) == pytest.approx(int(r["bits"]) / (12 * 10))
+
+    png, pdf = tmp_path / "fig" / "band.png", tmp_path / "fig" / "band.pdf"
+    assert main(["plot-band-rates", str(out), "--png", str(png), "--pdf", str(pdf)]) == 0
+    assert png.stat().st_size > 1000 and pdf.stat().st_size > 1000
+
+    second = band_rates(manifest, parse_entries(None, ["raw"]), 0, patch_id="p2")
+    assert {r["patch_id"] for r in second} == {"p2"}
+    assert {r["bits"] for r in second} == {16 * 12 * 10}
+
+
+def test_band_rates_errors(manifest, monkeypatch, capsys, tmp_path):
+    entries = parse_entries('{"lw": {"codec": "jpeg2000"}}', None)
+    with pytest.raises(HsicompError, match=r"codec lw \(jpeg2000\) does not support delta=2"):
+        band_rates(manifest, entries, 2)
+    with pytest.raises(HsicompError, match="no test patch 'p1'"):
+        band_rates(manifest, entries, 0, patch_id="p1")
+    with pytest.raises(HsicompError, match="--codecs is not valid JSON"):
+        parse_entries("{", None)
+    with pytest.raises(HsicompError, match="--codecs entry x: expected an object"):
+        parse_entries('{"x": {"codec": "raw", "size": 1}}', None)
+    with pytest.raises(HsicompError, match="no codecs given"):
+        parse_entries(None, None)
+
+    class NoBandBits:
+        def supports(self, delta: int) -> bool:
+            return True
+
+        def encode(self, cube: np.ndarray, delta: int, bit_depth: int) -> bytes:
+            return b""
+
+    monkeypatch.setattr(evaluate, "_make_codec", lambda codec, params, label: NoBandBits())
+    out = tmp_path / "b.csv"
+    assert main(["band-rates", "--manifest", str(manifest), "--codecs",
+                 '{"lw-x": {"codec": "linerwkv"}}', "--out", str(out)]) == 2
+    assert capsys.readouterr().err == ("hsicomp: error: codec lw-x (linerwkv) does not report "
+                                       "per-band bits (no band_bits in its last_stats)\n")
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------- rd figures
+
+
+def write_rd(path: Path, columns: list[str], rows: list[tuple]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return path
+
+
+RD_COLUMNS = ["dataset", "codec", "model", "delta", "bpppc", "psnr", "max_abs_error"]
+RD_ROWS = [(d, c, m, delta, rate * (1 + 0.1 * k), psnr, delta)
+           for d in ("a", "b")
+           for k, (c, m) in enumerate([("jpegls", "-"), ("lw", "XS"), ("lw", "S")])
+           for delta, rate, psnr in ((0, 6.0, math.inf), (2, 4.0, 80.0), (10, 2.0, 65.0))]
+
+
+@pytest.mark.parametrize("command", ["plot-rd", "plot-rate-error", "plot-lossless"])
+def test_rd_figures_are_written_without_timestamps(tmp_path, command):
+    rd = write_rd(tmp_path / "rd.csv", RD_COLUMNS, RD_ROWS)
+    out = tmp_path / "figures"
+    png, pdf = out / "f.png", out / "f.pdf"
+    assert main([command, str(rd), "--png", str(png), "--pdf", str(pdf)]) == 0
+    first = png.read_bytes()
+    assert first.startswith(b"\x89PNG") and pdf.read_bytes().startswith(b"%PDF")
+    assert b"CreationDate" not in pdf.read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["f.pdf", "f.png"]
+    assert main([command, str(rd), "--png", str(png)]) == 0
+    assert png.read_bytes() == first
+
+
+def test_rate_error_falls_back_to_delta_and_lossless_needs_delta(tmp_path):
+    rows = [r[:6] for r in RD_ROWS]
+    rd = write_rd(tmp_path / "rd.csv", RD_COLUMNS[:6], rows)
+    plot_rate_error(rd, tmp_path / "e.png")
+    assert (tmp_path / "e.png").stat().st_size > 1000
+    no_delta = write_rd(tmp_path / "nd.csv", ["dataset", "codec", "model", "bpppc", "psnr"],
+                        [(r[0], r[1], r[2], r[4], r[5]) for r in rows])
+    with pytest.raises(HsicompError, match="nd.csv: needs a delta column"):
+        plot_lossless(no_delta, tmp_path / "l.png")
+    lossy = write_rd(tmp_path / "lossy.csv", RD_COLUMNS[:6], [r for r in rows if r[3]])
+    with pytest.raises(HsicompError, match=r"no lossless \(delta = 0\) rows"):
+        plot_lossless(lossy, tmp_path / "l.png")
+    assert not (tmp_path / "l.png").exists()
+
+
+# --------------------------------------------------------------------------- error image
+
+
+def test_error_image_from_the_decoded_patch(manifest, tmp_path):
+    png, pdf = tmp_path / "err.png", tmp_path / "err.pdf"
+    m = plot_error_image(manifest, "ccsds123", {}, 3, png, pdf, band=2)
+    assert 0 < m["max_abs_error"] <= 3 and math.isfinite(m["psnr"]) and m["bpppc"] > 0
+    assert png.stat().st_size > 1000 and pdf.stat().st_size > 1000
+    assert main(["error-image", "--manifest", str(manifest), "--codec", "ccsds123",
+                 "--label", "arith", "--params", '{"coder": "arith"}', "--delta", "0",
+                 "--patch", "p2", "--png", str(png)]) == 0
+    with pytest.raises(HsicompError, match="band 8 out of range for 8 bands"):
+        plot_error_image(manifest, "jpegls", {}, 1, png, band=8)
+    with pytest.raises(HsicompError, match=r"codec j2k \(jpeg2000\) does not support delta=1"):
+        plot_error_image(manifest, "jpeg2000", {}, 1, png, label="j2k")
