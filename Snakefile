@@ -16,6 +16,7 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/encode.smk"
 include: "rules/evaluate.smk"
+include: "rules/figures.smk"
 
 
 rule all:
@@ -23,4 +24,10 @@ rule all:
     input:
         rules.aggregate.output,
         rules.plot_rd.output,
+        rules.bdrate.output,
+        rules.plot_rate_error.output,
+        rules.plot_lossless.output,
+        rules.band_rates.output,
+        rules.plot_band_rates.output,
+        rules.error_image.output,
         model_files(),

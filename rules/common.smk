@@ -35,14 +35,29 @@ def _apply_dataset_defaults():
 
 _apply_dataset_defaults()
 
-if "linerwkv" in config and config["linerwkv"]["train_dataset"] not in config["datasets"]:
-    raise ValueError(
-        f"linerwkv.train_dataset {config['linerwkv']['train_dataset']!r} is not a dataset"
-    )
+def _check_train_datasets():
+    if "linerwkv" not in config:
+        return
+    train = config["linerwkv"]["train_dataset"]
+    pairs = train.items() if isinstance(train, dict) else [(d, train) for d in config["datasets"]]
+    for evaluated, source in pairs:
+        if evaluated not in config["datasets"]:
+            raise ValueError(f"linerwkv.train_dataset: {evaluated!r} is not a dataset")
+        if source not in config["datasets"]:
+            raise ValueError(f"linerwkv.train_dataset {source!r} is not a dataset")
+    if isinstance(train, dict):
+        missing = sorted(set(config["datasets"]) - set(train))
+        if missing:
+            raise ValueError(
+                f"linerwkv.train_dataset has no training dataset for {', '.join(missing)}"
+            )
+
+
+_check_train_datasets()
 
 # Registry codecs evaluated once per trained model size; the workflow gives them the model
 # file and the job's thread count as the parameters `model` and `threads`.
-MODEL_CODECS = {"linerwkv"}
+MODEL_CODECS = {"linerwkv", "linerwkv-lms"}
 
 
 def codec_name(label):
@@ -89,9 +104,15 @@ def train_settings(size):
     return {**lr.get("settings", {}), **lr.get("size_settings", {}).get(size, {}), "size": size}
 
 
-def model_file(size):
-    """The trained LineRWKV model of one size."""
-    return f"models/{config['linerwkv']['train_dataset']}/linerwkv-{size}.pt"
+def train_dataset(dataset):
+    """The dataset whose training split trains the models that code ``dataset``."""
+    train = config["linerwkv"]["train_dataset"]
+    return train[dataset] if isinstance(train, dict) else train
+
+
+def model_file(size, dataset):
+    """The trained LineRWKV model of one size that codes ``dataset``."""
+    return f"models/{train_dataset(dataset)}/linerwkv-{size}.pt"
 
 
 def model_files():
@@ -99,7 +120,7 @@ def model_files():
     lr = config.get("linerwkv")
     if not lr:
         return []
-    return [model_file(size) for size in lr["sizes"]]
+    return sorted({model_file(size, d) for size in lr["sizes"] for d in config["datasets"]})
 
 
 def dataset_spec(name):
@@ -138,7 +159,7 @@ def model_input(wildcards):
     """The model file an encode or verify job needs ([] for codecs without one)."""
     _check_model(wildcards)
     if codec_name(wildcards.codec) in MODEL_CODECS:
-        return [model_file(wildcards.model)]
+        return [model_file(wildcards.model, wildcards.dataset)]
     return []
 
 
@@ -146,7 +167,7 @@ def codec_params(wildcards, threads):
     """Codec parameters of a job as quoted JSON; model codecs get `model` and `threads`."""
     params = dict(config["codecs"][wildcards.codec].get("params", {}))
     if codec_name(wildcards.codec) in MODEL_CODECS:
-        params.update(model=model_file(wildcards.model), threads=threads)
+        params.update(model=model_file(wildcards.model, wildcards.dataset), threads=threads)
     return quoted_json(params)
 
 

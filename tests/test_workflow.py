@@ -42,6 +42,8 @@ def test_hyspecnet_dry_run_without_data(tmp_path):
     for rule in ("download_archive", "extract_archive", "prepare_dataset", "train",
                  "encode_shard", "verify_shard", "aggregate", "plot_rd"):
         assert rule in out
+    for rule in FIGURE_RULES:
+        assert re.search(rf"{rule}\s+1\n", out)
     assert "hyspecnet-11k-splits.tar.gz" in out
     # 11 archives; per 32 shards, encoded and verified: the anchors at 9 + 1 + 1 + 9 + 9
     # deltas and 2 linerwkv coders x 4 sizes x 9 deltas: (29 + 72) x 32 = 3232
@@ -49,7 +51,7 @@ def test_hyspecnet_dry_run_without_data(tmp_path):
     assert re.search(r"encode_shard\s+3232\n", out)
     assert re.search(r"verify_shard\s+3232\n", out)
     assert re.search(r"train\s+4\n", out)  # XS, S, M, L
-    assert re.search(r"total\s+6494\n", out)
+    assert re.search(r"total\s+6500\n", out)
     assert not (tmp_path / "downloads").exists()
 
 
@@ -63,6 +65,52 @@ def test_default_config_dry_run(tmp_path):
     assert "results/metrics/synthetic/linerwkv-ccsds/S/d40/shard0.csv" in out
     assert "--codec linerwkv --label linerwkv-arith" in out
     assert '"model": "models/synthetic/linerwkv-XS.pt", "threads": 2' in out
+
+
+FIGURE_RULES = ("bdrate", "plot_rate_error", "plot_lossless", "band_rates", "plot_band_rates",
+                "error_image")
+
+
+def test_default_config_dry_run_of_the_figures(tmp_path):
+    proc = run_snakemake(tmp_path, "-n", "--cores", "2", "-p")
+    out = proc.stdout + proc.stderr
+    for rule in FIGURE_RULES:
+        assert re.search(rf"{rule}\s+1\n", out)
+    assert ("python -m hsicomp bdrate results/rd_all.csv --reference ccsds123"
+            " --out results/bdrate.csv") in out
+    # every label evaluated at delta 0; linerwkv with the smallest size's model
+    assert "python -m hsicomp band-rates --manifest data/synthetic/manifest.csv" in out
+    assert ('"linerwkv-ccsds": {"codec": "linerwkv", "model": "XS", "params": {"coder": "ccsds",'
+            ' "model": "models/synthetic/linerwkv-XS.pt", "threads": 2}}') in out
+    assert '"jpeg2000": {"codec": "jpeg2000", "model": "-", "params": {}}' in out
+    assert ("--codec ccsds123 --label ccsds123 --params '{}' --delta 10  --peak 16383"
+            " --png results/figures/error_image.png") in out
+    for name in ("rate_max_error", "lossless_rates", "band_rates", "error_image"):
+        assert f"results/figures/{name}.pdf" in out
+
+
+def test_figures_section_is_used_and_checked(tmp_path):
+    figures = {"reference": "jpegls", "dataset": "tiny", "patch": "synth-test-0001",
+               "band_rates": {"codecs": ["jpeg2000"], "delta": 0},
+               "error_image": {"codec": "jpegls", "delta": 2, "band": 3}}
+    cfg = write_config(tmp_path / "c.yaml", dict(TINY, figures=figures))
+    proc = run_snakemake(tmp_path, "-n", "-p", "all", "--configfile", str(cfg))
+    out = proc.stdout + proc.stderr
+    assert "--reference jpegls" in out
+    assert ("band-rates --manifest data/tiny/manifest.csv --patch synth-test-0001 --codecs"
+            " '{\"jpeg2000\": {\"codec\": \"jpeg2000\", \"model\": \"-\", \"params\": {}}}'"
+            " --delta 0") in out
+    assert "--codec jpegls --label jpegls --params '{}' --delta 2 --band 3 --peak 16383" in out
+    # without a figures section and without ccsds123: the first near-lossless label
+    proc = run_snakemake(tmp_path, "-n", "-p", "all", "--configfile",
+                         str(write_config(tmp_path / "t.yaml", TINY)))
+    assert "--codec jpegls --label jpegls --params '{}' --delta 10 " in proc.stdout + proc.stderr
+    bad = dict(TINY, figures={"band_rates": {"codecs": ["jpegls", "nope"]}})
+    proc = run_snakemake(tmp_path, "-n", "--configfile",
+                         str(write_config(tmp_path / "bad.yaml", bad)), check=False)
+    assert proc.returncode != 0
+    assert "figures: nope is not a codec label (labels: jpeg2000, jpegls)" in (
+        proc.stdout + proc.stderr)
 
 
 def test_bad_config_is_rejected(tmp_path):
