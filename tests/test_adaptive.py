@@ -22,8 +22,8 @@ from hsicomp.synthetic import generate_cube
 ENMAP_TILE = ENMAP_DIR / "enmap_potsdam_tile_128_128.tif"
 DELTAS = [0, 1, 2, 5, 10, 20, 40]
 #: Output of encode_cube for _hash_cube((7, 9, 23), 4095), see test_golden_stream.
-GOLDEN_LENGTH = 1489
-GOLDEN_SHA256 = "b5bee5ecb45147b618a347fac19206ef9963e0ef6351ee1edda27b7123126471"
+GOLDEN_LENGTH = 1549
+GOLDEN_SHA256 = "63bd297c7c19be6573c09e8b6223795afcaf61967a4c28d2b87f150715692866"
 
 
 def _cube(
@@ -257,6 +257,10 @@ def test_truncated_stream_raises() -> None:
         decode_cube(data + b"\0\0\0\0", pred, top)
     with pytest.raises(ValueError, match="version"):
         decode_cube(b"\x07" + data[1:], pred, top)
+    # streams of the previous model (version 1) are refused, not misdecoded
+    assert data[0] == 2
+    with pytest.raises(ValueError, match="unsupported stream version 1"):
+        decode_cube(b"\x01" + data[1:], pred, top)
 
 
 def test_garbage_stream_never_crashes() -> None:

@@ -20,22 +20,29 @@ Symbols
     (nothing is coded when only one value is left); as in constriction's ``Uniform(n)``,
     each of the ``n`` values gets ``2**24 // n`` and the last one the rest of ``2**24``.
 
-Context model (per sample of band-line (t, i), column c)
+Context model (per sample of band-line (t, i), column c; columns are coded in order)
     * ``A = 2|e[i-1,t,c]| + |e[i-1,t,c-1]| + |e[i-1,t,c+1]|`` (previous band, same row) and
       ``B``, the same over band i on row t - 1 (edge columns are repeated); when one of the
-      two is missing (band 0 or row 0) it takes the other's value.
+      two is missing (band 0 or row 0) it takes the other's value. ``L = 3|e[i,t,c-1]| +
+      |e[i,t,c-2]|`` from the samples to the left on the same band-line (in column 1
+      ``|e[i,t,0]|`` stands for the missing ``|e[i,t,-1]|``; ``L = (A + B) // 2`` in
+      column 0).
     * ``R = 4 * mean |e|`` of band i over the previous rows, a running mean kept as an
       integer accumulator and counter that are halved every ``_BAND_LIMIT`` samples.
-    * The context is ``(q(A + B), r(A, B), r(2R, A + B))``: ``q`` is a log2 quantiser with
-      two steps per octave (38 levels) and ``r`` a five-level ratio quantiser, which gives
-      950 contexts. Each context learns the mean ``|e|`` of its samples with an integer
-      accumulator and counter (halved every 64 samples, CCSDS-123 style); that mean,
-      quantised on a log2 scale with two steps per octave (48 scales from 1/256 up), picks
-      the distribution that codes the token.
-    * Sign: the signed sum ``Bs`` built like ``B`` (or like ``A`` on row 0) sets the flip
-      ``s = -1`` when ``Bs < 0`` (so a skew shared with the neighbours is learnt once), and
-      a three-level confidence (``Bs == 0``, ``2|Bs| < B``, else) splits every scale in
-      three, for 144 token distributions.
+    * The context is ``(q(A + B + L), r(A, B), r(2L, A + B), r(3R, A + B + L))``: ``q`` is
+      a log2 quantiser with two steps per octave (40 levels) and ``r`` a five-level ratio
+      quantiser, which gives 5000 contexts. Each context learns the mean ``|e|`` of its
+      samples with an integer accumulator and counter (halved every 64 samples, CCSDS-123
+      style); that mean, quantised on a log2 scale with two steps per octave (48 scales
+      from 1/256 up), picks the token distribution's scale.
+    * Sign: the signs (-, 0, +) of ``e[i-1,t,c]``, ``e[i,t-1,c]``, ``e[i,t-1,c+1]``,
+      ``e[i,t-1,c-1]`` and ``e[i,t,c-1]`` (0 where missing) form one of 243 sign patterns.
+      Each pattern counts the positive and negative residuals coded under it (integers,
+      2 per sample, started at 4 and 4, halved when their sum passes 2**12). The flip is
+      ``s = -1`` when the pattern's negative count is the larger (so the likelier sign is
+      always coded as +), and the share ``big / (pos + neg)`` of the larger count,
+      quantised at 0.54, 0.60, 0.68 and 0.80 (integer comparisons), splits every scale in
+      five, for 240 token distributions.
     * Each distribution is an adaptive histogram (integer counts, +32 per sample, halved
       when the total passes 2**21), started from a two-sided geometric prior with the
       scale's mean worth 128 samples. The prior is computed with Python integers
@@ -44,10 +51,13 @@ Context model (per sample of band-line (t, i), column c)
       ``Categorical(f - 1, perfect=False)`` quantises to). A distribution is rebuilt after
       a band-line once its new samples (at least 8) carry 1/32 of its weight.
 
-Within a band-line all statistics are those from before the line. The C tokens are coded
-grouped by distribution (ascending index, then column), followed by all mantissas in column
-order; the state is then updated with the line. The stream is a version byte, the number of
-32-bit words (uint32, little endian) and the words (little endian).
+Columns are coded in order, each sample's token directly followed by its mantissa, so the
+left neighbours are known to the decoder when it builds a sample's context. All learnt
+statistics (context means, sign-pattern counts, histograms and distributions, band means)
+are those from before the band-line: the line's samples update them once it is coded.
+The stream is a version byte (2; streams of another version are refused with a
+ValueError), the number of 32-bit words (uint32, little endian) and the words (little
+endian).
 
 The model has to learn its statistics: on tiny inputs of i.i.d. noise (about 10**4
 samples) that costs a few hundredths of a bit per sample, enough to trail the one-parameter
@@ -70,7 +80,7 @@ __all__ = [
     "encode_cube",
 ]
 
-_VERSION = 1
+_VERSION = 2
 _HEADER = 5  # version byte + uint32 word count
 
 _NTOK = 64  # magnitude tokens 0..63
@@ -79,13 +89,16 @@ _ZERO = _NTOK - 1  # symbol of e' == 0
 _PRECISION = 24
 _TOTAL = 1 << _PRECISION
 
-_NQ = 38  # levels of q(A + B); A + B <= 8 * 65535 < 2**19
+_NQ = 40  # levels of q(A + B + L); A + B + L <= 12 * 65535 < 2**20
 _NR = 5  # levels of a ratio quantiser
-_NCTX = _NQ * _NR * _NR
+_NCTX = _NQ * _NR * _NR * _NR
+_NPAT = 243  # sign patterns: signs of five neighbours
+_PAT_INIT = 4  # initial positive and negative counts of a sign pattern
+_PAT_LIMIT = 1 << 12  # a sign pattern's counts are halved above this total
 _CTX_INIT_N = 4  # initial counter of a context's mean
 _CTX_LIMIT = 64  # a context's accumulator and counter are halved at this count
 _NSCALE = 48  # scales: log2 steps of mean |e| in 1/256 units, two per octave
-_NSIGN = 3  # sign-confidence levels
+_NSIGN = 5  # sign-confidence levels
 _NHIST = _NSCALE * _NSIGN
 _INC = 32  # histogram increment per sample
 _PRIOR_WEIGHT = 4096  # histogram weight of the prior (128 samples)
@@ -378,17 +391,18 @@ def _exhausted(rc, words):
 # Model state, shared by encoder and decoder (int64 unless noted):
 #   rows (2, I, C): |e| and e of the last coded row of every band
 #   band (I, 2): running sum of |e| and sample count per band
-#   cstat (_NCTX, 2): context accumulator (16 |e| per sample) and counter
+#   cstat (_NCTX + _NPAT, 2): context accumulator (16 |e| per sample) and counter, then
+#       the positive and negative counts (2 per sample) of every sign pattern
 #   hist (_NHIST, _NSYM + 2): token counts, then their total and samples since the rebuild
 #   cdf (_NHIST, _NSYM + 1): cumulative frequencies each distribution codes with
 #   lut (_NHIST, 256) uint8: decoder lookup tables of the cdfs (no rows in an encoder)
 # Per-line scratch:
-#   work (7, C): distribution, flip, context, coding order, token, and the mantissa's
-#       number of values (0: none) and value
-#   slots (_NHIST,): counting-sort scratch, all zero between lines
+#   work (7, C): A, B and the partial sign pattern of every column (from the previous band
+#       and row), then per coded sample its distribution, context, sign pattern and symbol
+#   slots (_NHIST,): marks of the distributions a line used, all zero between lines
 #   ivals (2, 2 C): the encoder's intervals (cumulative frequency, frequency) of a line
 
-_W_HIST, _W_FLIP, _W_CTX, _W_ORDER, _W_SYM, _W_MSIZE, _W_MVAL = range(7)
+_W_A, _W_B, _W_PAT0, _W_HIST, _W_CTX, _W_PAT, _W_SYM = range(7)
 _H_TOT, _H_PEND = _NSYM, _NSYM + 1
 
 
@@ -422,75 +436,85 @@ def _ratio(a, b):
 
 
 @_jit
-def _contexts(t, i, rows, band, cstat, work):
-    """Distribution, flip and context of every column of band-line (t, i)."""
+def _prepare(t, i, rows, work):
+    """A, B and the partial sign pattern of every column of band-line (t, i)."""
     ncol = rows.shape[2]
     mag = rows[0]
     sgn = rows[1]
-    r4 = (4 * band[i, 0]) // band[i, 1] if band[i, 1] > 0 else 0
     for c in range(ncol):
         cl = c - 1 if c > 0 else 0
         cr = c + 1 if c < ncol - 1 else ncol - 1
         a = 0
-        a_s = 0
         if i > 0:
             a = 2 * mag[i - 1, c] + mag[i - 1, cl] + mag[i - 1, cr]
-            a_s = 2 * sgn[i - 1, c] + sgn[i - 1, cl] + sgn[i - 1, cr]
         if t > 0:
             b = 2 * mag[i, c] + mag[i, cl] + mag[i, cr]
-            b_s = 2 * sgn[i, c] + sgn[i, cl] + sgn[i, cr]
             if i == 0:
                 a = b
         else:
             b = a
-            b_s = a_s
-        total = a + b
-        k = (_log_level(total) * _NR + _ratio(a, b)) * _NR + _ratio(2 * r4, total)
-        # scale: the context's mean |e| in 1/256 units, two steps per octave (the floor
-        # division is exact in float64 for a numerator < 2**31 and a counter < 2**7)
-        s = _log_level(np.int64(np.float64(cstat[k, 0] * 16) / np.float64(cstat[k, 1])))
-        if s >= _NSCALE:
-            s = _NSCALE - 1
-        if b_s == 0:
-            sc = 0
-        elif 2 * abs(b_s) < b:
-            sc = 1
+        # signs (0, 1, 2 for -, 0, +; 1 where missing) of e[i-1,t,c], e[i,t-1,c],
+        # e[i,t-1,c+1] and e[i,t-1,c-1]; the left neighbour's is added while coding
+        z = 1
+        if i > 0:
+            z = np.sign(sgn[i - 1, c]) + 1
+        if t > 0:
+            z = z * 3 + np.sign(sgn[i, c]) + 1
+            z = z * 3 + (np.sign(sgn[i, c + 1]) + 1 if c < ncol - 1 else 1)
+            z = z * 3 + (np.sign(sgn[i, c - 1]) + 1 if c > 0 else 1)
         else:
-            sc = 2
-        work[_W_HIST, c] = s * _NSIGN + sc
-        work[_W_FLIP, c] = -1 if b_s < 0 else 1
-        work[_W_CTX, c] = k
+            z = z * 27 + 13
+        work[_W_A, c] = a
+        work[_W_B, c] = b
+        work[_W_PAT0, c] = z
+
+
+@_inline
+def _context(c, a, b, l1, l2, r4):
+    """Context of column c from A, B, the left magnitudes l1 = |e[c-1]|, l2 = |e[c-2]| and
+    the band's 4 * mean |e| (r4)."""
+    lft = 3 * l1 + l2 if c > 0 else (a + b) >> 1
+    total = a + b + lft
+    return ((_log_level(total) * _NR + _ratio(a, b)) * _NR + _ratio(2 * lft, a + b)) * _NR \
+        + _ratio(3 * r4, total)
+
+
+@_inline
+def _distribution(acc, cnt, pos, neg):
+    """Distribution of a sample from its context's accumulator and counter and its sign
+    pattern's counts."""
+    # scale: the context's mean |e| in 1/256 units, two steps per octave (the floor
+    # division is exact in float64 for a numerator < 2**31 and a counter < 2**7)
+    s = _log_level(np.int64(np.float64(acc * 16) / np.float64(cnt)))
+    if s >= _NSCALE:
+        s = _NSCALE - 1
+    big = max(pos, neg)
+    tot = pos + neg
+    sc = np.int64(100 * big >= 54 * tot) + np.int64(100 * big >= 60 * tot) \
+        + np.int64(100 * big >= 68 * tot) + np.int64(100 * big >= 80 * tot)
+    return s * _NSIGN + sc
 
 
 @_jit
-def _order(work, slots):
-    """Coding order of the columns: by distribution, then column (a counting sort)."""
-    ncol = work.shape[1]
-    hs = work[_W_HIST]
-    order = work[_W_ORDER]
-    for c in range(ncol):
-        slots[hs[c]] += 1
-    start = 0
-    for h in range(_NHIST):
-        n = slots[h]
-        slots[h] = start
-        start += n
-    for c in range(ncol):
-        h = hs[c]
-        order[slots[h]] = c
-        slots[h] += 1
-    slots[:] = 0
-
-
-@_jit
-def _update(i, res, rows, band, cstat, hist, cdf, lut, work):
-    """Learn from a coded band-line and rebuild the distributions that are due."""
+def _finish_line(i, res, rows, band, cstat, hist, cdf, lut, work, slots):
+    """Learn from the coded band-line and rebuild the distributions that are due."""
     ncol = res.size
     line_sum = 0
+    pstat = cstat[_NCTX:]
     for c in range(ncol):
         e = np.int64(res[c])
         m = abs(e)
         line_sum += m
+        rows[0, i, c] = m
+        rows[1, i, c] = e
+        z = work[_W_PAT, c]
+        if e > 0:
+            pstat[z, 0] += 2
+        elif e < 0:
+            pstat[z, 1] += 2
+        if pstat[z, 0] + pstat[z, 1] > _PAT_LIMIT:
+            pstat[z, 0] = (pstat[z, 0] + 1) >> 1
+            pstat[z, 1] = (pstat[z, 1] + 1) >> 1
         k = work[_W_CTX, c]
         cstat[k, 0] += 16 * m
         cstat[k, 1] += 1
@@ -507,20 +531,17 @@ def _update(i, res, rows, band, cstat, hist, cdf, lut, work):
                 hist[h, j] = (hist[h, j] + 1) >> 1
                 tot += hist[h, j]
             hist[h, _H_TOT] = tot
-        rows[0, i, c] = m
-        rows[1, i, c] = e
+        slots[h] = 1
     band[i, 0] += line_sum
     band[i, 1] += ncol
     if band[i, 1] >= _BAND_LIMIT:
         band[i, 0] = (band[i, 0] + 1) >> 1
         band[i, 1] = (band[i, 1] + 1) >> 1
-    # the distributions used by the line, each once (the coding order is sorted by them)
-    last = -1
-    for j in range(ncol):
-        h = work[_W_HIST, work[_W_ORDER, j]]
-        if h == last:
+    for c in range(ncol):
+        h = work[_W_HIST, c]
+        if slots[h] == 0:
             continue
-        last = h
+        slots[h] = 0
         pend = hist[h, _H_PEND]
         if pend >= _REBUILD_MIN and pend * _INC * _REBUILD_FRACTION >= hist[h, _H_TOT]:
             hist[h, _H_PEND] = 0
@@ -539,6 +560,12 @@ def _token(m):
     return 16 + 4 * (b - 5) + f, b - 3, (4 | f) << (b - 3)
 
 
+@_inline
+def _r4(band, i):
+    """4 * mean |e| of band i so far (0 before its first line)."""
+    return (4 * band[i, 0]) // band[i, 1] if band[i, 1] > 0 else 0
+
+
 @_jit
 def _encode_line(t, i, res, pred, max_value, rows, band, cstat, hist, cdf, lut, work, slots,
                  ivals, rc, out, ideal):
@@ -554,48 +581,53 @@ def _encode_line(t, i, res, pred, max_value, rows, band, cstat, hist, cdf, lut, 
         e = np.int64(res[c])
         if p < 0 or p > max_value or e < -p or e > max_value - p:
             return -1 - c
-    _contexts(t, i, rows, band, cstat, work)
-    _order(work, slots)
+    r4 = _r4(band, i)
+    pstat = cstat[_NCTX:]
+    _prepare(t, i, rows, work)
+    n = 0
+    bits = 0.0
+    l1 = 0
+    l2 = 0
+    ls = 0
     for c in range(ncol):
+        b = work[_W_B, c]
+        z = work[_W_PAT0, c] * 3 + ls + 1
+        k = _context(c, work[_W_A, c], b, l1, l2 if c > 1 else l1, r4)
+        h = _distribution(cstat[k, 0], cstat[k, 1], pstat[z, 0], pstat[z, 1])
+        flip = -1 if pstat[z, 1] > pstat[z, 0] else 1
+        work[_W_PAT, c] = z
+        work[_W_HIST, c] = h
         e = np.int64(res[c])
-        ef = e * work[_W_FLIP, c]
+        ef = e * flip
         tok, nx, lo = _token(abs(ef))
-        work[_W_SYM, c] = _ZERO + tok if ef >= 0 else _ZERO - tok
-        work[_W_MSIZE, c] = 0
+        s = _ZERO + tok if ef >= 0 else _ZERO - tok
+        ivals[0, n] = cdf[h, s]
+        ivals[1, n] = cdf[h, s + 1] - cdf[h, s]
+        if ideal.size:
+            bits += _PRECISION - math.log2(ivals[1, n])
+        n += 1
         if nx > 0:
             p = np.int64(pred[c])
             lim = max_value - p if e > 0 else p
             hi = min(lo + (np.int64(1) << nx) - 1, lim)
             if hi > lo:
-                work[_W_MSIZE, c] = hi - lo + 1
-                work[_W_MVAL, c] = abs(ef) - lo
-    # tokens by distribution, then the mantissas by column
-    n = 0
-    for j in range(ncol):
-        c = work[_W_ORDER, j]
-        row = cdf[work[_W_HIST, c]]
-        s = work[_W_SYM, c]
-        ivals[0, n] = row[s]
-        ivals[1, n] = row[s + 1] - row[s]
-        n += 1
-    for c in range(ncol):
-        size = work[_W_MSIZE, c]
-        if size:
-            v = work[_W_MVAL, c]
-            per = _TOTAL // size
-            ivals[0, n] = v * per
-            ivals[1, n] = per if v < size - 1 else _TOTAL - v * per
-            n += 1
+                size = hi - lo + 1
+                v = abs(ef) - lo
+                per = _TOTAL // size
+                ivals[0, n] = v * per
+                ivals[1, n] = per if v < size - 1 else _TOTAL - v * per
+                n += 1
+                if ideal.size:
+                    bits += math.log2(size)
+        work[_W_CTX, c] = k
+        work[_W_SYM, c] = s
+        l2 = l1
+        l1 = abs(e)
+        ls = np.sign(e)
     if ideal.size:
-        bits = 0.0
-        for k in range(ncol):
-            bits += _PRECISION - math.log2(ivals[1, k])
-        for c in range(ncol):
-            if work[_W_MSIZE, c]:
-                bits += math.log2(work[_W_MSIZE, c])
         ideal[0] += bits
     _rc_encode(rc, out, ivals, n)
-    _update(i, res, rows, band, cstat, hist, cdf, lut, work)
+    _finish_line(i, res, rows, band, cstat, hist, cdf, lut, work, slots)
     return _num_words(rc)
 
 
@@ -611,33 +643,39 @@ def _decode_line(t, i, pred, max_value, res, rows, band, cstat, hist, cdf, lut, 
         p = np.int64(pred[c])
         if p < 0 or p > max_value:
             return _BAD_PREDICTION
-    _contexts(t, i, rows, band, cstat, work)
-    _order(work, slots)
+    r4 = _r4(band, i)
+    pstat = cstat[_NCTX:]
+    _prepare(t, i, rows, work)
     lower = rc[_D_LOWER]
     rng = rc[_D_RANGE]
     point = rc[_D_POINT]
     pos = np.int64(rc[_D_POS])
-    for j in range(ncol):
-        c = work[_W_ORDER, j]
-        h = work[_W_HIST, c]
-        row = cdf[h]
+    l1 = 0
+    l2 = 0
+    ls = 0
+    for c in range(ncol):
+        b = work[_W_B, c]
+        z = work[_W_PAT0, c] * 3 + ls + 1
+        k = _context(c, work[_W_A, c], b, l1, l2 if c > 1 else l1, r4)
+        h = _distribution(cstat[k, 0], cstat[k, 1], pstat[z, 0], pstat[z, 1])
+        flip = -1 if pstat[z, 1] > pstat[z, 0] else 1
+        work[_W_PAT, c] = z
+        work[_W_HIST, c] = h
         scale = rng >> _RC_PREC
         q = np.int64((point - lower) // scale)
         if q >= _TOTAL:
             return _INVALID
         s = np.int64(lut[h, q >> _LUT_SHIFT])
-        while row[s + 1] <= q:
+        while cdf[h, s + 1] <= q:
             s += 1
-        lower, rng, point, pos = _take(lower, rng, point, pos, words, scale, row[s],
-                                       row[s + 1] - row[s])
-        work[_W_SYM, c] = s
-    for c in range(ncol):
-        st = work[_W_SYM, c] - _ZERO
+        lower, rng, point, pos = _take(lower, rng, point, pos, words, scale, cdf[h, s],
+                                       cdf[h, s + 1] - cdf[h, s])
+        st = s - _ZERO
         tok = abs(st)
         m = tok
         if tok > 0:
             p = np.int64(pred[c])
-            lim = max_value - p if work[_W_FLIP, c] * st > 0 else p
+            lim = max_value - p if flip * st > 0 else p
             if tok >= 16:
                 nx = (tok - 16) // 4 + 2
                 m = (4 | ((tok - 16) & 3)) << nx
@@ -656,14 +694,21 @@ def _decode_line(t, i, pred, max_value, res, rows, band, cstat, hist, cdf, lut, 
                     m += v
             if m > lim:
                 return _CORRUPT
-        e = m * work[_W_FLIP, c]
-        res[c] = e if st >= 0 else -e
+        e = m * flip
+        e = e if st >= 0 else -e
+        res[c] = e
+        work[_W_CTX, c] = k
+        work[_W_SYM, c] = s
+        l2 = l1
+        l1 = abs(e)
+        ls = np.sign(e)
     rc[_D_LOWER] = lower
     rc[_D_RANGE] = rng
     rc[_D_POINT] = point
     rc[_D_POS] = np.uint64(pos)
-    _update(i, res, rows, band, cstat, hist, cdf, lut, work)
+    _finish_line(i, res, rows, band, cstat, hist, cdf, lut, work, slots)
     return _OK
+
 
 
 # --------------------------------------------------------------------------- coder memory
@@ -683,7 +728,7 @@ def _layout(nb, nc, nlut):
     rows = _M_HEAD
     band = rows + 2 * nb * nc
     cstat = band + 2 * nb
-    hist = cstat + 2 * _NCTX
+    hist = cstat + 2 * (_NCTX + _NPAT)
     cdf = hist + _NHIST * (_NSYM + 2)
     lut = cdf + _NHIST * (_NSYM + 1)
     work = lut + nlut * (_LUT_SIZE // 8)
@@ -702,7 +747,7 @@ def _views(mem):
     return (
         mem[o[0]:o[1]].reshape((2, nb, nc)),  # rows
         mem[o[1]:o[2]].reshape((nb, 2)),  # band
-        mem[o[2]:o[3]].reshape((_NCTX, 2)),  # cstat
+        mem[o[2]:o[3]].reshape((_NCTX + _NPAT, 2)),  # cstat
         mem[o[3]:o[4]].reshape((_NHIST, _NSYM + 2)),  # hist
         mem[o[4]:o[5]].reshape((_NHIST, _NSYM + 1)),  # cdf
         mem[o[5]:o[6]].view(np.uint8).reshape((nlut, _LUT_SIZE)),  # lut
@@ -838,13 +883,14 @@ def _memory(shape: tuple[int, int, int], max_value: int, decoder: bool = False,
         m_lut[:] = lut
     else:
         rc[_E_RANGE] = _RC_FULL
-    q = np.arange(_NCTX) // (_NR * _NR)
+    q = np.arange(_NCTX) // (_NR * _NR * _NR)
     bl = q // 2 + 1
     lead = (2 + (q & 1)) << np.maximum(bl - 2, 0)
     centre = np.where(q < 2, q, lead + (bl >= 3) * (1 << np.maximum(bl - 3, 0)))
-    # q(A + B) measures 8 * mean |e|; the accumulator holds 16 |e| per sample
-    m_cstat[:, 0] = 2 * _CTX_INIT_N * centre
+    # q(A + B + L) measures 12 * mean |e|; the accumulator holds 16 |e| per sample
+    m_cstat[:_NCTX, 0] = (4 * _CTX_INIT_N * centre) // 3
     m_cstat[:, 1] = _CTX_INIT_N
+    m_cstat[_NCTX:] = _PAT_INIT
     return mem
 
 
@@ -943,7 +989,8 @@ class ResidualDecoder:
         if len(buf) < _HEADER:
             raise ValueError(f"stream too short: {len(buf)} bytes")
         if buf[0] != _VERSION:
-            raise ValueError(f"unknown stream version {buf[0]}")
+            raise ValueError(f"unsupported stream version {buf[0]}: this decoder reads "
+                             f"version {_VERSION} only")
         nwords = int.from_bytes(buf[1:_HEADER], "little")
         if len(buf) != _HEADER + 4 * nwords:
             raise ValueError(
