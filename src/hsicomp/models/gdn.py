@@ -1,0 +1,330 @@
+"""Learned transform codec with GDN for hyperspectral cubes (the "basic autoencoder").
+
+Network (``TransformCodec``), for a cube ``(B, bands, H, W)``:
+
+* spectral front end: a 1x1 conv ``bands -> spectral_channels`` (keeps 202 bands cheap);
+* analysis: a residual block ``spectral -> N`` with stride 2 (conv3x3 + LeakyReLU(0.2),
+  conv3x3 + GDN, 1x1 skip), then ``stages - 2`` more such blocks ``N -> N``, a simplified
+  attention block (sigmoid mask branch times main branch, plus skip) after the first block
+  and before the last conv when ``attention`` is on, and a final stride-2 conv3x3
+  ``N -> M``: total downsampling ``2**stages``;
+* synthesis: the mirror image: sub-pixel conv ``M -> N`` (conv3x3 to 4x channels and pixel
+  shuffle), attention, ``stages - 1`` upsampling residual blocks (sub-pixel conv3x3 +
+  LeakyReLU, conv3x3 + inverse GDN, sub-pixel 1x1 skip) ending at ``spectral_channels``,
+  attention, and a 1x1 spectral back end ``spectral -> bands``.
+
+Rows and columns are padded (replicate) to a multiple of ``2**stages`` before the analysis
+and the reconstruction is cropped back, so any size works. The latent ``y`` is quantised
+with additive uniform noise ``U(-1/2, 1/2)`` in training mode and by rounding in eval mode;
+``FactorizedEntropyModel`` gives its likelihoods (the rate).
+
+Normalisation: the network works on ``(x - band_offset) / band_scale`` per band. Both are
+buffers of the model (saved in its ``state_dict``; set them once from training data with
+``set_normalization(*band_statistics(cubes))``), so a decoder reproduces them from the model
+file and nothing per image is stored. The defaults (offset 0, scale 1) leave the input as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hsicomp.entropy.factorized import FactorizedEntropyModel, decode_latents, encode_latents
+
+__all__ = [
+    "GDN",
+    "PRESETS",
+    "AttentionBlock",
+    "CodecOutput",
+    "ResidualBlock",
+    "ResidualUpBlock",
+    "TransformCodec",
+    "TransformCodecConfig",
+    "band_statistics",
+    "rate_distortion_loss",
+]
+
+
+class _LowerBound(torch.autograd.Function):
+    """``max(x, bound)`` whose gradient still flows where it would raise ``x``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, bound: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return x.clamp_min(bound)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        pass_through = (x >= ctx.bound) | (grad < 0)
+        return grad * pass_through.to(grad.dtype), None
+
+
+class GDN(nn.Module):
+    """Generalized divisive normalization: ``y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)``.
+
+    With ``inverse=True`` the layer multiplies instead (inverse GDN). ``beta >= beta_min``
+    and ``gamma >= 0`` hold for any stored parameter values: the effective parameters are
+    ``max(p, sqrt(min + eps^2))^2 - eps^2`` of the stored ones ``p``.
+    """
+
+    def __init__(self, channels: int, inverse: bool = False, beta_min: float = 1e-6,
+                 gamma_init: float = 0.1, reparam_offset: float = 2.0 ** -18) -> None:
+        super().__init__()
+        self.inverse = inverse
+        self.beta_min = float(beta_min)
+        self.pedestal = float(reparam_offset) ** 2
+        self.beta_bound = (self.beta_min + self.pedestal) ** 0.5
+        self.gamma_bound = float(reparam_offset)
+        self.beta_param = nn.Parameter(torch.full((channels,), (1.0 + self.pedestal) ** 0.5))
+        self.gamma_param = nn.Parameter(
+            torch.sqrt(gamma_init * torch.eye(channels) + self.pedestal))
+
+    @property
+    def beta(self) -> Tensor:
+        """Effective beta (>= beta_min), shape (channels,)."""
+        return _LowerBound.apply(self.beta_param, self.beta_bound) ** 2 - self.pedestal
+
+    @property
+    def gamma(self) -> Tensor:
+        """Effective gamma (>= 0), shape (channels, channels)."""
+        return _LowerBound.apply(self.gamma_param, self.gamma_bound) ** 2 - self.pedestal
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalise ``x`` (B, channels, H, W)."""
+        c = x.shape[1]
+        norm = F.conv2d(x * x, self.gamma.reshape(c, c, 1, 1), self.beta)
+        return x * torch.sqrt(norm) if self.inverse else x * torch.rsqrt(norm)
+
+
+def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2)
+
+
+def _subpel(cin: int, cout: int, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(_conv(cin, 4 * cout, k), nn.PixelShuffle(2))
+
+
+class ResidualBlock(nn.Module):
+    """conv3x3 (stride) + LeakyReLU(0.2), conv3x3 + GDN, plus a 1x1 (strided) skip."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 2) -> None:
+        super().__init__()
+        self.main = nn.Sequential(_conv(cin, cout, 3, stride), nn.LeakyReLU(0.2),
+                                  _conv(cout, cout), GDN(cout))
+        self.skip = (nn.Identity() if stride == 1 and cin == cout
+                     else _conv(cin, cout, 1, stride))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the block."""
+        return self.main(x) + self.skip(x)
+
+
+class ResidualUpBlock(nn.Module):
+    """Sub-pixel conv3x3 (x2) + LeakyReLU(0.2), conv3x3 + inverse GDN, sub-pixel 1x1 skip."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.main = nn.Sequential(_subpel(cin, cout), nn.LeakyReLU(0.2),
+                                  _conv(cout, cout), GDN(cout, inverse=True))
+        self.skip = _subpel(cin, cout, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the block (doubles rows and columns)."""
+        return self.main(x) + self.skip(x)
+
+
+class _Bottleneck(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        h = max(n // 2, 1)
+        self.body = nn.Sequential(_conv(n, h, 1), nn.LeakyReLU(0.2), _conv(h, h),
+                                  nn.LeakyReLU(0.2), _conv(h, n, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class AttentionBlock(nn.Module):
+    """Simplified attention: ``x + main(x) * sigmoid(mask(x))`` (residual-unit branches)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.main = _Bottleneck(n)
+        self.mask = nn.Sequential(_Bottleneck(n), _conv(n, n, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the block."""
+        return x + self.main(x) * torch.sigmoid(self.mask(x))
+
+
+@dataclass(frozen=True)
+class TransformCodecConfig:
+    """Sizes of a ``TransformCodec``; downsampling is ``2**stages``."""
+
+    bands: int = 202
+    spectral_channels: int = 32
+    hidden_channels: int = 64  # N
+    latent_channels: int = 32  # M
+    stages: int = 3
+    attention: bool = True
+
+    def __post_init__(self) -> None:
+        if min(self.bands, self.spectral_channels, self.hidden_channels,
+               self.latent_channels, self.stages) < 1:
+            raise ValueError(f"all sizes of {self} must be >= 1")
+
+    @property
+    def downsampling(self) -> int:
+        """Factor between cube and latent rows/columns."""
+        return 1 << self.stages
+
+    def with_bands(self, bands: int) -> TransformCodecConfig:
+        """This configuration for another number of bands."""
+        return replace(self, bands=bands)
+
+
+PRESETS: dict[str, TransformCodecConfig] = {
+    "tiny": TransformCodecConfig(spectral_channels=16, hidden_channels=32,
+                                 latent_channels=32, stages=2, attention=False),
+    "small": TransformCodecConfig(spectral_channels=32, hidden_channels=64,
+                                  latent_channels=64, stages=3, attention=True),
+    "paper": TransformCodecConfig(spectral_channels=128, hidden_channels=192,
+                                  latent_channels=192, stages=4, attention=True),
+}
+"""Named sizes: ``tiny`` and ``small`` train on a laptop CPU in minutes; ``paper`` is the
+published size (N = M = 192, downsampling 16, two attention blocks each side)."""
+
+
+class CodecOutput(NamedTuple):
+    """Reconstruction (normalised units), quantised latent and its likelihoods."""
+
+    x_hat: Tensor
+    y_hat: Tensor
+    likelihoods: Tensor
+
+
+class TransformCodec(nn.Module):
+    """Analysis/synthesis transforms with GDN and a factorized entropy model; see module doc."""
+
+    def __init__(self, config: TransformCodecConfig) -> None:
+        super().__init__()
+        self.config = config
+        s, n, m = config.spectral_channels, config.hidden_channels, config.latent_channels
+        att = config.attention
+        enc: list[nn.Module] = [_conv(config.bands, s, 1)]
+        dec: list[nn.Module] = [_subpel(m, n if config.stages > 1 else s)]
+        if config.stages > 1:
+            enc.append(ResidualBlock(s, n))
+            if att:
+                enc.append(AttentionBlock(n))
+            enc += [ResidualBlock(n, n) for _ in range(config.stages - 2)]
+            if att:
+                enc.append(AttentionBlock(n))
+                dec.append(AttentionBlock(n))
+            dec += [ResidualUpBlock(n, n) for _ in range(config.stages - 2)]
+            if att:
+                dec.append(AttentionBlock(n))
+            dec.append(ResidualUpBlock(n, s))
+        enc.append(_conv(n if config.stages > 1 else s, m, 3, 2))
+        dec.append(_conv(s, config.bands, 1))
+        self.analysis = nn.Sequential(*enc)
+        self.synthesis = nn.Sequential(*dec)
+        self.entropy = FactorizedEntropyModel(m)
+        self.register_buffer("band_offset", torch.zeros(config.bands))
+        self.register_buffer("band_scale", torch.ones(config.bands))
+
+    def set_normalization(self, offset: Tensor | np.ndarray,
+                          scale: Tensor | np.ndarray) -> None:
+        """Set the per-band offset and scale (scale > 0) the network input is divided by."""
+        off = torch.as_tensor(np.asarray(offset, dtype=np.float32)).reshape(-1)
+        sc = torch.as_tensor(np.asarray(scale, dtype=np.float32)).reshape(-1)
+        if off.numel() != self.config.bands or sc.numel() != self.config.bands:
+            raise ValueError(f"need {self.config.bands} offsets and scales")
+        if not bool(torch.all(sc > 0)):
+            raise ValueError("band scales must be positive")
+        self.band_offset.copy_(off)
+        self.band_scale.copy_(sc)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """Raw samples (B, bands, H, W) to network units."""
+        return (x - self.band_offset.view(1, -1, 1, 1)) / self.band_scale.view(1, -1, 1, 1)
+
+    def denormalize(self, x: Tensor) -> Tensor:
+        """Network units back to raw samples (floats)."""
+        return x * self.band_scale.view(1, -1, 1, 1) + self.band_offset.view(1, -1, 1, 1)
+
+    def latent_shape(self, rows: int, cols: int) -> tuple[int, int, int]:
+        """Latent (M, h, w) of a cube with ``rows`` x ``cols``."""
+        f = self.config.downsampling
+        return self.config.latent_channels, -(-rows // f), -(-cols // f)
+
+    def analyse(self, x: Tensor) -> Tensor:
+        """Continuous latent of normalised ``x`` (B, bands, H, W), padded as needed."""
+        if x.ndim != 4 or x.shape[1] != self.config.bands:
+            raise ValueError(f"expected (B, {self.config.bands}, H, W), got {tuple(x.shape)}")
+        f = self.config.downsampling
+        rows, cols = x.shape[-2:]
+        pad_r, pad_c = (-rows) % f, (-cols) % f
+        if pad_r or pad_c:
+            x = F.pad(x, (0, pad_c, 0, pad_r), mode="replicate")
+        return self.analysis(x)
+
+    def synthesise(self, y_hat: Tensor, rows: int, cols: int) -> Tensor:
+        """Reconstruction (normalised units) of ``rows`` x ``cols`` from a quantised latent."""
+        return self.synthesis(y_hat)[..., :rows, :cols]
+
+    def forward(self, x: Tensor) -> CodecOutput:
+        """Noisy (training) or rounded (eval) latent, its likelihoods and the reconstruction."""
+        y = self.analyse(x)
+        noise = torch.empty_like(y).uniform_(-0.5, 0.5) if self.training else None
+        y_hat = y + noise if noise is not None else torch.round(y)
+        likelihoods = self.entropy(y_hat)
+        return CodecOutput(self.synthesise(y_hat, *x.shape[-2:]), y_hat, likelihoods)
+
+    @torch.no_grad()
+    def compress(self, x: Tensor) -> bytes:
+        """Bytes of one normalised cube (1, bands, H, W); needs ``entropy.freeze()`` first."""
+        if x.shape[0] != 1:
+            raise ValueError("compress takes one cube (batch size 1)")
+        y = torch.round(self.analyse(x))[0].to(torch.int64).numpy()
+        return encode_latents(y, self.entropy.tables())
+
+    @torch.no_grad()
+    def decompress(self, data: bytes, rows: int, cols: int) -> Tensor:
+        """Normalised reconstruction (1, bands, rows, cols) of ``compress`` output."""
+        y = decode_latents(data, self.latent_shape(rows, cols), self.entropy.tables())
+        y_hat = torch.from_numpy(y.astype(np.float32)).unsqueeze(0)
+        return self.synthesise(y_hat, rows, cols)
+
+
+def band_statistics(x: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and standard deviation (float32, std >= 1e-3) of cubes.
+
+    ``x`` is (bands, H, W) or (B, bands, H, W); use the result in ``set_normalization``.
+    """
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4:
+        raise ValueError(f"expected (bands, H, W) or (B, bands, H, W), got {a.shape}")
+    mean = a.mean(axis=(0, 2, 3))
+    std = np.maximum(a.std(axis=(0, 2, 3)), 1e-3)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def rate_distortion_loss(x: Tensor, out: CodecOutput,
+                         lmbda: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``bits per sample + lmbda * MSE`` (normalised units); returns (loss, bps, mse).
+
+    Bits per sample divides the latent bits by ``x.numel()`` (batch x bands x rows x cols).
+    """
+    bps = FactorizedEntropyModel.bits(out.likelihoods) / x.numel()
+    mse = F.mse_loss(out.x_hat, x)
+    return bps + lmbda * mse, bps, mse
