@@ -19,12 +19,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import machine, write_rows
+from common import machine, model_file, write_rows
 
 from hsicomp.codecs import get_codec
 from hsicomp.container import unpack
-from hsicomp.models import LineRWKV
-from hsicomp.models.checkpoint import save_model
 
 ENMAP_DIR = Path(__file__).resolve().parents[2] / "shared/data/enmap-potsdam"
 #: Tiles of the se_128x64 mosaic (config/enmap-potsdam.yaml).
@@ -43,19 +41,6 @@ def load_cubes() -> list[tuple[str, np.ndarray]]:
         data, nodata = read_geotiff(paths, "enmap202")
         cubes.append(("enmap se_128x64", to_uint(data, 14, nodata, "se_128x64").cube))
     return cubes
-
-
-def model_file(size: str, folder: Path | None, scratch: Path) -> tuple[Path, bool]:
-    """(model path, trained?) for one size."""
-    if folder is not None and (folder / f"linerwkv-{size}.pt").is_file():
-        return folder / f"linerwkv-{size}.pt", True
-    path = scratch / f"random-{size}.pt"
-    if not path.exists():
-        import torch
-
-        torch.manual_seed(0)
-        save_model(path, LineRWKV.from_size(size).eval(), size)
-    return path, False
 
 
 def main() -> None:

@@ -269,7 +269,7 @@ def test_garbage_stream_never_crashes() -> None:
     failures = 0
     for n in range(1, 40):
         words = rng.integers(0, 1 << 32, size=n, dtype=np.uint64).astype("<u4").tobytes()
-        data = b"\x01" + n.to_bytes(4, "little") + words
+        data = bytes([adaptive._VERSION]) + n.to_bytes(4, "little") + words
         try:
             out = decode_cube(data, pred, top)
         except ValueError:

@@ -307,6 +307,17 @@ class LineRWKVCodec(Codec):
 
     # ---- decoder
 
+    def _model_for(self, digest: bytes, source: str) -> Any:
+        """The predictor's weights, checked to be those of the model that coded ``source``."""
+        if not self.params["model"]:
+            raise HsicompError(f"{source}: coded with LineRWKV model {digest.hex()[:16]}...; "
+                               f"give that model file with --model PATH")
+        weights, have = self._predictor()
+        if have != digest:
+            raise HsicompError(f"{source}: coded with model {digest.hex()[:16]}..., but "
+                               f"{self.params['model']} is model {have.hex()[:16]}...")
+        return weights
+
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
         """Decode .hsic bytes written by this codec (needs the same model file)."""
         header, side, payload = self.read_container(data, source)
@@ -318,13 +329,7 @@ class LineRWKVCodec(Codec):
         max_q = ((1 << header.bit_depth) - 1 + header.delta) // q
         xq = np.zeros(header.shape, dtype=np.int64)
         if max_q > 0:
-            if not self.params["model"]:
-                raise HsicompError(f"{source}: coded with LineRWKV model {digest.hex()[:16]}...; "
-                                   f"give that model file with --model PATH")
-            weights, have = self._predictor()
-            if have != digest:
-                raise HsicompError(f"{source}: coded with model {digest.hex()[:16]}..., but "
-                                   f"{self.params['model']} is model {have.hex()[:16]}...")
+            weights = self._model_for(digest, source)
             try:
                 lines = self._residual_source(coder, payload, header.shape, max_q)
                 self._reconstruct(weights, lines, _Stats(mean16, std16), max_q, xq)

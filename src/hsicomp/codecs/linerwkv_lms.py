@@ -224,13 +224,7 @@ class LineRWKVLmsCodec(LineRWKVCodec):
             raise HsicompError(f"{source}: corrupt header ({bands}x{rows}x{cols} is too large)")
         dbits = header.bit_depth
         digest, ext_init, settings, mean16, std16 = self._read_side(side, bands, dbits, source)
-        if not self.params["model"]:
-            raise HsicompError(f"{source}: coded with LineRWKV model {digest.hex()[:16]}...; "
-                               f"give that model file with --model PATH")
-        weights, have = self._predictor()
-        if have != digest:
-            raise HsicompError(f"{source}: coded with model {digest.hex()[:16]}..., but "
-                               f"{self.params['model']} is model {have.hex()[:16]}...")
+        weights = self._model_for(digest, source)
         try:
             codes = Ccsds123Codec._entropy_decode(settings, payload, header.shape, dbits)
         except ValueError as exc:
