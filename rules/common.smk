@@ -3,6 +3,7 @@
 import json
 import shlex
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import yaml
@@ -60,9 +61,81 @@ _check_train_datasets()
 MODEL_CODECS = {"linerwkv", "linerwkv-lms"}
 
 
+# Lossy registry codecs trained once per lambda (`hsicomp train-gdn`): an entry lists
+# `lambdas`, each trained model is one rate point ({model} = the lambda tag, delta 0 = no
+# bound), and the workflow gives the model file and thread count as `model` and `threads`.
+GDN_CODECS = {"gdn"}
+GDN_KEYS = {"lambdas", "preset", "settings", "train_dataset"}
+
+
 def codec_name(label):
     """Registry name of the codec entry ``label`` (its `codec:` key, default the label)."""
     return config["codecs"][label].get("codec", label)
+
+
+def lambda_tag(value):
+    """The {model} value of one lambda: `l` and the number in plain decimal (l0.003)."""
+    return f"l{Decimal(repr(float(value))).normalize():f}"
+
+
+def gdn_lambdas(label):
+    """Lambda tag -> lambda of a gdn entry, in config order."""
+    return {lambda_tag(v): float(v) for v in config["codecs"][label]["lambdas"]}
+
+
+def gdn_train_dataset(label, dataset):
+    """The dataset whose training split trains the gdn models of ``label`` coding ``dataset``."""
+    train = config["codecs"][label].get("train_dataset", dataset)
+    return train[dataset] if isinstance(train, dict) else train
+
+
+def gdn_model_file(label, tag, dataset):
+    """The trained gdn model of one lambda tag that codes ``dataset``."""
+    return f"models/{gdn_train_dataset(label, dataset)}/gdn-{label}-{tag}.pt"
+
+
+def gdn_train_settings(label, tag):
+    """Training settings of one gdn model: the entry's settings, preset and lambda."""
+    entry = config["codecs"][label]
+    return {**entry.get("settings", {}), "preset": entry.get("preset", "tiny"),
+            "lmbda": gdn_lambdas(label)[tag]}
+
+
+def gdn_train_threads(label):
+    """Threads of a gdn training job: settings.threads, default the entry's threads."""
+    entry = config["codecs"][label]
+    return entry.get("settings", {}).get("threads", entry.get("threads", 1))
+
+
+def _check_gdn_codecs():
+    for label, entry in config["codecs"].items():
+        if codec_name(label) not in GDN_CODECS:
+            extra = sorted(GDN_KEYS & set(entry))
+            if extra:
+                raise ValueError(f"codecs.{label}: {', '.join(extra)} only apply to codec gdn")
+            continue
+        if not entry.get("lambdas"):
+            raise ValueError(f"codecs.{label}: codec gdn needs lambdas (one model per lambda)")
+        if len(gdn_lambdas(label)) != len(entry["lambdas"]):
+            raise ValueError(f"codecs.{label}.lambdas: two lambdas have the same tag")
+        if entry.get("deltas", [0]) != [0]:
+            raise ValueError(f"codecs.{label}.deltas: codec gdn is lossy, only delta 0 (no bound)")
+        given = sorted({"model", "threads"} & set(entry.get("params", {})))
+        if given:
+            raise ValueError(f"codecs.{label}.params: {', '.join(given)} is set by the workflow")
+        train = entry.get("train_dataset")
+        if train is None:
+            continue
+        for evaluated, source in (train.items() if isinstance(train, dict) else [(None, train)]):
+            for name in (evaluated, source):
+                if name is not None and name not in config["datasets"]:
+                    raise ValueError(f"codecs.{label}.train_dataset: {name!r} is not a dataset")
+        if isinstance(train, dict) and set(config["datasets"]) - set(train):
+            missing = ", ".join(sorted(set(config["datasets"]) - set(train)))
+            raise ValueError(f"codecs.{label}.train_dataset has no dataset for {missing}")
+
+
+_check_gdn_codecs()
 
 
 def _check_model_codecs():
@@ -116,11 +189,15 @@ def model_file(size, dataset):
 
 
 def model_files():
-    """Every trained model the configuration asks for."""
+    """Every trained model the configuration asks for (LineRWKV sizes, gdn lambdas)."""
     lr = config.get("linerwkv")
-    if not lr:
-        return []
-    return sorted({model_file(size, d) for size in lr["sizes"] for d in config["datasets"]})
+    files = {model_file(size, d) for size in lr["sizes"] for d in config["datasets"]} if lr \
+        else set()
+    for label in config["codecs"]:
+        if codec_name(label) in GDN_CODECS:
+            files |= {gdn_model_file(label, tag, d) for tag in gdn_lambdas(label)
+                      for d in config["datasets"]}
+    return sorted(files)
 
 
 def dataset_spec(name):
@@ -133,6 +210,9 @@ def psnr_peak(name):
 
 
 def codec_deltas(codec):
+    """Deltas of a codec entry; a gdn entry has the single point delta 0 (no bound)."""
+    if codec_name(codec) in GDN_CODECS:
+        return [0]
     return config["codecs"][codec].get("deltas", config["deltas"])
 
 
@@ -141,9 +221,12 @@ def codec_threads(codec):
 
 
 def codec_models(codec):
-    """Values of the {model} wildcard of a codec entry: the linerwkv sizes, or "-"."""
+    """Values of the {model} wildcard of a codec entry: the linerwkv sizes, the gdn lambda
+    tags, or "-"."""
     if codec_name(codec) in MODEL_CODECS:
         return list(config["linerwkv"]["sizes"])
+    if codec_name(codec) in GDN_CODECS:
+        return list(gdn_lambdas(codec))
     return ["-"]
 
 
@@ -155,20 +238,34 @@ def _check_model(wildcards):
         )
 
 
+def trained_model(label, model, dataset):
+    """The model file that codec entry ``label`` with {model} ``model`` uses, or None."""
+    if codec_name(label) in MODEL_CODECS:
+        return model_file(model, dataset)
+    if codec_name(label) in GDN_CODECS:
+        return gdn_model_file(label, model, dataset)
+    return None
+
+
 def model_input(wildcards):
     """The model file an encode or verify job needs ([] for codecs without one)."""
     _check_model(wildcards)
-    if codec_name(wildcards.codec) in MODEL_CODECS:
-        return [model_file(wildcards.model, wildcards.dataset)]
-    return []
+    path = trained_model(wildcards.codec, wildcards.model, wildcards.dataset)
+    return [] if path is None else [path]
+
+
+def job_params(label, model, dataset, threads):
+    """Codec parameters of a job; codecs with a trained model get `model` and `threads`."""
+    params = dict(config["codecs"][label].get("params", {}))
+    path = trained_model(label, model, dataset)
+    if path is not None:
+        params.update(model=path, threads=threads)
+    return params
 
 
 def codec_params(wildcards, threads):
-    """Codec parameters of a job as quoted JSON; model codecs get `model` and `threads`."""
-    params = dict(config["codecs"][wildcards.codec].get("params", {}))
-    if codec_name(wildcards.codec) in MODEL_CODECS:
-        params.update(model=model_file(wildcards.model, wildcards.dataset), threads=threads)
-    return quoted_json(params)
+    """Codec parameters of a job as quoted JSON (see job_params)."""
+    return quoted_json(job_params(wildcards.codec, wildcards.model, wildcards.dataset, threads))
 
 
 def evaluation_points():

@@ -10,11 +10,14 @@ FIGURE_MANIFEST = f"data/{FIGURE_DATASET}/manifest.csv"
 FIGURE_TEST = f"data/{FIGURE_DATASET}/test"
 FIGURE_PATCH = f"--patch {shlex.quote(FIGURES['patch'])}" if FIGURES["patch"] else ""
 
-# Codec labels of the per-band rates (default: every label evaluated at the figure's delta)
-# and of the error image (default: the BD-rate reference, else the first label, that is
-# evaluated at some delta > 0).
+# Codec labels of the per-band rates (default: every label evaluated at the figure's delta,
+# except lossy transform codecs, which have no per-band bits) and of the error image
+# (default: the BD-rate reference, else the first label, that is evaluated at some delta > 0).
 BAND_RATE_LABELS = FIGURES["band_rates"]["codecs"] or [
-    label for label in config["codecs"] if FIGURES["band_rates"]["delta"] in codec_deltas(label)
+    label
+    for label in config["codecs"]
+    if FIGURES["band_rates"]["delta"] in codec_deltas(label)
+    and codec_name(label) not in GDN_CODECS
 ]
 ERROR_IMAGE_LABEL = FIGURES["error_image"]["codec"] or next(
     (
@@ -34,9 +37,14 @@ if _unknown:
         f" (labels: {', '.join(config['codecs'])})"
     )
 
-# {model} of each label in the one-patch figures: the smallest linerwkv size, or "-".
+# {model} of each label in the one-patch figures: the smallest linerwkv size, the first gdn
+# lambda, or "-".
+_SIZE_ORDER = ["-", "XS", "S", "M", "L"]
 FIGURE_MODEL = {
-    label: min(codec_models(label), key=["-", "XS", "S", "M", "L"].index)
+    label: min(
+        codec_models(label),
+        key=lambda m: _SIZE_ORDER.index(m) if m in _SIZE_ORDER else len(_SIZE_ORDER),
+    )
     for label in config["codecs"]
 }
 # Each label's entry as `band-rates --codecs` takes it; model codecs get the model file of
@@ -45,17 +53,7 @@ FIGURE_ENTRIES = {
     label: {
         "codec": codec_name(label),
         "model": FIGURE_MODEL[label],
-        "params": {
-            **config["codecs"][label].get("params", {}),
-            **(
-                {
-                    "model": model_file(FIGURE_MODEL[label], FIGURE_DATASET),
-                    "threads": codec_threads(label),
-                }
-                if codec_name(label) in MODEL_CODECS
-                else {}
-            ),
-        },
+        "params": job_params(label, FIGURE_MODEL[label], FIGURE_DATASET, codec_threads(label)),
     }
     for label in config["codecs"]
 }
@@ -190,7 +188,8 @@ rule error_image:
         label=ERROR_IMAGE_LABEL,
         codec=codec_name(ERROR_IMAGE_LABEL),
         codec_params=quoted_json(FIGURE_ENTRIES[ERROR_IMAGE_LABEL]["params"]),
-        delta=FIGURES["error_image"]["delta"],
+        # a lossy codec has the single point delta 0 (no bound)
+        delta=0 if codec_name(ERROR_IMAGE_LABEL) in GDN_CODECS else FIGURES["error_image"]["delta"],
         band=(
             f"--band {FIGURES['error_image']['band']}"
             if FIGURES["error_image"]["band"] is not None

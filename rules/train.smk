@@ -1,5 +1,6 @@
-# Training stage: one LineRWKV predictor per size on the training split of one dataset.
-# Interrupted jobs resume from models/<dataset>/linerwkv-<size>.pt.state on rerun.
+# Training stage: one LineRWKV predictor per size, and one gdn transform codec per gdn entry
+# and lambda, on the training split of one dataset. Interrupted jobs resume from
+# <model>.pt.state on rerun.
 
 
 rule train:
@@ -32,6 +33,36 @@ rule train:
         ENV
     shell:
         "python -m hsicomp train --data data/{wildcards.dataset} --out {output.model:q}"
+        " --settings {params.settings} --threads {threads} > {log:q} 2>&1"
+
+
+rule train_gdn:
+    """One gdn transform codec per (codec entry, lambda) on the training split of a dataset."""
+    input:
+        manifest="data/{dataset}/manifest.csv",
+        train="data/{dataset}/train.h5",
+        val="data/{dataset}/val.h5",
+    output:
+        model="models/{dataset}/gdn-{label}-{tag}.pt",
+        log_csv="models/{dataset}/gdn-{label}-{tag}.log.csv",
+    wildcard_constraints:
+        label=r"[a-z0-9_-]+",
+        tag=r"l[0-9.]+",
+    params:
+        settings=lambda w: quoted_json(gdn_train_settings(w.label, w.tag)),
+    threads: lambda w: gdn_train_threads(w.label)
+    resources:
+        gpu=lambda w: 1 if gdn_train_settings(w.label, w.tag).get("device") == "cuda" else 0,
+        mem_mb=8000,
+        runtime=2880,
+    log:
+        "logs/train_gdn/{dataset}/{label}-{tag}.log",
+    benchmark:
+        "logs/benchmarks/train_gdn/{dataset}/{label}-{tag}.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp train-gdn --data data/{wildcards.dataset} --out {output.model:q}"
         " --settings {params.settings} --threads {threads} > {log:q} 2>&1"
 
 

@@ -161,7 +161,8 @@ def _metric_row(dataset: str, codec: str, delta: int, patch: str, n_bytes: int, 
     samples = math.prod(SHAPE)
     psnr = "inf" if mse == 0 else repr(10 * math.log10(PEAK**2 / mse))
     return {"dataset": dataset, "codec": codec, "model": "none", "delta": delta,
-            "patch_id": patch, "bands": SHAPE[0], "rows": SHAPE[1], "cols": SHAPE[2],
+            "lossy": "false", "patch_id": patch, "bands": SHAPE[0], "rows": SHAPE[1],
+            "cols": SHAPE[2],
             "bytes": n_bytes, "bpppc": 8 * n_bytes / samples, "mse": mse, "psnr": psnr,
             "mae": mse / 2, "max_abs_error": max_err, "sam_deg": 0.5 if mse else 0.0,
             "encode_s": 0.5, "decode_s": 0.25, "roundtrip_ok": "true" if ok else "false"}

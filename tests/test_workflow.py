@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from helpers import REPO, run_snakemake, tool_env
 
@@ -46,12 +47,14 @@ def test_hyspecnet_dry_run_without_data(tmp_path):
         assert re.search(rf"{rule}\s+1\n", out)
     assert "hyspecnet-11k-splits.tar.gz" in out
     # 11 archives; per 32 shards, encoded and verified: the anchors at 9 + 1 + 1 + 9 + 9
-    # deltas and 2 linerwkv coders x 4 sizes x 9 deltas: (29 + 72) x 32 = 3232
+    # deltas, 2 linerwkv coders x 4 sizes x 9 deltas and gdn at 5 lambdas:
+    # (29 + 72 + 5) x 32 = 3392
     assert re.search(r"download_archive\s+11\n", out)
-    assert re.search(r"encode_shard\s+3232\n", out)
-    assert re.search(r"verify_shard\s+3232\n", out)
+    assert re.search(r"encode_shard\s+3392\n", out)
+    assert re.search(r"verify_shard\s+3392\n", out)
     assert re.search(r"train\s+4\n", out)  # XS, S, M, L
-    assert re.search(r"total\s+6500\n", out)
+    assert re.search(r"train_gdn\s+5\n", out)  # one per lambda
+    assert re.search(r"total\s+6825\n", out)
     assert not (tmp_path / "downloads").exists()
 
 
@@ -59,9 +62,14 @@ def test_default_config_dry_run(tmp_path):
     proc = run_snakemake(tmp_path, "-n", "--cores", "2", "-p", "results/rd_all.csv")
     out = proc.stdout + proc.stderr
     assert "prepare_dataset" in out
-    # 1 shard x (anchors: 9 + 1 + 1 + 9 + 9 deltas; linerwkv: 2 coders x 2 sizes x 3 deltas)
-    assert re.search(r"encode_shard\s+41\n", out)
+    # 1 shard x (anchors: 9 + 1 + 1 + 9 + 9 deltas; linerwkv: 2 coders x 2 sizes x 3 deltas;
+    # gdn: 3 lambdas, one point each)
+    assert re.search(r"encode_shard\s+44\n", out)
     assert re.search(r"train\s+2\n", out)
+    assert re.search(r"train_gdn\s+3\n", out)
+    assert "results/metrics/synthetic/gdn/l0.1/d0/shard0.csv" in out
+    assert ("python -m hsicomp train-gdn --data data/synthetic"
+            " --out models/synthetic/gdn-gdn-l1.pt") in out
     assert "results/metrics/synthetic/linerwkv-ccsds/S/d40/shard0.csv" in out
     assert "--codec linerwkv --label linerwkv-arith" in out
     assert '"model": "models/synthetic/linerwkv-XS.pt", "threads": 2' in out
@@ -314,3 +322,51 @@ def test_train_rule_writes_model_log_and_curve(tmp_path):
     assert not (tmp_path / "models" / "tiny" / "linerwkv-XS.pt.state").exists()
     proc = run_snakemake(tmp_path, "-n", "models/tiny/linerwkv-XS.pt", "--configfile", str(cfg))
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+TINY_GDN = dict(
+    TINY,
+    codecs={"jpegls": {"deltas": [0, 2]},
+            "gdn": {"codec": "gdn", "lambdas": [1, 100], "preset": "tiny",
+                    "settings": {"epochs": 2, "batch": 1, "crop": 8}}},
+    evaluation={"shards": 1},
+    figures={"reference": "jpegls", "error_image": {"codec": "gdn"}},
+)
+
+
+def test_tiny_workflow_with_gdn(tmp_path):
+    cfg = write_config(tmp_path / "tiny.yaml", TINY_GDN)
+    run_snakemake(tmp_path, "--cores", "2", "results/rd_all.csv", "results/bdrate.csv",
+                  "results/figures/rd_psnr.png", "results/figures/lossless_rates.png",
+                  "results/figures/rate_max_error.png", "results/figures/error_image.png",
+                  "--configfile", str(cfg))
+    rd = read_csv(tmp_path / "results" / "rd_all.csv")
+    assert [(r["codec"], r["model"], r["delta"], r["lossy"]) for r in rd] == [
+        ("gdn", "l1", "", "true"), ("gdn", "l100", "", "true"),
+        ("jpegls", "-", "0", "false"), ("jpegls", "-", "2", "false")]
+    assert all(r["all_ok"] == "true" and r["patches"] == "3" for r in rd)
+    for row in read_csv(tmp_path / "results" / "per_patch.csv"):
+        if row["codec"] == "gdn":
+            path = (tmp_path / "results" / "bitstreams" / "tiny" / "gdn" / row["model"] / "d0"
+                    / "shard0" / f"{row['patch_id']}.hsic")
+            assert int(row["bytes"]) == path.stat().st_size
+            assert row["delta"] == "" and row["lossy"] == "true"
+    assert (tmp_path / "models" / "tiny" / "gdn-gdn-l100.pt").is_file()
+    bd = read_csv(tmp_path / "results" / "bdrate.csv")
+    assert [(r["codec"], r["model"]) for r in bd] == [("gdn", "l1+l100"), ("jpegls", "-")]
+    assert (tmp_path / "results" / "figures" / "error_image.png").stat().st_size > 1000
+    nothing = run_snakemake(tmp_path, "-n", "results/rd_all.csv", "--configfile", str(cfg))
+    assert "Nothing to be done" in nothing.stdout + nothing.stderr
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"codec": "gdn"}, "codecs.bad: codec gdn needs lambdas"),
+    ({"codec": "gdn", "lambdas": [1], "deltas": [2]}, "codec gdn is lossy, only delta 0"),
+    ({"codec": "jpegls", "lambdas": [1]}, "codecs.bad: lambdas only apply to codec gdn"),
+    ({"codec": "gdn", "lambdas": [1], "train_dataset": "nope"}, "'nope' is not a dataset"),
+])
+def test_bad_gdn_entries_are_rejected(tmp_path, entry, message):
+    cfg = write_config(tmp_path / "c.yaml", dict(TINY, codecs={"bad": entry}))
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr

@@ -1,4 +1,7 @@
-"""Aggregate per-patch metrics CSVs into rate-distortion rows, one per dataset/codec/model/delta."""
+"""Aggregate per-patch metrics CSVs into rate-distortion rows, one per dataset/codec/model/delta.
+
+A lossy codec's point (``lossy`` true, empty ``delta``) is one row per dataset/codec/model.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +17,18 @@ from hsicomp.errors import HsicompError
 from hsicomp.metrics import PATCH_COLUMNS, format_value, parse_bool
 
 RD_COLUMNS = [
-    "dataset", "codec", "model", "delta", "patches", "bands", "total_samples", "total_bytes",
-    "bpppc", "mean_bpppc", "psnr", "mean_psnr", "mse", "mae", "max_abs_error", "sam_deg",
-    "encode_samples_per_s", "decode_samples_per_s", "all_ok",
+    "dataset", "codec", "model", "delta", "lossy", "patches", "bands", "total_samples",
+    "total_bytes", "bpppc", "mean_bpppc", "psnr", "mean_psnr", "mse", "mae", "max_abs_error",
+    "sam_deg", "encode_samples_per_s", "decode_samples_per_s", "all_ok",
 ]
-_INT_COLUMNS = ("delta", "bands", "rows", "cols", "bytes", "max_abs_error")
+_INT_COLUMNS = ("bands", "rows", "cols", "bytes", "max_abs_error")
 _FLOAT_COLUMNS = ("bpppc", "mse", "psnr", "mae", "sam_deg", "encode_s", "decode_s")
 
 
 def _sort_key(row: dict) -> tuple:
-    return (row["dataset"], row["codec"], row["model"], int(row["delta"]), row["patch_id"])
+    """(dataset, codec, model, delta or -1 for a lossy point, patch_id)."""
+    delta = -1 if parse_bool(row["lossy"]) else int(row["delta"])
+    return (row["dataset"], row["codec"], row["model"], delta, row["patch_id"])
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -44,6 +49,9 @@ def _read_rows(path: Path) -> list[dict]:
             for c in _FLOAT_COLUMNS:
                 float(row[c])
             parse_bool(row["roundtrip_ok"])
+            if parse_bool(row["lossy"]) != (row["delta"] == ""):
+                raise ValueError("a lossy row has an empty delta, others an integer")
+            _sort_key(row)
         except (TypeError, ValueError):
             raise HsicompError(f"{path}:{line}: malformed row") from None
     return rows
@@ -59,7 +67,7 @@ def _summarise(rows: list[dict]) -> dict:
     bands = {int(r["bands"]) for r in rows}
     if len(bands) != 1:
         raise HsicompError(f"{first['dataset']} {first['codec']} {first['model']} "
-                           f"delta={first['delta']}: patches have different band counts "
+                           f"delta={first['delta'] or '-'}: patches have different band counts "
                            f"{sorted(bands)}")
     samples = [int(r["bands"]) * int(r["rows"]) * int(r["cols"]) for r in rows]
     pixels = [int(r["rows"]) * int(r["cols"]) for r in rows]
@@ -78,7 +86,8 @@ def _summarise(rows: list[dict]) -> dict:
     finite_psnrs = [p for p in psnrs if math.isfinite(p)]
     return {
         "dataset": first["dataset"], "codec": first["codec"], "model": first["model"],
-        "delta": int(first["delta"]),
+        "delta": first["delta"] and int(first["delta"]),
+        "lossy": parse_bool(first["lossy"]),
         "patches": len(rows),
         "bands": bands.pop(),
         "total_samples": total_samples,
@@ -103,7 +112,8 @@ def _summarise(rows: list[dict]) -> dict:
 def aggregate(metric_csvs: list[Path], rd_out: Path, per_patch_out: Path) -> None:
     """Concatenate per-patch metrics into ``per_patch_out`` and summarise them into ``rd_out``.
 
-    Both outputs are sorted by dataset, codec, model, delta (and patch_id).
+    Both outputs are sorted by dataset, codec, model, delta (and patch_id); lossy rows keep
+    their empty delta.
     """
     rows = [row for path in metric_csvs for row in _read_rows(Path(path))]
     rows.sort(key=_sort_key)

@@ -8,8 +8,11 @@ exactly over the shared range ``[psnr_low, psnr_high]``, and the mean log-rate d
 ``d`` gives ``bd_rate_percent = 100 (exp(d) - 1)``. Negative values mean fewer bits than the
 reference for the same quality.
 
-Only points with a finite PSNR are used (lossless points have ``psnr = inf``); a curve needs
-at least two distinct PSNR values. Curves that cannot be compared get an empty
+A curve is a dataset and a legend series (:func:`hsicomp.plots.read_rd`): one codec label
+and model, or for a lossy codec the label with all its models (one point per trained
+lambda; the ``model`` column then lists them joined by ``+``). Only points with a finite
+PSNR are used (lossless points have ``psnr = inf``); a curve needs at least two distinct
+PSNR values. Curves that cannot be compared get an empty
 ``bd_rate_percent`` and a ``reason``.
 """
 
@@ -139,26 +142,30 @@ def _find_reference(rows: list[dict], reference: str, path: Path) -> str:
 
 
 def bdrate_table(rows: list[dict], reference: str, path: Path = Path("input")) -> list[dict]:
-    """BD-rate rows (see :data:`BDRATE_COLUMNS`) of every dataset/codec/model series.
+    """BD-rate rows (see :data:`BDRATE_COLUMNS`) of every dataset/series curve.
 
     ``rows`` come from :func:`hsicomp.plots.read_rd`; ``reference`` is a codec label (or
     ``"label model"`` for a codec evaluated with several models).
     """
     ref_series = _find_reference(rows, reference, path)
-    curves: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    curves: dict[tuple[str, str], dict] = {}
     for r in sorted(rows, key=lambda r: (r["dataset"], *series_sort_key(r))):
         if not r["bpppc"] > 0:
             raise HsicompError(f"{path}: {r['dataset']} {r['series']}: rate {r['bpppc']} "
                                f"is not positive")
-        curves.setdefault((r["dataset"], r["codec"], r["model"]), []).append(
-            (r["bpppc"], r["psnr"]))
-    refs = {dataset: points for (dataset, codec, model), points in curves.items()
-            if series_label(codec, model) == ref_series}
+        curve = curves.setdefault((r["dataset"], r["series"]),
+                                  {"codec": r["codec"], "models": [], "points": []})
+        if r["model"] not in curve["models"]:
+            curve["models"].append(r["model"])
+        curve["points"].append((r["bpppc"], r["psnr"]))
+    refs = {dataset: curve["points"] for (dataset, series), curve in curves.items()
+            if series == ref_series}
     out = []
-    for key, points in curves.items():
-        dataset, codec, model = key
+    for (dataset, _), curve in curves.items():
+        points = curve["points"]
         ref = refs.get(dataset)
-        row = {"dataset": dataset, "codec": codec, "model": model, "reference": ref_series,
+        row = {"dataset": dataset, "codec": curve["codec"], "model": "+".join(curve["models"]),
+               "reference": ref_series,
                "points": len(curve_points(points)[0]),
                "reference_points": "" if ref is None else len(curve_points(ref)[0]),
                "psnr_low": "", "psnr_high": "", "bd_rate_percent": "", "reason": ""}

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "hsicomp.plots",
     "hsicomp.bdrate",
     "hsicomp.train",
+    "hsicomp.train_gdn",
     "hsicomp.model_cli",
 )
 

@@ -111,6 +111,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("dims", f"{header.bands}x{header.rows}x{header.cols} (bands x rows x cols)"),
         ("bit_depth", str(header.bit_depth)),
         ("delta", str(header.delta)),
+        ("lossy", "yes (no maximum-error guarantee)" if header.lossy else "no"),
         ("flags", f"0x{header.flags:04x}"),
         ("band_list", bands),
         ("side_info_bytes", str(len(side_info))),
@@ -136,15 +137,16 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="input cube")
     p.add_argument("output", help="output .hsic file")
     p.add_argument("--codec", default=None,
-                   help="codec name: linerwkv (the default with --model), jpegls, jpeg2000, "
-                        "jpegxl, raw")
-    p.add_argument("--model", default=None, help="LineRWKV model file (linerwkv codec)")
+                   help="codec name: linerwkv (the default with --model), gdn (lossy), jpegls, "
+                        "jpeg2000, jpegxl, raw")
+    p.add_argument("--model", default=None, help="model file (linerwkv or gdn codec)")
     p.add_argument("--coder", choices=("arith", "ccsds"), default=None,
                    help="linerwkv residual coder (default arith)")
     p.add_argument("--threads", type=int, default=None,
-                   help="linerwkv prediction threads (default: every CPU)")
+                   help="linerwkv prediction / gdn torch threads (default: every CPU)")
     p.add_argument("--delta", type=int, default=0,
-                   help="maximum absolute error per sample (0 = lossless, default)")
+                   help="maximum absolute error per sample (0 = lossless, default; a lossy "
+                        "codec takes only 0 = no bound)")
     p.add_argument("--bit-depth", type=int, default=16,
                    help="bit depth of the samples, 1..16 (default 16)")
     p.add_argument("--dims", type=parse_dims, default=None, metavar="B,R,C",
@@ -160,7 +162,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="input .hsic file")
     p.add_argument("output", help="output cube")
     p.add_argument("--model", default=None,
-                   help="LineRWKV model file the input was coded with (linerwkv files)")
+                   help="model file the input was coded with (linerwkv and gdn files)")
     p.add_argument("--param", type=parse_param, action="append", default=[],
                    metavar="KEY=VALUE", help=param_help)
     p.set_defaults(func=cmd_decode)

@@ -11,7 +11,8 @@ Layout (all integers little-endian, ``varint`` = unsigned LEB128)::
     rows       u32
     cols       u32
     delta      u32      maximum absolute error the codec guarantees (0 = lossless)
-    flags      u16      codec-defined flags
+    flags      u16      bit 15 (FLAG_LOSSY): lossy codec, no maximum-error guarantee (delta
+                        is then 0); bits 0..14 codec-defined
     band list  u16 number of runs, then per run: u16 first band, u16 run length
                (original 0-based band indices; 0 runs = bands 0..bands-1)
     side info  varint length + bytes (codec-defined: parameters, statistics, model hash)
@@ -33,6 +34,8 @@ MAGIC = b"HSIC"
 FORMAT_VERSION = 1
 SAMPLE_UINT16 = 0
 MAX_VARINT_BYTES = 10
+#: Header flag of a lossy codec: the file guarantees no maximum error (its delta is 0).
+FLAG_LOSSY = 0x8000
 _FIXED = struct.Struct("<BBHIIIH")  # sample, bit_depth, bands, rows, cols, delta, flags
 
 
@@ -48,6 +51,11 @@ class Header:
     delta: int = 0
     flags: int = 0
     band_list: list[int] | None = field(default=None)
+
+    @property
+    def lossy(self) -> bool:
+        """Whether the file is lossy (no maximum-error guarantee, see FLAG_LOSSY)."""
+        return bool(self.flags & FLAG_LOSSY)
 
     @property
     def samples(self) -> int:
@@ -162,6 +170,8 @@ def unpack(data: bytes, source: str = "input") -> tuple[Header, bytes, bytes]:
     if not 1 <= bit_depth <= 16 or 0 in (bands, rows, cols):
         raise HsicompError(f"{source}: corrupt header (bit depth {bit_depth}, "
                            f"dims {bands}x{rows}x{cols})")
+    if flags & FLAG_LOSSY and delta:
+        raise HsicompError(f"{source}: corrupt header (lossy file with delta {delta})")
     (n_runs,) = struct.unpack("<H", r.take(2, "band list"))
     band_list: list[int] | None = None
     if n_runs:

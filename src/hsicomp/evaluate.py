@@ -75,7 +75,9 @@ def encode_shard(manifest: Path, shard: int, shards: int, codec: str, params: di
     records = _shard_records(manifest, shard, shards)
     coder = _make_codec(codec, params, label)
     if not coder.supports(delta):
-        raise HsicompError(f"codec {_display(codec, label)} does not support delta={delta}")
+        hint = " (lossy codec: delta 0 = no bound)" if coder.lossy else ""
+        raise HsicompError(f"codec {_display(codec, label)} does not support delta={delta}"
+                           f"{hint}")
     _set_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = []
@@ -105,8 +107,14 @@ def _read_timings(path: Path) -> dict[str, float]:
 
 def _verify_patch(path: Path, rec: PatchRecord, original: np.ndarray, coder: Codec,
                   delta: int, peak: float, label: str | None = None) -> tuple[dict, float, int]:
-    """Decode one bitstream and check it; return (metrics, decode seconds, file bytes)."""
-    what = f"{path}: {_display(coder.name, label)} delta={delta}"
+    """Decode one bitstream and check it; return (metrics, decode seconds, file bytes).
+
+    Every file must decode to the original's shape within the bit depth; files of a
+    near-lossless codec must also stay within ``delta`` (equal the original at delta 0),
+    files of a lossy codec (header flag, no error bound) are only measured.
+    """
+    what = f"{path}: {_display(coder.name, label)} " + ("lossy" if coder.lossy else
+                                                       f"delta={delta}")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -118,6 +126,11 @@ def _verify_patch(path: Path, rec: PatchRecord, original: np.ndarray, coder: Cod
         raise HsicompError(f"{what} unreadable: {str(exc).removeprefix(source + ': ')}") from None
     if header.delta != delta:
         raise HsicompError(f"{what} file header says delta={header.delta}")
+    if header.lossy != coder.lossy:
+        raise HsicompError(f"{what} file header says {'' if header.lossy else 'not '}lossy")
+    if header.bit_depth != rec.bit_depth:
+        raise HsicompError(f"{what} file header says bit depth {header.bit_depth}, the patch "
+                           f"has {rec.bit_depth}")
     start = time.perf_counter()
     try:
         decoded = coder.decode(data, source)
@@ -130,7 +143,11 @@ def _verify_patch(path: Path, rec: PatchRecord, original: np.ndarray, coder: Cod
         got = "x".join(map(str, decoded.shape))
         raise HsicompError(f"{what} decoded shape {got} != original {rec.bands}x{rec.rows}x"
                            f"{rec.cols}")
+    if decoded.dtype != np.uint16 or int(decoded.max()) >= 1 << rec.bit_depth:
+        raise HsicompError(f"{what} decoded samples are not {rec.bit_depth}-bit unsigned")
     m = compare(original, decoded, peak)
+    if coder.lossy:
+        return m, seconds, len(data)
     if delta == 0 and not (decoded == original).all():
         raise HsicompError(f"{what} decoded cube differs from the original "
                            f"(max error {m['max_abs_error']})")
@@ -145,8 +162,9 @@ def verify_shard(manifest: Path, shard: int, shards: int, bitstreams: Path, timi
     """Decode and check every bitstream of the shard; write per-patch metrics to ``out_csv``.
 
     ``codec`` is the registry name; the CSV's ``codec`` column holds ``label`` (default
-    ``codec``), the name of the configuration entry. Raises :class:`HsicompError` on the
-    first failed patch, before anything is written.
+    ``codec``), the name of the configuration entry. Rows of a lossy codec have an empty
+    ``delta`` and ``lossy`` true. Raises :class:`HsicompError` on the first failed patch,
+    before anything is written.
     """
     manifest, bitstreams = Path(manifest), Path(bitstreams)
     records = _shard_records(manifest, shard, shards)
@@ -160,7 +178,8 @@ def verify_shard(manifest: Path, shard: int, shards: int, bitstreams: Path, timi
         original = _read_patch(manifest, rec)
         m, decode_s, n_bytes = _verify_patch(path, rec, original, coder, delta, peak, label)
         rows.append({
-            "dataset": dataset, "codec": label or codec, "model": model, "delta": delta,
+            "dataset": dataset, "codec": label or codec, "model": model,
+            "delta": "" if coder.lossy else delta, "lossy": coder.lossy,
             "patch_id": rec.patch_id, "bands": rec.bands, "rows": rec.rows, "cols": rec.cols,
             "bytes": n_bytes, "bpppc": bits_per_sample(n_bytes, rec.shape),
             **m,

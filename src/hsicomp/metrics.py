@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 
-#: Columns of the per-patch metrics CSV written by ``verify-shard``.
+#: Columns of the per-patch metrics CSV written by ``verify-shard``. A lossy codec's rows
+#: (no maximum-error guarantee) have an empty ``delta`` and ``lossy`` true.
 PATCH_COLUMNS = [
-    "dataset", "codec", "model", "delta", "patch_id", "bands", "rows", "cols", "bytes",
+    "dataset", "codec", "model", "delta", "lossy", "patch_id", "bands", "rows", "cols", "bytes",
     "bpppc", "mse", "psnr", "mae", "max_abs_error", "sam_deg", "encode_s", "decode_s",
     "roundtrip_ok",
 ]

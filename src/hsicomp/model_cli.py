@@ -16,11 +16,21 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_model_info(args: argparse.Namespace) -> int:
-    from hsicomp.models.checkpoint import load_model, model_hash
+    from hsicomp.models.checkpoint import (
+        GDN_FORMAT,
+        load_gdn_model,
+        load_model,
+        model_format,
+        model_hash,
+    )
 
-    model, data = load_model(args.model)
+    if model_format(args.model) == GDN_FORMAT:
+        model, data = load_gdn_model(args.model)
+        print("model: gdn transform codec")
+    else:
+        model, data = load_model(args.model)
+        print(f"size: {data['size']}")
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"size: {data['size']}")
     print(f"config: {data['config']}")
     print(f"parameters: {n_params}")
     print(f"weights_sha256: {model_hash(model)}")
@@ -38,6 +48,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", nargs="?",
                    help="output model file (default: CHECKPOINT stem + .hsicomp.pt)")
     p.set_defaults(func=_cmd_import)
-    p = sub.add_parser("model-info", help="print the size, parameter count and hash of a model")
+    p = sub.add_parser("model-info", help="print the size, parameter count and hash of a model "
+                       "(LineRWKV or GDN)")
     p.add_argument("model", help="hsicomp model file (.pt)")
     p.set_defaults(func=_cmd_model_info)

@@ -1,8 +1,9 @@
 """Figures from the results: rate-distortion and rate-error curves, lossless rates, per-band
 rates of one patch and the reconstruction error of one patch.
 
-Every figure uses :data:`STYLE`, one colour and marker per curve (codec label and model) and
-is written atomically as PNG and PDF without timestamps in the metadata.
+Every figure uses :data:`STYLE`, one colour and marker per curve (codec label and model; a
+lossy codec's points, one per model, make one curve per label) and is written atomically
+as PNG and PDF without timestamps in the metadata.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from hsicomp.atomic import atomic_path, atomic_write_text
 from hsicomp.errors import HsicompError
 from hsicomp.manifest import PatchRecord, read_manifest
-from hsicomp.metrics import format_value
+from hsicomp.metrics import format_value, parse_bool
 
 #: Matplotlib settings shared by every figure of the project.
 STYLE = {
@@ -66,16 +67,20 @@ def series_sort_key(row: dict) -> tuple:
 
 
 def rd_series(rows: list[dict]) -> list[str]:
-    """Legend labels of the curves, one per (codec, model), in drawing order."""
+    """Legend labels of the curves (a row's ``series``, else its codec/model pair), in
+    drawing order."""
     ordered = sorted(rows, key=series_sort_key)
-    return list(dict.fromkeys(series_label(r["codec"], r["model"]) for r in ordered))
+    return list(dict.fromkeys(r.get("series") or series_label(r["codec"], r["model"])
+                              for r in ordered))
 
 
 def read_rd(path: Path) -> list[dict]:
     """Rows of a rate-distortion CSV (``aggregate``'s rd_all.csv).
 
-    Each row has dataset, codec, model, series (legend label), bpppc and psnr, and delta
-    (int) and max_abs_error (float) when the file has those columns (else None).
+    Each row has dataset, codec, model, lossy, series (legend label), bpppc and psnr, and
+    delta (int) and max_abs_error (float) when the file has those columns (else None).
+    Lossy rows (``lossy`` true) have delta None, and their series is the codec label alone:
+    all models of a lossy codec (e.g. one per trained lambda) make one curve.
     """
     try:
         with open(path, newline="") as f:
@@ -91,11 +96,13 @@ def read_rd(path: Path) -> list[dict]:
     out = []
     for line, r in enumerate(rows, start=2):
         try:
+            lossy = "lossy" in columns and parse_bool(r["lossy"])
             out.append({
                 "dataset": r["dataset"], "codec": r["codec"], "model": r["model"],
-                "series": series_label(r["codec"], r["model"]),
+                "lossy": lossy,
+                "series": r["codec"] if lossy else series_label(r["codec"], r["model"]),
                 "bpppc": float(r["bpppc"]), "psnr": float(r["psnr"]),
-                "delta": int(r["delta"]) if "delta" in columns else None,
+                "delta": int(r["delta"]) if "delta" in columns and not lossy else None,
                 "max_abs_error": float(r["max_abs_error"]) if "max_abs_error" in columns
                 else None,
             })
@@ -158,7 +165,9 @@ def _rows_or_fail(rd_csv: Path) -> list[dict]:
     return rows
 
 
-def _delta_text(delta: int) -> str:
+def _delta_text(delta: int, lossy: bool = False) -> str:
+    if lossy:
+        return "lossy"
     return "lossless" if delta == 0 else f"delta = {delta}"
 
 
@@ -170,6 +179,7 @@ def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
 
     A curve is one (codec, model) pair of the CSV, e.g. ``linerwkv-arith XS`` and
     ``linerwkv-arith S`` are two curves; codecs without a model (``-``) are labelled alone.
+    A lossy codec is one curve per label through the points of all its models.
 
     Points with infinite PSNR (lossless) go on a strip below each panel, sharing its rate axis.
     """
@@ -238,7 +248,7 @@ def plot_rate_error(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) ->
     plt = _pyplot()
     rows = _rows_or_fail(rd_csv)
     key = "max_abs_error" if rows[0]["max_abs_error"] is not None else "delta"
-    if rows[0][key] is None:
+    if all(r[key] is None for r in rows):
         raise HsicompError(f"{rd_csv}: needs a max_abs_error or delta column")
     datasets = sorted({r["dataset"] for r in rows})
     series = rd_series(rows)
@@ -252,7 +262,8 @@ def plot_rate_error(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) ->
             ax = axes[0][col]
             for s in series:
                 pts = sorted((r["bpppc"], r[key]) for r in rows
-                             if r["dataset"] == dataset and r["series"] == s)
+                             if r["dataset"] == dataset and r["series"] == s
+                             and r[key] is not None)
                 if pts:
                     color, marker = look[s]
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color,
@@ -264,13 +275,13 @@ def plot_rate_error(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) ->
 
 
 def plot_lossless(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
-    """Bar chart of the lossless rates (delta = 0 rows): one group per dataset, one bar per
-    codec/model, each labelled with its value."""
+    """Bar chart of the lossless rates (delta = 0 rows, never lossy ones): one group per
+    dataset, one bar per codec/model, each labelled with its value."""
     plt = _pyplot()
     rows = _rows_or_fail(rd_csv)
-    if rows[0]["delta"] is None:
+    if not any(r["delta"] is not None or r["lossy"] for r in rows):
         raise HsicompError(f"{rd_csv}: needs a delta column")
-    lossless = [r for r in rows if r["delta"] == 0]
+    lossless = [r for r in rows if r["delta"] == 0 and not r["lossy"]]
     if not lossless:
         raise HsicompError(f"{rd_csv}: no lossless (delta = 0) rows")
     datasets = sorted({r["dataset"] for r in lossless})
@@ -442,7 +453,8 @@ def plot_error_image(manifest: Path, codec: str, params: dict, delta: int, out_p
 
     ``band`` defaults to the middle band, ``peak`` (for the PSNR in the title) to
     2**bit_depth - 1. Returns the patch's metrics (see :func:`hsicomp.metrics.compare`) with
-    ``bpppc``. Raises HsicompError when the decoded patch breaks the error bound.
+    ``bpppc``. Raises HsicompError when the decoded patch breaks the error bound (a lossy
+    codec has none: its error map's scale is the measured maximum error).
     """
     from hsicomp.evaluate import _make_codec, _read_patch
     from hsicomp.metrics import bits_per_sample, compare
@@ -463,7 +475,7 @@ def plot_error_image(manifest: Path, codec: str, params: dict, delta: int, out_p
     decoded = coder.decode(data, f"{rec.patch_id} ({name})")
     m = compare(cube, decoded, peak or (1 << rec.bit_depth) - 1)
     m["bpppc"] = bits_per_sample(len(data), rec.shape)
-    if m["max_abs_error"] > delta:
+    if m["max_abs_error"] > delta and not coder.lossy:
         raise HsicompError(f"codec {name}: decoded {rec.patch_id} has max error "
                            f"{m['max_abs_error']} > delta={delta}")
     original = cube[band].astype(np.int64)
@@ -481,9 +493,13 @@ def plot_error_image(manifest: Path, codec: str, params: dict, delta: int, out_p
             shown = ax.imshow(image, **grey)
             ax.set_title(f"{title}, band {band}")
             fig.colorbar(shown, ax=ax, shrink=0.85, label="digital number (DN)")
-        levels = plt.get_cmap("viridis", max(delta, 1) + 1)
-        shown = axes[2].imshow(error, cmap=levels, vmin=-0.5, vmax=max(delta, 1) + 0.5,
-                               interpolation="nearest")
+        top = max(m["max_abs_error"] if coder.lossy else delta, 1)
+        if top <= 64:
+            shown = axes[2].imshow(error, cmap=plt.get_cmap("viridis", top + 1), vmin=-0.5,
+                                   vmax=top + 0.5, interpolation="nearest")
+        else:
+            shown = axes[2].imshow(error, cmap="viridis", vmin=0, vmax=top,
+                                   interpolation="nearest")
         axes[2].set_title(f"absolute error, band {band}")
         bar = fig.colorbar(shown, ax=axes[2], shrink=0.85, label="absolute error (DN)")
         bar.locator = plt.MaxNLocator(integer=True)
@@ -492,7 +508,8 @@ def plot_error_image(manifest: Path, codec: str, params: dict, delta: int, out_p
             ax.set(xlabel="column (pixel)", ylabel="row (pixel)")
             ax.grid(False)
         psnr = "inf" if math.isinf(m["psnr"]) else f"{m['psnr']:.2f}"
-        fig.suptitle(f"{rec.patch_id}, {name}, {_delta_text(delta)}: {m['bpppc']:.3f} bpppc, "
+        fig.suptitle(f"{rec.patch_id}, {name}, {_delta_text(delta, coder.lossy)}: "
+                     f"{m['bpppc']:.3f} bpppc, "
                      f"PSNR {psnr} dB, max. error {m['max_abs_error']} DN (all bands)")
         save_figure(fig, out_png, out_pdf)
     return m

@@ -14,12 +14,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hsicomp.container import Header, pack, unpack
+from hsicomp.container import FLAG_LOSSY, Header, pack, unpack
 from hsicomp.errors import HsicompError
 
 #: Modules that define (and register) the project's codecs.
 CODEC_MODULES: tuple[str, ...] = ("hsicomp.codecs.anchors", "hsicomp.codecs.linerwkv",
-                                  "hsicomp.codecs.ccsds123", "hsicomp.codecs.linerwkv_lms")
+                                  "hsicomp.codecs.ccsds123", "hsicomp.codecs.linerwkv_lms",
+                                  "hsicomp.codecs.gdn")
 
 MAX_BANDS = 0xFFFF
 MAX_SIDE = 0xFFFFFFFF
@@ -56,13 +57,17 @@ def _convert(codec: str, key: str, value: Any, default: Any) -> Any:
 class Codec(ABC):
     """A cube codec writing exactly one .hsic file per cube.
 
-    Subclasses set ``name`` (registry name, also written in the header), ``lossless_only``
-    and ``defaults`` (the parameters they accept, with default values; text values, e.g.
-    from the command line, are converted to the default's type).
+    Subclasses set ``name`` (registry name, also written in the header), ``lossless_only``,
+    ``lossy`` and ``defaults`` (the parameters they accept, with default values; text
+    values, e.g. from the command line, are converted to the default's type).
+
+    A ``lossy`` codec guarantees no maximum error: it accepts only delta 0 (meaning "no
+    bound"), and its files carry :data:`~hsicomp.container.FLAG_LOSSY` in the header.
     """
 
     name: ClassVar[str]
     lossless_only: ClassVar[bool] = False
+    lossy: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any) -> None:
@@ -76,7 +81,12 @@ class Codec(ABC):
             self.params[key] = _convert(self.name, key, value, self.defaults[key])
 
     def supports(self, delta: int) -> bool:
-        """Whether this codec can guarantee a maximum absolute error of ``delta``."""
+        """Whether this codec can guarantee a maximum absolute error of ``delta``.
+
+        A lossy codec takes only delta 0, which for it means "no bound".
+        """
+        if self.lossy:
+            return delta == 0
         return delta == 0 or (delta > 0 and not self.lossless_only)
 
     @abstractmethod
@@ -113,7 +123,8 @@ class Codec(ABC):
         if isinstance(delta, bool) or not isinstance(delta, int | np.integer) or delta < 0:
             raise HsicompError(f"delta must be a non-negative integer, got {delta!r}")
         if not self.supports(int(delta)):
-            kind = "is lossless only" if self.lossless_only else "does not support this delta"
+            kind = ("is lossy (no error bound: use delta 0)" if self.lossy else
+                    "is lossless only" if self.lossless_only else "does not support this delta")
             raise HsicompError(f"codec {self.name!r} {kind} (delta {delta} requested)")
         peak = int(cube.max())
         if peak >= 1 << bit_depth:
@@ -130,8 +141,11 @@ class Codec(ABC):
 
     def make_header(self, cube: np.ndarray, delta: int, bit_depth: int,
                     band_list: list[int] | None = None, flags: int = 0) -> Header:
-        """The .hsic header describing ``cube`` as coded by this codec."""
+        """The .hsic header describing ``cube`` as coded by this codec (FLAG_LOSSY added for
+        a lossy codec)."""
         bands, rows, cols = cube.shape
+        if self.lossy:
+            flags |= FLAG_LOSSY
         return Header(codec=self.name, bands=bands, rows=rows, cols=cols,
                       bit_depth=int(bit_depth), delta=int(delta), flags=flags,
                       band_list=None if band_list is None else [int(b) for b in band_list])
@@ -146,6 +160,9 @@ class Codec(ABC):
         if header.codec != self.name:
             raise HsicompError(f"{source}: written by codec {header.codec!r}, "
                                f"cannot be decoded by {self.name!r}")
+        if header.lossy != self.lossy:
+            raise HsicompError(f"{source}: corrupt header (lossy flag "
+                               f"{'set' if header.lossy else 'missing'} for codec {self.name!r})")
         return header, side_info, payload
 
     def check_output(self, cube: np.ndarray, header: Header, source: str) -> np.ndarray:

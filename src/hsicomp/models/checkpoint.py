@@ -5,6 +5,10 @@ A model file is a ``torch.save`` of a plain dictionary::
     {"format": "hsicomp-linerwkv", "version": 1, "size": "XS",
      "config": {"width": 32, ...}, "state_dict": {...}, "metadata": {...}}
 
+A GDN transform codec model (:mod:`hsicomp.models.gdn`) has ``"format": "hsicomp-gdn"``, no
+``size`` and the ``TransformCodecConfig`` as ``config``; its state dict holds the per-band
+normalisation and the frozen entropy tables.
+
 Released LineRWKV checkpoints (a bare state dict with the same key names) are converted
 with :func:`import_checkpoint`; their size is read off the tensor shapes.
 """
@@ -20,10 +24,13 @@ import torch
 
 from hsicomp.atomic import atomic_path
 from hsicomp.errors import HsicompError
+from hsicomp.models.gdn import TransformCodec, TransformCodecConfig
 from hsicomp.models.linerwkv import SIZES, LineRWKV, LineRWKVConfig
 
 FORMAT = "hsicomp-linerwkv"
 VERSION = 1
+GDN_FORMAT = "hsicomp-gdn"
+GDN_VERSION = 1
 
 
 def save_model(path: str | Path, model: LineRWKV, size: str, metadata: dict | None = None) -> None:
@@ -64,7 +71,44 @@ def load_model(path: str | Path) -> tuple[LineRWKV, dict]:
     return model.eval(), data
 
 
-def model_hash(model: LineRWKV) -> str:
+def save_gdn_model(path: str | Path, model: TransformCodec, metadata: dict | None = None) -> None:
+    """Write a GDN transform codec model file atomically (freeze its entropy tables first)."""
+    if not model.entropy.frozen:
+        raise ValueError("freeze the entropy tables before saving a GDN model")
+    payload = {"format": GDN_FORMAT, "version": GDN_VERSION,
+               "config": dataclasses.asdict(model.config),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+               "metadata": metadata or {}}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_gdn_model(path: str | Path) -> tuple[TransformCodec, dict]:
+    """Load a GDN model file; return the network (eval mode, CPU, frozen tables) and the dict."""
+    path = Path(path)
+    data = _load(path)
+    if not isinstance(data, dict) or data.get("format") != GDN_FORMAT:
+        raise HsicompError(f"{path}: not an hsicomp GDN model file")
+    if data.get("version") != GDN_VERSION:
+        raise HsicompError(f"{path}: unsupported GDN model file version {data.get('version')}")
+    try:
+        model = TransformCodec(TransformCodecConfig(**data["config"]))
+        model.load_state_dict(data["state_dict"], strict=True)
+    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+        raise HsicompError(f"{path}: model file does not match its configuration ({exc})"
+                           .splitlines()[0]) from None
+    if not model.entropy.frozen:
+        raise HsicompError(f"{path}: GDN model has no frozen entropy tables")
+    return model.eval(), data
+
+
+def model_format(path: str | Path) -> str:
+    """The ``format`` of a model file (HsicompError when it is not a readable model file)."""
+    data = _load(Path(path))
+    return str(data.get("format")) if isinstance(data, dict) else "unknown"
+
+
+def model_hash(model: torch.nn.Module) -> str:
     """sha256 of the weights (keys and float32 little-endian values, in key order)."""
     h = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):

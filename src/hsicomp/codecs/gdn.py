@@ -1,0 +1,151 @@
+"""Learned transform codec with GDN (``gdn``): lossy coding with a trained ``TransformCodec``.
+
+Encoder
+    The cube is normalised per band with the model's ``band_offset`` / ``band_scale`` (set
+    from the training data, stored in the model file), the analysis transform gives the
+    latent, which is rounded to integers ``y`` of shape ``(M, h, w)`` and range-coded with
+    the model's frozen integer tables (:func:`hsicomp.entropy.factorized.encode_latents`).
+
+Decoder
+    The latents are decoded exactly (integer tables), the synthesis transform and the
+    de-normalisation run in float32, and the result is rounded to the nearest integer and
+    clipped to ``0 .. 2**bit_depth - 1``.
+
+Lossy
+    There is no maximum-error guarantee: the header carries ``FLAG_LOSSY`` and delta 0
+    (the only delta the codec accepts; it means "no bound"). The rate is exact on every
+    machine (the file is the latents); the reconstruction is float network output, so on
+    another machine a sample close to a rounding boundary may come out one apart.
+
+Side information
+    ``u8`` layout version (1), 32 bytes sha256 of the model weights (including the
+    normalisation and the entropy tables), then the varints ``M``, ``h``, ``w`` (latent
+    shape). The payload is the latent stream.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from hsicomp.codecs.anchors import decode_varints, encode_varints
+from hsicomp.codecs.base import Codec, register
+from hsicomp.errors import HsicompError
+
+LAYOUT_VERSION = 1
+#: Largest cube the decoder accepts (samples), so a damaged header cannot ask for a huge
+#: allocation.
+MAX_SAMPLES = 1 << 28
+_HASH_BYTES = 32
+_FIXED_SIDE = 1 + _HASH_BYTES
+
+
+@lru_cache(maxsize=4)
+def _load(path: str, mtime_ns: int, size: int) -> tuple[Any, bytes]:
+    """The model (eval mode, CPU) and the sha256 of its weights (cached per file version)."""
+    from hsicomp.models.checkpoint import load_gdn_model, model_hash
+
+    model, _ = load_gdn_model(path)
+    return model, bytes.fromhex(model_hash(model))
+
+
+@register
+class GdnCodec(Codec):
+    """GDN transform codec (see the module docstring).
+
+    Parameters: ``model`` (GDN model file written by ``hsicomp train-gdn``, needed to encode
+    and decode) and ``threads`` (torch threads; 0 = leave torch's setting).
+    """
+
+    name = "gdn"
+    lossy = True
+    defaults: ClassVar[dict[str, Any]] = {"model": "", "threads": 0}
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.last_stats: dict[str, Any] = {}
+
+    def _model(self) -> tuple[Any, bytes]:
+        path = str(self.params["model"])
+        if not path:
+            raise HsicompError("codec 'gdn' needs a model file (--model PATH or param "
+                               "model=PATH)")
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise HsicompError(f"{path}: model file not found") from None
+        model, digest = _load(str(Path(path)), st.st_mtime_ns, st.st_size)
+        if int(self.params["threads"]) > 0:
+            import torch
+
+            torch.set_num_threads(int(self.params["threads"]))
+        return model, digest
+
+    def encode(self, cube: np.ndarray, delta: int, bit_depth: int,
+               band_list: list[int] | None = None) -> bytes:
+        """Transform, quantise and code a cube; return complete .hsic bytes."""
+        import torch
+
+        cube = self.check_input(cube, delta, bit_depth, band_list)
+        model, digest = self._model()
+        bands, rows, cols = cube.shape
+        if bands != model.config.bands:
+            raise HsicompError(f"codec 'gdn': cube has {bands} bands, model "
+                               f"{self.params['model']} codes {model.config.bands}")
+        x = model.normalize(torch.from_numpy(cube.astype(np.float32))[None])
+        try:
+            payload = model.compress(x)
+        except ValueError as exc:
+            raise HsicompError(f"codec 'gdn': cannot code the latents ({exc})") from None
+        shape = model.latent_shape(rows, cols)
+        self.last_stats = {"latent_shape": shape}
+        side = bytes([LAYOUT_VERSION]) + digest + encode_varints(shape)
+        return self.pack(self.make_header(cube, delta, bit_depth, band_list), side, payload)
+
+    def decode(self, data: bytes, source: str = "input") -> np.ndarray:
+        """Decode .hsic bytes written by this codec (needs the same model file)."""
+        header, side, payload = self.read_container(data, source)
+        bands, rows, cols = header.shape
+        if header.samples > MAX_SAMPLES:
+            raise HsicompError(f"{source}: corrupt header ({bands}x{rows}x{cols} is too large)")
+        digest, shape = self._read_side(side, source)
+        if not self.params["model"]:
+            raise HsicompError(f"{source}: coded with GDN model {digest.hex()[:16]}...; give "
+                               f"that model file with --model PATH")
+        model, have = self._model()
+        if have != digest:
+            raise HsicompError(f"{source}: coded with model {digest.hex()[:16]}..., but "
+                               f"{self.params['model']} is model {have.hex()[:16]}...")
+        if bands != model.config.bands or shape != model.latent_shape(rows, cols):
+            raise HsicompError(f"{source}: corrupt header ({bands} bands, latent {shape}; the "
+                               f"model expects {model.config.bands} bands, latent "
+                               f"{model.latent_shape(rows, cols)})")
+        try:
+            x_hat = model.decompress(payload, rows, cols)
+        except ValueError as exc:
+            raise HsicompError(f"{source}: corrupt payload ({exc})") from None
+        out = model.denormalize(x_hat)[0].numpy().astype(np.float64)
+        out = np.clip(np.rint(np.nan_to_num(out)), 0, (1 << header.bit_depth) - 1)
+        return self.check_output(out.astype(np.uint16), header, source)
+
+    @staticmethod
+    def _read_side(side: bytes, source: str) -> tuple[bytes, tuple[int, int, int]]:
+        if len(side) < _FIXED_SIDE:
+            raise HsicompError(f"{source}: corrupt side info ({len(side)} bytes)")
+        if side[0] != LAYOUT_VERSION:
+            raise HsicompError(f"{source}: unsupported gdn layout version {side[0]}")
+        shape = tuple(decode_varints(side[_FIXED_SIDE:], 3, source, "latent shape"))
+        return side[1:_FIXED_SIDE], shape  # type: ignore[return-value]
+
+    @classmethod
+    def describe_side_info(cls, side: bytes) -> list[tuple[str, str]]:
+        """Readable fields of a gdn file's side info (for ``hsicomp info``)."""
+        try:
+            digest, shape = cls._read_side(side, "side info")
+        except HsicompError:
+            return [("side_info", "corrupt")]
+        return [("model_sha256", digest.hex()), ("latent_shape", "x".join(map(str, shape)))]

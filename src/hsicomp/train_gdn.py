@@ -1,0 +1,341 @@
+"""Training of the GDN transform codec (``hsicomp train-gdn``): one model per lambda.
+
+Recipe (every value a setting, see :class:`GdnTrainSettings`): the network of preset
+``preset`` (:data:`hsicomp.models.gdn.PRESETS`) with the band count of the data; per-band
+normalisation by the mean and standard deviation of the training split (first
+``norm_patches`` patches), stored in the model; batches of ``batch`` random ``crop`` x
+``crop`` crops (all bands) of random training patches; additive uniform noise in place of
+rounding; loss ``bits per sample + lmbda * MSE`` on normalised values; Adam with a linear
+learning rate from ``lr_start`` to ``lr_end`` and gradient-norm clipping. At the end the
+entropy model is frozen into integer tables and the model file is written atomically.
+
+Deterministic for a seed on a given machine and thread count. Resumable like
+:mod:`hsicomp.train`: every ``checkpoint_every`` steps the state goes to ``<model>.state``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from hsicomp.atomic import atomic_path, atomic_write_text
+from hsicomp.errors import HsicompError
+from hsicomp.train import PatchStore, select_device
+
+#: Columns of the training log (validation columns are nan on rows without validation):
+#: bits per sample, MSE in normalised units, validation PSNR in dB of the de-normalised,
+#: rounded reconstruction (peak 2**bit_depth - 1).
+LOG_COLUMNS = ["step", "epoch", "lr", "train_loss", "train_bps", "train_mse", "val_bps",
+               "val_psnr", "samples_per_s", "elapsed_s"]
+
+
+@dataclass
+class GdnTrainSettings:
+    """Every hyper-parameter of one GDN training run."""
+
+    preset: str = "tiny"
+    lmbda: float = 1.0
+    epochs: int = 10
+    samples_per_epoch: int | None = None  # default: the number of training patches
+    batch: int = 4
+    crop: int | None = 64  # None: whole patches
+    lr_start: float = 1e-3
+    lr_end: float = 1e-4
+    clip_grad: float = 1.0
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    threads: int = 1
+    checkpoint_every: int = 200
+    validate_every: int | None = None  # steps; default: at the end only
+    log_every: int = 10
+    val_patches: int | None = None
+    norm_patches: int | None = 64
+    cache_patches: int = 64  # training patches kept decoded in memory
+    precision: int = 16  # bits of the frozen entropy tables
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GdnTrainSettings:
+        """Settings from a mapping; unknown keys and unknown presets are an error."""
+        from hsicomp.models.gdn import PRESETS
+
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise HsicompError(f"unknown gdn training settings: {', '.join(unknown)}")
+        settings = cls(**values)
+        if settings.preset not in PRESETS:
+            raise HsicompError(f"unknown gdn preset {settings.preset!r} "
+                               f"(known: {', '.join(PRESETS)})")
+        if not settings.lmbda > 0:
+            raise HsicompError(f"lmbda must be positive, got {settings.lmbda}")
+        return settings
+
+    def fingerprint(self) -> str:
+        """Hash of the settings that change the result (not threads, device, checkpoints)."""
+        d = dataclasses.asdict(self)
+        for key in ("threads", "device", "checkpoint_every", "cache_patches"):
+            d.pop(key)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class GdnTrainer:
+    """One training run of one lambda; see the module docstring."""
+
+    def __init__(self, dataset_dir: Path, out: Path, settings: GdnTrainSettings,
+                 progress: bool = True) -> None:
+        import torch
+
+        from hsicomp.models.gdn import PRESETS, TransformCodec
+
+        self.settings = settings
+        self.out = out
+        self.state_path = out.with_name(out.name + ".state")
+        self.log_path = out.with_suffix(".log.csv")
+        self.progress = progress
+        torch.set_num_threads(settings.threads)
+        self.device = select_device(settings.device)
+        self.train = PatchStore(dataset_dir, "train")
+        self.val = PatchStore(dataset_dir, "val")
+        if len(self.train) == 0:
+            raise HsicompError(f"{dataset_dir}: no training patches")
+        bands = {r.bands for r in self.train.records}
+        if len(bands) != 1:
+            raise HsicompError(f"{dataset_dir}: training patches have different band counts "
+                               f"{sorted(bands)}")
+        torch.manual_seed(settings.seed)
+        self.model = TransformCodec(PRESETS[settings.preset].with_bands(bands.pop()))
+        self.model.set_normalization(*self.band_statistics())
+        self.model.to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr_start)
+        self.rng = np.random.default_rng(settings.seed)
+        per_epoch = settings.samples_per_epoch or len(self.train)
+        self.steps_per_epoch = max(1, math.ceil(per_epoch / settings.batch))
+        self.total_steps = self.steps_per_epoch * settings.epochs
+        self.step = 0
+        self.log_rows: list[dict] = []
+        self.read_patch = lru_cache(maxsize=settings.cache_patches)(self.train.read)
+
+    def band_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-band mean and standard deviation over the first ``norm_patches`` patches."""
+        from hsicomp.models.gdn import band_statistics
+
+        n = len(self.train) if self.settings.norm_patches is None \
+            else min(len(self.train), self.settings.norm_patches)
+        weights, means, squares = [], [], []
+        for i in range(n):
+            rec = self.train.records[i]
+            mean, std = band_statistics(self.train.read(i))
+            weights.append(rec.rows * rec.cols)
+            means.append(mean.astype(np.float64))
+            squares.append(std.astype(np.float64) ** 2 + mean.astype(np.float64) ** 2)
+        w = np.asarray(weights, dtype=np.float64)[:, None] / sum(weights)
+        mean = (w * np.stack(means)).sum(axis=0)
+        var = (w * np.stack(squares)).sum(axis=0) - mean**2
+        return mean.astype(np.float32), np.maximum(np.sqrt(np.maximum(var, 0)), 1e-3
+                                                   ).astype(np.float32)
+
+    def lr_at(self, step: int) -> float:
+        """Linear from lr_start (step 0) to lr_end (last step)."""
+        s = self.settings
+        frac = step / max(1, self.total_steps - 1)
+        return s.lr_start + (s.lr_end - s.lr_start) * min(1.0, frac)
+
+    # -- state -------------------------------------------------------------------------------
+    def save_state(self) -> None:
+        """Write the resumable state atomically."""
+        import torch
+
+        state = {"fingerprint": self.settings.fingerprint(), "step": self.step,
+                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "torch_rng": torch.get_rng_state(),
+                 "numpy_rng": json.dumps(self.rng.bit_generator.state),
+                 "log": json.dumps(self.log_rows)}
+        with atomic_path(self.state_path) as tmp:
+            torch.save(state, tmp)
+
+    def try_resume(self) -> bool:
+        """Continue from a state file written with the same settings; True when resumed."""
+        import torch
+
+        if not self.state_path.is_file():
+            return False
+        try:
+            state = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # a damaged state file: start again, keep a note
+            print(f"{self.state_path}: unreadable training state ({exc}); starting again")
+            return False
+        if state.get("fingerprint") != self.settings.fingerprint():
+            print(f"{self.state_path}: settings changed; starting again")
+            return False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
+        self.log_rows = json.loads(state["log"])
+        self.step = int(state["step"])
+        return True
+
+    # -- data and loss -----------------------------------------------------------------------
+    def sample_batch(self):
+        """Normalised random crops (batch, bands, crop, crop) of random training patches."""
+        import torch
+
+        s = self.settings
+        picks = [int(i) for i in self.rng.integers(len(self.train), size=s.batch)]
+        recs = [self.train.records[i] for i in picks]
+        h = min(r.rows for r in recs) if s.crop is None else min(s.crop, *(r.rows for r in recs))
+        w = min(r.cols for r in recs) if s.crop is None else min(s.crop, *(r.cols for r in recs))
+        crops = []
+        for idx, rec in zip(picks, recs, strict=True):
+            top = int(self.rng.integers(rec.rows - h + 1))
+            left = int(self.rng.integers(rec.cols - w + 1))
+            crops.append(self.read_patch(idx)[:, top:top + h, left:left + w])
+        x = torch.from_numpy(np.stack(crops)).to(self.device)
+        return self.model.normalize(x)
+
+    def validate(self) -> tuple[float, float]:
+        """(estimated bits per sample, PSNR in dB of the rounded reconstruction) on val."""
+        import torch
+
+        from hsicomp.entropy.factorized import FactorizedEntropyModel
+        from hsicomp.metrics import psnr_db
+
+        s = self.settings
+        n = len(self.val) if s.val_patches is None else min(len(self.val), s.val_patches)
+        if n == 0:
+            return float("nan"), float("nan")
+        self.model.eval()
+        bits = sq = count = 0.0
+        peak = 1.0
+        with torch.no_grad():
+            for i in range(n):
+                rec = self.val.records[i]
+                x = torch.from_numpy(self.val.read(i)).to(self.device)[None]
+                out = self.model(self.model.normalize(x))
+                bits += float(FactorizedEntropyModel.bits(out.likelihoods))
+                peak = float((1 << rec.bit_depth) - 1)
+                x_hat = self.model.denormalize(out.x_hat).round().clamp(0, peak)
+                sq += float(((x_hat - x) ** 2).sum())
+                count += x.numel()
+        self.model.train()
+        return bits / count, psnr_db(sq / count, peak)
+
+    # -- loop --------------------------------------------------------------------------------
+    def run(self, stop_after: int | None = None) -> None:
+        """Train to the end (or for ``stop_after`` more steps); write the model and log."""
+        import torch
+        from tqdm import tqdm
+
+        from hsicomp.models.gdn import rate_distortion_loss
+
+        s = self.settings
+        if self.try_resume():
+            print(f"resuming {self.out.name} at step {self.step}/{self.total_steps}")
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train gdn {s.lmbda:g}",
+                   unit="step", disable=not self.progress,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        t0, samples, steps_run = time.perf_counter(), 0, 0
+        sums, count = np.zeros(3), 0
+        elapsed_before = self.log_rows[-1]["elapsed_s"] if self.log_rows else 0.0
+        self.model.train()
+        while self.step < self.total_steps:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            x = self.sample_batch()
+            loss, bps, mse = rate_distortion_loss(x, self.model(x), s.lmbda)
+            if not math.isfinite(loss.item()):
+                raise HsicompError(f"gdn training (lambda {s.lmbda:g}) diverged at step "
+                                   f"{self.step}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.clip_grad)
+            self.optimizer.step()
+            self.step += 1
+            steps_run += 1
+            samples += x.shape[0]
+            sums, count = sums + [loss.item(), bps.item(), mse.item()], count + 1
+            bar.update(1)
+            done = self.step == self.total_steps
+            validate = done or (s.validate_every is not None and self.step % s.validate_every == 0)
+            if validate or self.step % s.log_every == 0:
+                val_bps, val_psnr = self.validate() if validate else (float("nan"),) * 2
+                self.log_rows.append({
+                    "step": self.step, "epoch": self.step / self.steps_per_epoch,
+                    "lr": self.lr_at(self.step - 1), "train_loss": sums[0] / count,
+                    "train_bps": sums[1] / count, "train_mse": sums[2] / count,
+                    "val_bps": val_bps, "val_psnr": val_psnr,
+                    "samples_per_s": samples / max(time.perf_counter() - t0, 1e-9),
+                    "elapsed_s": elapsed_before + time.perf_counter() - t0})
+                sums, count = np.zeros(3), 0
+            if done or self.step % s.checkpoint_every == 0:
+                self.save_state()
+            if stop_after is not None and steps_run >= stop_after and not done:
+                self.save_state()
+                bar.close()
+                return
+        bar.close()
+        self.write_outputs()
+        self.state_path.unlink(missing_ok=True)  # finished: nothing left to resume
+
+    def write_outputs(self) -> None:
+        """Freeze the entropy tables; write the model file and the CSV log."""
+        from hsicomp.models.checkpoint import save_gdn_model
+
+        self.model.cpu().eval()
+        self.model.entropy.freeze(precision=self.settings.precision)
+        save_gdn_model(self.out, self.model,
+                       metadata={"settings": dataclasses.asdict(self.settings),
+                                 "lambda": self.settings.lmbda, "preset": self.settings.preset,
+                                 "steps": self.step})
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in self.log_rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                             for k, v in row.items()})
+        atomic_write_text(self.log_path, buf.getvalue())
+
+
+def _cmd_train_gdn(args: argparse.Namespace) -> int:
+    try:
+        values = json.loads(args.settings)
+    except json.JSONDecodeError as exc:
+        raise HsicompError(f"--settings is not valid JSON ({exc})") from None
+    if not isinstance(values, dict):
+        raise HsicompError("--settings must be a JSON object")
+    if args.threads:
+        values["threads"] = args.threads
+    settings = GdnTrainSettings.from_dict(values)
+    trainer = GdnTrainer(Path(args.data), Path(args.out), settings, progress=not args.no_progress)
+    trainer.run(stop_after=args.stop_after)
+    if trainer.step == trainer.total_steps:
+        print(f"{args.out}: gdn {settings.preset} lambda {settings.lmbda:g} trained for "
+              f"{trainer.step} steps")
+    return 0
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add ``hsicomp train-gdn``."""
+    p = sub.add_parser("train-gdn", help="train a GDN transform codec (one lambda) on a "
+                       "prepared dataset")
+    p.add_argument("--data", required=True, help="prepared dataset folder (with train.h5)")
+    p.add_argument("--out", required=True, help="output model file (.pt)")
+    p.add_argument("--settings", default="{}",
+                   help="training settings as a JSON object (preset, lmbda, epochs, ...)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = from settings)")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop (resumably) after this many steps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train_gdn)
