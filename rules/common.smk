@@ -1,6 +1,7 @@
 # Configuration loading and validation, and the helpers the rules share.
 
 import json
+import re
 import shlex
 import sys
 from decimal import Decimal
@@ -66,6 +67,12 @@ MODEL_CODECS = {"linerwkv", "linerwkv-lms"}
 # bound), and the workflow gives the model file and thread count as `model` and `threads`.
 GDN_CODECS = {"gdn"}
 GDN_KEYS = {"lambdas", "preset", "settings", "train_dataset"}
+# Gain-unit codecs: an entry's `lambdas` train ONE model (`hsicomp train-gdn` with the
+# setting lambdas, one level per lambda) and each of its `levels_eval` is one rate point
+# ({model} = the level tag, g0.5).
+GAIN_CODECS = {"gdn-gain"}
+GAIN_KEYS = GDN_KEYS | {"levels_eval"}
+LEARNED_CODECS = GDN_CODECS | GAIN_CODECS
 
 
 def codec_name(label):
@@ -81,6 +88,34 @@ def lambda_tag(value):
 def gdn_lambdas(label):
     """Lambda tag -> lambda of a gdn entry, in config order."""
     return {lambda_tag(v): float(v) for v in config["codecs"][label]["lambdas"]}
+
+
+def level_tag(value):
+    """The {model} value of one gain level: `g` and the number in plain decimal (g0.5)."""
+    return f"g{Decimal(repr(float(value))).normalize():f}"
+
+
+def gain_levels(label):
+    """Level tag -> level of a gdn-gain entry, in config order."""
+    return {level_tag(v): float(v) for v in config["codecs"][label]["levels_eval"]}
+
+
+def gain_model_file(label, dataset):
+    """The one trained gdn-gain model of ``label`` that codes ``dataset``."""
+    return f"models/{gdn_train_dataset(label, dataset)}/gdn-gain-{label}.pt"
+
+
+def gain_train_settings(label):
+    """Training settings of a gdn-gain model: the entry's settings, preset and lambdas."""
+    entry = config["codecs"][label]
+    return {**entry.get("settings", {}), "preset": entry.get("preset", "tiny"),
+            "lambdas": [float(v) for v in entry["lambdas"]]}
+
+
+def labels_of(codecs):
+    """Regex matching exactly the codec labels whose codec is in ``codecs`` (or nothing)."""
+    labels = [re.escape(label) for label in config["codecs"] if codec_name(label) in codecs]
+    return "|".join(labels) if labels else "(?!)"
 
 
 def gdn_train_dataset(label, dataset):
@@ -107,20 +142,41 @@ def gdn_train_threads(label):
     return entry.get("settings", {}).get("threads", entry.get("threads", 1))
 
 
+def _check_gain_entry(label, entry):
+    if len(entry.get("lambdas", [])) < 2:
+        raise ValueError(f"codecs.{label}: codec gdn-gain needs at least 2 lambdas (levels)")
+    levels = entry.get("levels_eval")
+    if not levels:
+        raise ValueError(f"codecs.{label}: codec gdn-gain needs levels_eval (rate points)")
+    top = len(entry["lambdas"]) - 1
+    bad = [v for v in levels if not 0 <= v <= top]
+    if bad:
+        raise ValueError(f"codecs.{label}.levels_eval: {bad[0]} is not in [0, {top}]")
+    if len(gain_levels(label)) != len(levels):
+        raise ValueError(f"codecs.{label}.levels_eval: two levels have the same tag")
+
+
 def _check_gdn_codecs():
     for label, entry in config["codecs"].items():
-        if codec_name(label) not in GDN_CODECS:
-            extra = sorted(GDN_KEYS & set(entry))
+        name = codec_name(label)
+        if name not in LEARNED_CODECS:
+            extra = sorted(GAIN_KEYS & set(entry))
             if extra:
-                raise ValueError(f"codecs.{label}: {', '.join(extra)} only apply to codec gdn")
+                raise ValueError(f"codecs.{label}: {', '.join(extra)} only apply to codec gdn"
+                                 " or gdn-gain")
             continue
-        if not entry.get("lambdas"):
+        if name in GAIN_CODECS:
+            _check_gain_entry(label, entry)
+        elif "levels_eval" in entry:
+            raise ValueError(f"codecs.{label}: levels_eval only applies to codec gdn-gain")
+        elif not entry.get("lambdas"):
             raise ValueError(f"codecs.{label}: codec gdn needs lambdas (one model per lambda)")
-        if len(gdn_lambdas(label)) != len(entry["lambdas"]):
+        elif len(gdn_lambdas(label)) != len(entry["lambdas"]):
             raise ValueError(f"codecs.{label}.lambdas: two lambdas have the same tag")
         if entry.get("deltas", [0]) != [0]:
-            raise ValueError(f"codecs.{label}.deltas: codec gdn is lossy, only delta 0 (no bound)")
-        given = sorted({"model", "threads"} & set(entry.get("params", {})))
+            raise ValueError(f"codecs.{label}.deltas: codec {name} is lossy, only delta 0"
+                             " (no bound)")
+        given = sorted({"model", "threads", "level"} & set(entry.get("params", {})))
         if given:
             raise ValueError(f"codecs.{label}.params: {', '.join(given)} is set by the workflow")
         train = entry.get("train_dataset")
@@ -197,6 +253,8 @@ def model_files():
         if codec_name(label) in GDN_CODECS:
             files |= {gdn_model_file(label, tag, d) for tag in gdn_lambdas(label)
                       for d in config["datasets"]}
+        if codec_name(label) in GAIN_CODECS:
+            files |= {gain_model_file(label, d) for d in config["datasets"]}
     return sorted(files)
 
 
@@ -210,8 +268,8 @@ def psnr_peak(name):
 
 
 def codec_deltas(codec):
-    """Deltas of a codec entry; a gdn entry has the single point delta 0 (no bound)."""
-    if codec_name(codec) in GDN_CODECS:
+    """Deltas of a codec entry; a gdn(-gain) entry has the single point delta 0 (no bound)."""
+    if codec_name(codec) in LEARNED_CODECS:
         return [0]
     return config["codecs"][codec].get("deltas", config["deltas"])
 
@@ -222,11 +280,13 @@ def codec_threads(codec):
 
 def codec_models(codec):
     """Values of the {model} wildcard of a codec entry: the linerwkv sizes, the gdn lambda
-    tags, or "-"."""
+    tags, the gdn-gain level tags, or "-"."""
     if codec_name(codec) in MODEL_CODECS:
         return list(config["linerwkv"]["sizes"])
     if codec_name(codec) in GDN_CODECS:
         return list(gdn_lambdas(codec))
+    if codec_name(codec) in GAIN_CODECS:
+        return list(gain_levels(codec))
     return ["-"]
 
 
@@ -244,6 +304,8 @@ def trained_model(label, model, dataset):
         return model_file(model, dataset)
     if codec_name(label) in GDN_CODECS:
         return gdn_model_file(label, model, dataset)
+    if codec_name(label) in GAIN_CODECS:
+        return gain_model_file(label, dataset)
     return None
 
 
@@ -255,11 +317,14 @@ def model_input(wildcards):
 
 
 def job_params(label, model, dataset, threads):
-    """Codec parameters of a job; codecs with a trained model get `model` and `threads`."""
+    """Codec parameters of a job; codecs with a trained model get `model` and `threads`,
+    gdn-gain also the `level` of its {model} tag."""
     params = dict(config["codecs"][label].get("params", {}))
     path = trained_model(label, model, dataset)
     if path is not None:
         params.update(model=path, threads=threads)
+    if codec_name(label) in GAIN_CODECS:
+        params["level"] = gain_levels(label)[model]
     return params
 
 

@@ -17,7 +17,7 @@ BAND_RATE_LABELS = FIGURES["band_rates"]["codecs"] or [
     label
     for label in config["codecs"]
     if FIGURES["band_rates"]["delta"] in codec_deltas(label)
-    and codec_name(label) not in GDN_CODECS
+    and codec_name(label) not in LEARNED_CODECS
 ]
 ERROR_IMAGE_LABEL = FIGURES["error_image"]["codec"] or next(
     (
@@ -189,7 +189,7 @@ rule error_image:
         codec=codec_name(ERROR_IMAGE_LABEL),
         codec_params=quoted_json(FIGURE_ENTRIES[ERROR_IMAGE_LABEL]["params"]),
         # a lossy codec has the single point delta 0 (no bound)
-        delta=0 if codec_name(ERROR_IMAGE_LABEL) in GDN_CODECS else FIGURES["error_image"]["delta"],
+        delta=0 if codec_name(ERROR_IMAGE_LABEL) in LEARNED_CODECS else FIGURES["error_image"]["delta"],
         band=(
             f"--band {FIGURES['error_image']['band']}"
             if FIGURES["error_image"]["band"] is not None

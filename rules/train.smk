@@ -1,6 +1,6 @@
-# Training stage: one LineRWKV predictor per size, and one gdn transform codec per gdn entry
-# and lambda, on the training split of one dataset. Interrupted jobs resume from
-# <model>.pt.state on rerun.
+# Training stage: one LineRWKV predictor per size, one gdn transform codec per gdn entry
+# and lambda, and one gain-unit model per gdn-gain entry, on the training split of one
+# dataset. Interrupted jobs resume from <model>.pt.state on rerun.
 
 
 rule train:
@@ -46,7 +46,7 @@ rule train_gdn:
         model="models/{dataset}/gdn-{label}-{tag}.pt",
         log_csv="models/{dataset}/gdn-{label}-{tag}.log.csv",
     wildcard_constraints:
-        label=r"[a-z0-9_-]+",
+        label=labels_of(GDN_CODECS),
         tag=r"l[0-9.]+",
     params:
         settings=lambda w: quoted_json(gdn_train_settings(w.label, w.tag)),
@@ -59,6 +59,35 @@ rule train_gdn:
         "logs/train_gdn/{dataset}/{label}-{tag}.log",
     benchmark:
         "logs/benchmarks/train_gdn/{dataset}/{label}-{tag}.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp train-gdn --data data/{wildcards.dataset} --out {output.model:q}"
+        " --settings {params.settings} --threads {threads} > {log:q} 2>&1"
+
+
+rule train_gdn_gain:
+    """One gdn-gain model (gain units, one level per lambda) per codec entry and dataset."""
+    input:
+        manifest="data/{dataset}/manifest.csv",
+        train="data/{dataset}/train.h5",
+        val="data/{dataset}/val.h5",
+    output:
+        model="models/{dataset}/gdn-gain-{label}.pt",
+        log_csv="models/{dataset}/gdn-gain-{label}.log.csv",
+    wildcard_constraints:
+        label=labels_of(GAIN_CODECS),
+    params:
+        settings=lambda w: quoted_json(gain_train_settings(w.label)),
+    threads: lambda w: gdn_train_threads(w.label)
+    resources:
+        gpu=lambda w: 1 if gain_train_settings(w.label).get("device") == "cuda" else 0,
+        mem_mb=8000,
+        runtime=2880,
+    log:
+        "logs/train_gdn/{dataset}/gain-{label}.log",
+    benchmark:
+        "logs/benchmarks/train_gdn/{dataset}/gain-{label}.tsv"
     conda:
         ENV
     shell:

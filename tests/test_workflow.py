@@ -47,14 +47,15 @@ def test_hyspecnet_dry_run_without_data(tmp_path):
         assert re.search(rf"{rule}\s+1\n", out)
     assert "hyspecnet-11k-splits.tar.gz" in out
     # 11 archives; per 32 shards, encoded and verified: the anchors at 9 + 1 + 1 + 9 + 9
-    # deltas, 2 linerwkv coders x 4 sizes x 9 deltas and gdn at 5 lambdas:
-    # (29 + 72 + 5) x 32 = 3392
+    # deltas, 2 linerwkv coders x 4 sizes x 9 deltas, gdn at 5 lambdas and gdn-gain at 9
+    # levels: (29 + 72 + 5 + 9) x 32 = 3680
     assert re.search(r"download_archive\s+11\n", out)
-    assert re.search(r"encode_shard\s+3392\n", out)
-    assert re.search(r"verify_shard\s+3392\n", out)
+    assert re.search(r"encode_shard\s+3680\n", out)
+    assert re.search(r"verify_shard\s+3680\n", out)
     assert re.search(r"train\s+4\n", out)  # XS, S, M, L
     assert re.search(r"train_gdn\s+5\n", out)  # one per lambda
-    assert re.search(r"total\s+6825\n", out)
+    assert re.search(r"train_gdn_gain\s+1\n", out)  # one model for all levels
+    assert re.search(r"total\s+7402\n", out)
     assert not (tmp_path / "downloads").exists()
 
 
@@ -63,10 +64,16 @@ def test_default_config_dry_run(tmp_path):
     out = proc.stdout + proc.stderr
     assert "prepare_dataset" in out
     # 1 shard x (anchors: 9 + 1 + 1 + 9 + 9 deltas; linerwkv: 2 coders x 2 sizes x 3 deltas;
-    # gdn: 3 lambdas, one point each)
-    assert re.search(r"encode_shard\s+44\n", out)
+    # gdn: 3 lambdas, one point each; gdn-gain: 5 levels of one model, one point each)
+    assert re.search(r"encode_shard\s+49\n", out)
     assert re.search(r"train\s+2\n", out)
     assert re.search(r"train_gdn\s+3\n", out)
+    assert re.search(r"train_gdn_gain\s+1\n", out)
+    assert "results/metrics/synthetic/gdn-gain/g0.5/d0/shard0.csv" in out
+    assert ("python -m hsicomp train-gdn --data data/synthetic"
+            " --out models/synthetic/gdn-gain-gdn-gain.pt") in out
+    assert '"lambdas": [0.1, 1.0, 10.0]' in out
+    assert '--params \'{"level": 1.5, "model": "models/synthetic/gdn-gain-gdn-gain.pt"' in out
     assert "results/metrics/synthetic/gdn/l0.1/d0/shard0.csv" in out
     assert ("python -m hsicomp train-gdn --data data/synthetic"
             " --out models/synthetic/gdn-gdn-l1.pt") in out
@@ -328,7 +335,9 @@ TINY_GDN = dict(
     TINY,
     codecs={"jpegls": {"deltas": [0, 2]},
             "gdn": {"codec": "gdn", "lambdas": [1, 100], "preset": "tiny",
-                    "settings": {"epochs": 2, "batch": 1, "crop": 8}}},
+                    "settings": {"epochs": 2, "batch": 1, "crop": 8}},
+            "gain": {"codec": "gdn-gain", "lambdas": [1, 100], "levels_eval": [0, 0.5, 1],
+                     "settings": {"epochs": 2, "batch": 1, "crop": 8}}},
     evaluation={"shards": 1},
     figures={"reference": "jpegls", "error_image": {"codec": "gdn"}},
 )
@@ -342,18 +351,22 @@ def test_tiny_workflow_with_gdn(tmp_path):
                   "--configfile", str(cfg))
     rd = read_csv(tmp_path / "results" / "rd_all.csv")
     assert [(r["codec"], r["model"], r["delta"], r["lossy"]) for r in rd] == [
+        ("gain", "g0", "", "true"), ("gain", "g0.5", "", "true"), ("gain", "g1", "", "true"),
         ("gdn", "l1", "", "true"), ("gdn", "l100", "", "true"),
         ("jpegls", "-", "0", "false"), ("jpegls", "-", "2", "false")]
     assert all(r["all_ok"] == "true" and r["patches"] == "3" for r in rd)
     for row in read_csv(tmp_path / "results" / "per_patch.csv"):
-        if row["codec"] == "gdn":
-            path = (tmp_path / "results" / "bitstreams" / "tiny" / "gdn" / row["model"] / "d0"
+        if row["codec"] in ("gdn", "gain"):
+            path = (tmp_path / "results" / "bitstreams" / "tiny" / row["codec"] / row["model"]
+                    / "d0"
                     / "shard0" / f"{row['patch_id']}.hsic")
             assert int(row["bytes"]) == path.stat().st_size
             assert row["delta"] == "" and row["lossy"] == "true"
     assert (tmp_path / "models" / "tiny" / "gdn-gdn-l100.pt").is_file()
+    assert (tmp_path / "models" / "tiny" / "gdn-gain-gain.pt").is_file()
     bd = read_csv(tmp_path / "results" / "bdrate.csv")
-    assert [(r["codec"], r["model"]) for r in bd] == [("gdn", "l1+l100"), ("jpegls", "-")]
+    assert [(r["codec"], r["model"]) for r in bd] == [
+        ("gain", "g0+g0.5+g1"), ("gdn", "l1+l100"), ("jpegls", "-")]
     assert (tmp_path / "results" / "figures" / "error_image.png").stat().st_size > 1000
     nothing = run_snakemake(tmp_path, "-n", "results/rd_all.csv", "--configfile", str(cfg))
     assert "Nothing to be done" in nothing.stdout + nothing.stderr
@@ -364,6 +377,14 @@ def test_tiny_workflow_with_gdn(tmp_path):
     ({"codec": "gdn", "lambdas": [1], "deltas": [2]}, "codec gdn is lossy, only delta 0"),
     ({"codec": "jpegls", "lambdas": [1]}, "codecs.bad: lambdas only apply to codec gdn"),
     ({"codec": "gdn", "lambdas": [1], "train_dataset": "nope"}, "'nope' is not a dataset"),
+    ({"codec": "gdn-gain", "lambdas": [1, 10]}, "codec gdn-gain needs levels_eval"),
+    ({"codec": "gdn-gain", "lambdas": [1], "levels_eval": [0]}, "needs at least 2 lambdas"),
+    ({"codec": "gdn-gain", "lambdas": [1, 10], "levels_eval": [0, 1.5]},
+     "levels_eval: 1.5 is not in [0, 1]"),
+    ({"codec": "gdn-gain", "lambdas": [1, 10], "levels_eval": [0], "params": {"level": 1}},
+     "level is set by the workflow"),
+    ({"codec": "gdn", "lambdas": [1], "levels_eval": [0]},
+     "levels_eval only applies to codec gdn-gain"),
 ])
 def test_bad_gdn_entries_are_rejected(tmp_path, entry, message):
     cfg = write_config(tmp_path / "c.yaml", dict(TINY, codecs={"bad": entry}))

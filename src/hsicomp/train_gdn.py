@@ -9,6 +9,13 @@ rounding; loss ``bits per sample + lmbda * MSE`` on normalised values; Adam with
 learning rate from ``lr_start`` to ``lr_end`` and gradient-norm clipping. At the end the
 entropy model is frozen into integer tables and the model file is written atomically.
 
+Gain units (codec ``gdn-gain``): with ``lambdas`` (one per level) the model gets gain units
+(:mod:`hsicomp.models.gain`) with ``len(lambdas)`` levels; each step draws a level ``s``
+uniformly (from the seeded generator) and uses loss ``bits per sample + lambdas[s] * MSE``
+at level ``s`` (``lmbda`` is then unused). The one entropy model is trained on the gained
+latents of all levels and frozen into one set of tables (values beyond the tables' support
+are escape-coded). Validation of a gain model runs at level 0.
+
 Deterministic for a seed on a given machine and thread count. Resumable like
 :mod:`hsicomp.train`: every ``checkpoint_every`` steps the state goes to ``<model>.state``.
 """
@@ -47,6 +54,7 @@ class GdnTrainSettings:
 
     preset: str = "tiny"
     lmbda: float = 1.0
+    lambdas: list[float] | None = None  # gain units: one lambda per level (gdn-gain)
     epochs: int = 10
     samples_per_epoch: int | None = None  # default: the number of training patches
     batch: int = 4
@@ -80,7 +88,25 @@ class GdnTrainSettings:
                                f"(known: {', '.join(PRESETS)})")
         if not settings.lmbda > 0:
             raise HsicompError(f"lmbda must be positive, got {settings.lmbda}")
+        if settings.lambdas is not None:
+            lambdas = settings.lambdas
+            if not isinstance(lambdas, list) or not lambdas or \
+                    not all(isinstance(v, (int, float)) and v > 0 for v in lambdas):
+                raise HsicompError(f"lambdas must be a non-empty list of positive numbers, "
+                                   f"got {lambdas!r}")
+            settings.lambdas = [float(v) for v in lambdas]
         return settings
+
+    @property
+    def levels(self) -> int:
+        """Gain-unit levels (0: a plain gdn model)."""
+        return len(self.lambdas) if self.lambdas else 0
+
+    def describe(self) -> str:
+        """``lambda 1`` or ``lambdas 0.1, 1, 10`` (for messages)."""
+        if self.lambdas:
+            return "lambdas " + ", ".join(f"{v:g}" for v in self.lambdas)
+        return f"lambda {self.lmbda:g}"
 
     def fingerprint(self) -> str:
         """Hash of the settings that change the result (not threads, device, checkpoints)."""
@@ -115,7 +141,8 @@ class GdnTrainer:
             raise HsicompError(f"{dataset_dir}: training patches have different band counts "
                                f"{sorted(bands)}")
         torch.manual_seed(settings.seed)
-        self.model = TransformCodec(PRESETS[settings.preset].with_bands(bands.pop()))
+        config = PRESETS[settings.preset].with_bands(bands.pop()).with_levels(settings.levels)
+        self.model = TransformCodec(config)
         self.model.set_normalization(*self.band_statistics())
         self.model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr_start)
@@ -223,7 +250,7 @@ class GdnTrainer:
             for i in range(n):
                 rec = self.val.records[i]
                 x = torch.from_numpy(self.val.read(i)).to(self.device)[None]
-                out = self.model(self.model.normalize(x))
+                out = self.model(self.model.normalize(x), 0.0 if s.levels else None)
                 bits += float(FactorizedEntropyModel.bits(out.likelihoods))
                 peak = float((1 << rec.bit_depth) - 1)
                 x_hat = self.model.denormalize(out.x_hat).round().clamp(0, peak)
@@ -243,7 +270,7 @@ class GdnTrainer:
         s = self.settings
         if self.try_resume():
             print(f"resuming {self.out.name} at step {self.step}/{self.total_steps}")
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train gdn {s.lmbda:g}",
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train gdn {s.describe()}",
                    unit="step", disable=not self.progress,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
         t0, samples, steps_run = time.perf_counter(), 0, 0
@@ -254,9 +281,14 @@ class GdnTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_at(self.step)
             x = self.sample_batch()
-            loss, bps, mse = rate_distortion_loss(x, self.model(x), s.lmbda)
+            if s.lambdas:
+                level = int(self.rng.integers(s.levels))
+                out, lmbda = self.model(x, float(level)), s.lambdas[level]
+            else:
+                out, lmbda = self.model(x), s.lmbda
+            loss, bps, mse = rate_distortion_loss(x, out, lmbda)
             if not math.isfinite(loss.item()):
-                raise HsicompError(f"gdn training (lambda {s.lmbda:g}) diverged at step "
+                raise HsicompError(f"gdn training ({s.describe()}) diverged at step "
                                    f"{self.step}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -297,7 +329,9 @@ class GdnTrainer:
         self.model.entropy.freeze(precision=self.settings.precision)
         save_gdn_model(self.out, self.model,
                        metadata={"settings": dataclasses.asdict(self.settings),
-                                 "lambda": self.settings.lmbda, "preset": self.settings.preset,
+                                 **({"lambdas": self.settings.lambdas} if self.settings.lambdas
+                                    else {"lambda": self.settings.lmbda}),
+                                 "preset": self.settings.preset,
                                  "steps": self.step})
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
@@ -321,19 +355,21 @@ def _cmd_train_gdn(args: argparse.Namespace) -> int:
     trainer = GdnTrainer(Path(args.data), Path(args.out), settings, progress=not args.no_progress)
     trainer.run(stop_after=args.stop_after)
     if trainer.step == trainer.total_steps:
-        print(f"{args.out}: gdn {settings.preset} lambda {settings.lmbda:g} trained for "
+        print(f"{args.out}: gdn {settings.preset} {settings.describe()} trained for "
               f"{trainer.step} steps")
     return 0
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
     """Add ``hsicomp train-gdn``."""
-    p = sub.add_parser("train-gdn", help="train a GDN transform codec (one lambda) on a "
+    p = sub.add_parser("train-gdn", help="train a GDN transform codec (one lambda, or gain "
+                       "units with lambdas) on a "
                        "prepared dataset")
     p.add_argument("--data", required=True, help="prepared dataset folder (with train.h5)")
     p.add_argument("--out", required=True, help="output model file (.pt)")
     p.add_argument("--settings", default="{}",
-                   help="training settings as a JSON object (preset, lmbda, epochs, ...)")
+                   help="training settings as a JSON object (preset, lmbda or lambdas, "
+                   "epochs, ...)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = from settings)")
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop (resumably) after this many steps")

@@ -20,7 +20,7 @@ from hsicomp.errors import HsicompError
 #: Modules that define (and register) the project's codecs.
 CODEC_MODULES: tuple[str, ...] = ("hsicomp.codecs.anchors", "hsicomp.codecs.linerwkv",
                                   "hsicomp.codecs.ccsds123", "hsicomp.codecs.linerwkv_lms",
-                                  "hsicomp.codecs.gdn")
+                                  "hsicomp.codecs.gdn", "hsicomp.codecs.gdn_gain")
 
 MAX_BANDS = 0xFFFF
 MAX_SIDE = 0xFFFFFFFF

@@ -69,21 +69,38 @@ class GdnCodec(Codec):
         super().__init__(**params)
         self.last_stats: dict[str, Any] = {}
 
+    #: Varints after the model hash: the latent shape (a subclass may add its own).
+    side_ints: ClassVar[int] = 3
+
     def _model(self) -> tuple[Any, bytes]:
         path = str(self.params["model"])
         if not path:
-            raise HsicompError("codec 'gdn' needs a model file (--model PATH or param "
+            raise HsicompError(f"codec {self.name!r} needs a model file (--model PATH or param "
                                "model=PATH)")
         try:
             st = os.stat(path)
         except OSError:
             raise HsicompError(f"{path}: model file not found") from None
         model, digest = _load(str(Path(path)), st.st_mtime_ns, st.st_size)
+        self.check_model(model, path)
         if int(self.params["threads"]) > 0:
             import torch
 
             torch.set_num_threads(int(self.params["threads"]))
         return model, digest
+
+    def check_model(self, model: Any, path: str) -> None:
+        """HsicompError when the model does not suit this codec (gain units)."""
+        if model.gain_units is not None:
+            raise HsicompError(f"{path}: model has gain units; use codec 'gdn-gain'")
+
+    def encode_level(self, model: Any) -> tuple[float | None, list[int]]:
+        """Level used to encode and the extra side-info varints (none for gdn)."""
+        return None, []
+
+    def decode_level(self, model: Any, extra: list[int], source: str) -> float | None:
+        """Level of a file from its extra side-info varints (none for gdn)."""
+        return None
 
     def encode(self, cube: np.ndarray, delta: int, bit_depth: int,
                band_list: list[int] | None = None) -> bytes:
@@ -94,16 +111,17 @@ class GdnCodec(Codec):
         model, digest = self._model()
         bands, rows, cols = cube.shape
         if bands != model.config.bands:
-            raise HsicompError(f"codec 'gdn': cube has {bands} bands, model "
+            raise HsicompError(f"codec {self.name!r}: cube has {bands} bands, model "
                                f"{self.params['model']} codes {model.config.bands}")
+        level, extra = self.encode_level(model)
         x = model.normalize(torch.from_numpy(cube.astype(np.float32))[None])
         try:
-            payload = model.compress(x)
+            payload = model.compress(x, level)
         except ValueError as exc:
-            raise HsicompError(f"codec 'gdn': cannot code the latents ({exc})") from None
+            raise HsicompError(f"codec {self.name!r}: cannot code the latents ({exc})") from None
         shape = model.latent_shape(rows, cols)
         self.last_stats = {"latent_shape": shape}
-        side = bytes([LAYOUT_VERSION]) + digest + encode_varints(shape)
+        side = bytes([LAYOUT_VERSION]) + digest + encode_varints([*shape, *extra])
         return self.pack(self.make_header(cube, delta, bit_depth, band_list), side, payload)
 
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
@@ -112,7 +130,7 @@ class GdnCodec(Codec):
         bands, rows, cols = header.shape
         if header.samples > MAX_SAMPLES:
             raise HsicompError(f"{source}: corrupt header ({bands}x{rows}x{cols} is too large)")
-        digest, shape = self._read_side(side, source)
+        digest, shape, extra = self._read_side(side, source)
         if not self.params["model"]:
             raise HsicompError(f"{source}: coded with GDN model {digest.hex()[:16]}...; give "
                                f"that model file with --model PATH")
@@ -124,28 +142,37 @@ class GdnCodec(Codec):
             raise HsicompError(f"{source}: corrupt header ({bands} bands, latent {shape}; the "
                                f"model expects {model.config.bands} bands, latent "
                                f"{model.latent_shape(rows, cols)})")
+        level = self.decode_level(model, extra, source)
         try:
-            x_hat = model.decompress(payload, rows, cols)
+            x_hat = model.decompress(payload, rows, cols, level)
         except ValueError as exc:
             raise HsicompError(f"{source}: corrupt payload ({exc})") from None
         out = model.denormalize(x_hat)[0].numpy().astype(np.float64)
         out = np.clip(np.rint(np.nan_to_num(out)), 0, (1 << header.bit_depth) - 1)
         return self.check_output(out.astype(np.uint16), header, source)
 
-    @staticmethod
-    def _read_side(side: bytes, source: str) -> tuple[bytes, tuple[int, int, int]]:
+    @classmethod
+    def _read_side(cls, side: bytes, source: str
+                   ) -> tuple[bytes, tuple[int, int, int], list[int]]:
+        """Model hash, latent shape and the extra varints of the side info."""
         if len(side) < _FIXED_SIDE:
             raise HsicompError(f"{source}: corrupt side info ({len(side)} bytes)")
         if side[0] != LAYOUT_VERSION:
-            raise HsicompError(f"{source}: unsupported gdn layout version {side[0]}")
-        shape = tuple(decode_varints(side[_FIXED_SIDE:], 3, source, "latent shape"))
-        return side[1:_FIXED_SIDE], shape  # type: ignore[return-value]
+            raise HsicompError(f"{source}: unsupported {cls.name} layout version {side[0]}")
+        ints = decode_varints(side[_FIXED_SIDE:], cls.side_ints, source, "side-info integers")
+        return side[1:_FIXED_SIDE], tuple(ints[:3]), ints[3:]  # type: ignore[return-value]
 
     @classmethod
     def describe_side_info(cls, side: bytes) -> list[tuple[str, str]]:
         """Readable fields of a gdn file's side info (for ``hsicomp info``)."""
         try:
-            digest, shape = cls._read_side(side, "side info")
+            digest, shape, extra = cls._read_side(side, "side info")
         except HsicompError:
             return [("side_info", "corrupt")]
-        return [("model_sha256", digest.hex()), ("latent_shape", "x".join(map(str, shape)))]
+        return [("model_sha256", digest.hex()), ("latent_shape", "x".join(map(str, shape))),
+                *cls.describe_extra(extra)]
+
+    @classmethod
+    def describe_extra(cls, extra: list[int]) -> list[tuple[str, str]]:
+        """Readable fields of the extra side-info varints (none for gdn)."""
+        return []

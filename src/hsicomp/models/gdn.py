@@ -18,6 +18,11 @@ and the reconstruction is cropped back, so any size works. The latent ``y`` is q
 with additive uniform noise ``U(-1/2, 1/2)`` in training mode and by rounding in eval mode;
 ``FactorizedEntropyModel`` gives its likelihoods (the rate).
 
+With ``levels > 0`` the model has gain units (:mod:`hsicomp.models.gain`): the latent is
+multiplied channel-wise by the gain vector of a real ``level`` before quantisation (the
+entropy model sees the gained latent) and the quantised latent by the inverse gain vector
+before synthesis; every call then takes ``level``.
+
 Normalisation: the network works on ``(x - band_offset) / band_scale`` per band. Both are
 buffers of the model (saved in its ``state_dict``; set them once from training data with
 ``set_normalization(*band_statistics(cubes))``), so a decoder reproduces them from the model
@@ -35,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hsicomp.entropy.factorized import FactorizedEntropyModel, decode_latents, encode_latents
+from hsicomp.models.gain import GainUnits
 
 __all__ = [
     "GDN",
@@ -174,11 +180,14 @@ class TransformCodecConfig:
     latent_channels: int = 32  # M
     stages: int = 3
     attention: bool = True
+    levels: int = 0  # gain-unit levels (0: no gain units, the plain gdn model)
 
     def __post_init__(self) -> None:
         if min(self.bands, self.spectral_channels, self.hidden_channels,
                self.latent_channels, self.stages) < 1:
             raise ValueError(f"all sizes of {self} must be >= 1")
+        if self.levels < 0:
+            raise ValueError(f"levels of {self} must be >= 0")
 
     @property
     def downsampling(self) -> int:
@@ -188,6 +197,10 @@ class TransformCodecConfig:
     def with_bands(self, bands: int) -> TransformCodecConfig:
         """This configuration for another number of bands."""
         return replace(self, bands=bands)
+
+    def with_levels(self, levels: int) -> TransformCodecConfig:
+        """This configuration with ``levels`` gain-unit levels."""
+        return replace(self, levels=levels)
 
 
 PRESETS: dict[str, TransformCodecConfig] = {
@@ -237,6 +250,7 @@ class TransformCodec(nn.Module):
         self.analysis = nn.Sequential(*enc)
         self.synthesis = nn.Sequential(*dec)
         self.entropy = FactorizedEntropyModel(m)
+        self.gain_units = GainUnits(config.levels, m) if config.levels else None
         self.register_buffer("band_offset", torch.zeros(config.bands))
         self.register_buffer("band_scale", torch.ones(config.bands))
 
@@ -280,27 +294,48 @@ class TransformCodec(nn.Module):
         """Reconstruction (normalised units) of ``rows`` x ``cols`` from a quantised latent."""
         return self.synthesis(y_hat)[..., :rows, :cols]
 
-    def forward(self, x: Tensor) -> CodecOutput:
+    def gains(self, level: float | None) -> tuple[Tensor, Tensor] | None:
+        """Gain and inverse gain vectors at ``level`` (None without gain units)."""
+        if self.gain_units is None:
+            if level is not None:
+                raise ValueError("this model has no gain units (no level)")
+            return None
+        if level is None:
+            raise ValueError("a model with gain units needs a level")
+        return self.gain_units.vectors(level)
+
+    def forward(self, x: Tensor, level: float | None = None) -> CodecOutput:
         """Noisy (training) or rounded (eval) latent, its likelihoods and the reconstruction."""
+        gains = self.gains(level)
         y = self.analyse(x)
+        if gains is not None:
+            y = y * gains[0].view(1, -1, 1, 1)
         noise = torch.empty_like(y).uniform_(-0.5, 0.5) if self.training else None
         y_hat = y + noise if noise is not None else torch.round(y)
         likelihoods = self.entropy(y_hat)
-        return CodecOutput(self.synthesise(y_hat, *x.shape[-2:]), y_hat, likelihoods)
+        y_syn = y_hat if gains is None else y_hat * gains[1].view(1, -1, 1, 1)
+        return CodecOutput(self.synthesise(y_syn, *x.shape[-2:]), y_hat, likelihoods)
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> bytes:
+    def compress(self, x: Tensor, level: float | None = None) -> bytes:
         """Bytes of one normalised cube (1, bands, H, W); needs ``entropy.freeze()`` first."""
         if x.shape[0] != 1:
             raise ValueError("compress takes one cube (batch size 1)")
-        y = torch.round(self.analyse(x))[0].to(torch.int64).numpy()
-        return encode_latents(y, self.entropy.tables())
+        gains = self.gains(level)
+        y = self.analyse(x)
+        if gains is not None:
+            y = y * gains[0].view(1, -1, 1, 1)
+        return encode_latents(torch.round(y)[0].to(torch.int64).numpy(), self.entropy.tables())
 
     @torch.no_grad()
-    def decompress(self, data: bytes, rows: int, cols: int) -> Tensor:
+    def decompress(self, data: bytes, rows: int, cols: int,
+                   level: float | None = None) -> Tensor:
         """Normalised reconstruction (1, bands, rows, cols) of ``compress`` output."""
+        gains = self.gains(level)
         y = decode_latents(data, self.latent_shape(rows, cols), self.entropy.tables())
         y_hat = torch.from_numpy(y.astype(np.float32)).unsqueeze(0)
+        if gains is not None:
+            y_hat = y_hat * gains[1].view(1, -1, 1, 1)
         return self.synthesise(y_hat, rows, cols)
 
 

@@ -1,0 +1,181 @@
+"""The gdn-gain codec: gain units, geometric level interpolation, side info, training."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import smooth_cube
+
+import hsicomp.models.gain as gain_module
+from hsicomp import cli
+from hsicomp.bsq import read_bsq
+from hsicomp.codecs import get_codec
+from hsicomp.container import pack, unpack
+from hsicomp.errors import HsicompError
+from hsicomp.manifest import read_manifest
+from hsicomp.metrics import compare
+from hsicomp.models.checkpoint import load_gdn_model, save_gdn_model
+from hsicomp.models.gain import LEVEL_SCALE, gain_vectors
+from hsicomp.models.gdn import TransformCodec, TransformCodecConfig, band_statistics
+from hsicomp.train_gdn import GdnTrainer, GdnTrainSettings
+
+torch.set_num_threads(1)
+SHAPE = (5, 13, 19)
+BIT_DEPTH = 12
+GAIN = TransformCodecConfig(bands=5, spectral_channels=4, hidden_channels=8,
+                            latent_channels=4, stages=2, attention=False, levels=3)
+
+
+def _model_file(path: Path, levels: int) -> Path:
+    torch.manual_seed(0)
+    model = TransformCodec(GAIN.with_levels(levels)).eval()
+    if levels:
+        with torch.no_grad():  # distinct rows, some negative (used as absolute values)
+            model.gain_units.gain.copy_(torch.tensor([[0.5, -0.7, 0.6, 0.4], [1.0] * 4,
+                                                      [4.0, 3.0, -5.0, 2.5]]))
+            model.gain_units.inverse_gain.copy_(1 / model.gain_units.gain.detach())
+    model.set_normalization(*band_statistics(smooth_cube(SHAPE, BIT_DEPTH, 0)))
+    model.entropy.freeze()
+    save_gdn_model(path, model)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("gain-models")
+    return _model_file(folder / "gain.pt", 3), _model_file(folder / "plain.pt", 0)
+
+
+@pytest.fixture(scope="module")
+def cube() -> np.ndarray:
+    return smooth_cube(SHAPE, BIT_DEPTH, 7)
+
+
+def _error(func, *args) -> str:
+    with pytest.raises(HsicompError) as info:
+        func(*args)
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+def test_interpolation_is_geometric_and_exact_at_trained_levels():
+    g = torch.tensor([[0.5, -2.0], [2.0, 8.0], [3.0, 1.0]])
+    gi = 1 / g
+    for s in range(3):
+        a, b = gain_vectors(g, gi, float(s))
+        assert torch.equal(a, g[s].abs()) and torch.equal(b, gi[s].abs())
+    a, b = gain_vectors(g, gi, 0.5)
+    assert torch.allclose(a, torch.tensor([1.0, 4.0])) and torch.allclose(b, 1 / a)
+    a, _ = gain_vectors(g, gi, 1.25)
+    assert torch.allclose(a, torch.tensor([2.0**0.75 * 3.0**0.25, 8.0**0.75]))
+    for bad in (-0.1, 2.01):
+        with pytest.raises(ValueError):
+            gain_vectors(g, gi, bad)
+
+
+def test_encoder_and_decoder_use_identical_gain_vectors(models, cube, monkeypatch):
+    calls: list[tuple[float, torch.Tensor, torch.Tensor]] = []
+    original = gain_module.gain_vectors
+
+    def spy(gain, inverse_gain, level):
+        result = original(gain, inverse_gain, level)
+        calls.append((level, *(v.detach().clone() for v in result)))
+        return result
+
+    monkeypatch.setattr(gain_module, "gain_vectors", spy)
+    codec = get_codec("gdn-gain", {"model": str(models[0]), "level": 1.3})
+    data = codec.encode(cube, 0, BIT_DEPTH)
+    decoded = codec.decode(data)
+    (lv_enc, g_enc, gi_enc), (lv_dec, g_dec, gi_dec) = calls
+    assert lv_enc == lv_dec == round(1.3 * LEVEL_SCALE) / LEVEL_SCALE
+    assert torch.equal(g_enc, g_dec) and torch.equal(gi_enc, gi_dec)
+    # the decoder with another rule (linear interpolation) gives another reconstruction
+
+    def linear(gain, inverse_gain, level):
+        s, t = int(level), level - int(level)
+        return tuple((1 - t) * m[s].abs() + t * m[s + 1].abs() for m in (gain, inverse_gain))
+
+    monkeypatch.setattr(gain_module, "gain_vectors", linear)
+    assert not np.array_equal(codec.decode(data), decoded)
+
+
+def test_rate_is_the_file_size_and_the_level_is_recorded(models, cube, tmp_path, capsys):
+    np.save(tmp_path / "c.npy", cube)
+    sizes = []
+    for level in ("0", "0.5", "2"):
+        out = tmp_path / f"c{level}.hsic"
+        assert cli.main(["encode", str(tmp_path / "c.npy"), str(out), "--codec", "gdn-gain",
+                         "--model", str(models[0]), "--param", f"level={level}",
+                         "--bit-depth", str(BIT_DEPTH)]) == 0
+        assert f"{out.stat().st_size} bytes" in capsys.readouterr().out
+        sizes.append(out.stat().st_size)
+        assert cli.main(["info", str(out)]) == 0
+        info = capsys.readouterr().out
+        code = round(float(level) * LEVEL_SCALE)
+        assert "lossy: yes" in info and f"level: {float(level):g} ({code}/65536)" in info
+        assert cli.main(["decode", str(out), str(tmp_path / "d.npy"), "--model",
+                         str(models[0])]) == 0
+        assert np.load(tmp_path / "d.npy").shape == SHAPE
+    assert sizes[0] < sizes[2]  # larger gains, more bits
+
+
+def test_bad_level_and_wrong_model_are_one_line_errors(models, cube):
+    gain, plain = (str(p) for p in models)
+    for level in (-0.5, 2.5, float("nan"), float("inf")):
+        assert "level must be in [0, 2]" in _error(
+            get_codec("gdn-gain", {"model": gain, "level": level}).encode, cube, 0, BIT_DEPTH)
+    assert "has no gain units" in _error(get_codec("gdn-gain", {"model": plain}).encode, cube,
+                                         0, BIT_DEPTH)
+    assert "use codec 'gdn-gain'" in _error(get_codec("gdn", {"model": gain}).encode, cube, 0,
+                                            BIT_DEPTH)
+    assert "needs a model file" in _error(get_codec("gdn-gain").encode, cube, 0, BIT_DEPTH)
+    codec = get_codec("gdn-gain", {"model": gain, "level": 2})
+    data = codec.encode(cube, 0, BIT_DEPTH)
+    assert "has no gain units" in _error(get_codec("gdn-gain", {"model": plain}).decode, data,
+                                         "f.hsic")
+    header, side, payload = unpack(data)
+    too_high = side[:-3] + bytes([0x80, 0x80, 0x0C])  # level code 3 * 65536
+    assert "corrupt header (level 3" in _error(codec.decode, pack(header, too_high, payload),
+                                               "f.hsic")
+    assert "corrupt side info" in _error(codec.decode, pack(header, side[:-3], payload), "f.hsic")
+    for bad in (data[:-9], data[:40], b"not an hsic file"):
+        _error(codec.decode, bad, "f.hsic")
+    assert "lambdas must be" in _error(GdnTrainSettings.from_dict, {"lambdas": [1, -2]})
+
+
+def _prepare(tmp_path: Path, spec: dict) -> Path:
+    out = tmp_path / "data"
+    assert cli.main(["prepare", "--spec", json.dumps({"kind": "synthetic", **spec}),
+                     "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_short_training_gives_monotone_rd_over_levels(tmp_path):
+    data = _prepare(tmp_path, {"seed": 2, "bands": 8, "rows": 32, "cols": 32, "bit_depth": 12,
+                               "patches": {"train": 4, "val": 1, "test": 2}})
+    out = tmp_path / "gain.pt"
+    settings = {"epochs": 300, "batch": 4, "crop": 16, "lr_start": 1e-2, "lr_end": 1e-3,
+                "lambdas": [0.03, 3.0, 300.0], "threads": 1, "seed": 0}
+    GdnTrainer(data, out, GdnTrainSettings.from_dict(settings), progress=False).run()
+    model, info = load_gdn_model(out)
+    assert info["metadata"]["lambdas"] == [0.03, 3.0, 300.0] and model.gain_units.levels == 3
+    tests = [r for r in read_manifest(data / "manifest.csv") if r.split == "test"]
+    points = []
+    for level in (0, 0.5, 1, 1.5, 2):
+        codec = get_codec("gdn-gain", {"model": str(out), "level": level})
+        n_bytes = sse = samples = 0
+        for rec in tests:
+            cube = read_bsq(data / rec.file, rec.bands, rec.rows, rec.cols)
+            encoded = codec.encode(cube, 0, rec.bit_depth)
+            m = compare(cube, codec.decode(encoded), 4095.0)
+            n_bytes, sse, samples = n_bytes + len(encoded), sse + m["mse"] * cube.size, \
+                samples + cube.size
+        points.append((8 * n_bytes / samples, 10 * math.log10(4095.0**2 * samples / sse)))
+    rates, psnrs = zip(*points, strict=True)
+    assert list(rates) == sorted(rates) and list(psnrs) == sorted(psnrs), points
