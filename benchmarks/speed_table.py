@@ -15,9 +15,13 @@ file. Peak memory is each process's peak resident set (VmHWM), nothing subtracte
 
 Multiply-adds per sample are computed from the configuration: for LineRWKV those of the
 dense layers (convolutions and linear layers, checked against torch's FlopCounterMode),
-for ccsds123 those of the predictor; the per-band 2-D anchors report ``n/a``.
-LineRWKV models come from ``--models DIR`` (``linerwkv-<size>.pt``); sizes without a file
-there use random weights (same speed and multiply-adds, meaningless rate).
+for ccsds123 those of the predictor, for the lossy gdn codecs those of the analysis
+(encoder) and synthesis (decoder) convolutions as FlopCounterMode counts them; the per-band
+2-D anchors report ``n/a``. LineRWKV models come from ``--models DIR``
+(``linerwkv-<size>.pt``); sizes without a file there use random weights (same speed and
+multiply-adds, meaningless rate). gdn and gdn-gain (level 1 of 3) use a ``--gdn-preset``
+network with random weights and frozen tables; being lossy, their output is checked for
+shape only.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +56,13 @@ LABELS: dict[str, tuple[str, dict[str, Any]]] = {
     "linerwkv-arith": ("linerwkv", {"coder": "arith"}),
     "linerwkv-ccsds": ("linerwkv", {"coder": "ccsds"}),
     "linerwkv-lms": ("linerwkv-lms", {}),
+    "gdn": ("gdn", {}),
+    "gdn-gain": ("gdn-gain", {"level": 1.0}),
 }
 MODEL_CODECS = {"linerwkv", "linerwkv-lms"}
+GDN_CODECS = {"gdn", "gdn-gain"}
+#: Gain-unit levels of the gdn-gain model measured here.
+GAIN_LEVELS = 3
 NOTES = {
     "raw": "uncompressed 16-bit BSQ reference",
     "jpegls": "per-band 2-D codec (imagecodecs); multiply-adds not measurable",
@@ -63,6 +73,10 @@ NOTES = {
                 "the line predictor on the last line",
 }
 NOTES["jpeg2000"] = NOTES["jpegxl"] = NOTES["jpegls"]
+NOTES["gdn"] = ("lossy; MACs: convolutions of the analysis (encoder) and synthesis (decoder) "
+                "transforms (torch FlopCounterMode), GDN and entropy coder not counted; "
+                "random weights: rate meaningless")
+NOTES["gdn-gain"] = NOTES["gdn"]
 NOTES["linerwkv-lms"] = ("MACs: those of linerwkv plus the ccsds123 predictor with one more "
                          "weight (the network's prediction)")
 
@@ -99,7 +113,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from hsicomp.codecs import get_codec
 
     codec = get_codec(spec["codec"], spec["params"])
-    if spec["codec"] in MODEL_CODECS:  # what the codec imports when it loads its model
+    if spec["codec"] in MODEL_CODECS | GDN_CODECS:  # what the codec imports when it loads its model
         import hsicomp.models.checkpoint  # noqa: F401
         import hsicomp.models.kernel  # noqa: F401
     if spec["mode"] == "idle":
@@ -107,7 +121,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     delta, depth = spec["delta"], spec["bit_depth"]
     if spec["mode"] == "encode":
         cube = np.load(spec["cube"])
-        crop = np.ascontiguousarray(cube[:4, :4, :16])
+        crop = np.ascontiguousarray(cube[:, :4, :16])  # all bands: gdn models need them
         Path(spec["warm"]).write_bytes(codec.encode(crop, delta, depth))
 
         def run() -> bytes:
@@ -199,6 +213,43 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def gdn_model_file(codec: str, preset: str, bands: int, scratch: Path) -> Path:
+    """A ``preset`` gdn (or gdn-gain) model with random weights (seed 0) and frozen tables."""
+    path = scratch / f"random-{codec}-{preset}.pt"
+    if not path.exists():
+        import torch
+
+        from hsicomp.models.checkpoint import save_gdn_model
+        from hsicomp.models.gdn import PRESETS, TransformCodec
+
+        levels = GAIN_LEVELS if codec == "gdn-gain" else 0
+        torch.manual_seed(0)
+        config = replace(PRESETS[preset].with_bands(bands), levels=levels)
+        model = TransformCodec(config).eval()
+        model.entropy.freeze()
+        save_gdn_model(path, model)
+    return path
+
+
+def gdn_macs(path: Path, shape: tuple[int, int, int]) -> tuple[int, int]:
+    """(analysis, synthesis) multiply-adds that FlopCounterMode counts on one cube."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hsicomp.models.checkpoint import load_gdn_model
+
+    model, _ = load_gdn_model(path)
+    x = torch.zeros((1, *shape))
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:
+            y = model.analyse(x)
+        enc = counter.get_total_flops() // 2
+        with FlopCounterMode(display=False) as counter:
+            model.synthesise(torch.round(y), shape[1], shape[2])
+        dec = counter.get_total_flops() // 2
+    return enc, dec
+
+
 def entries(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
     """(label, codec, params, size, trained, model config) of every codec to measure."""
     from hsicomp.models.checkpoint import load_model
@@ -206,6 +257,12 @@ def entries(args: argparse.Namespace, scratch: Path) -> list[dict[str, Any]]:
     out = []
     for label in args.codecs:
         codec, params = LABELS[label]
+        if codec in GDN_CODECS:
+            path = gdn_model_file(codec, args.gdn_preset, args.bands, scratch)
+            out.append({"label": label, "codec": codec, "size": args.gdn_preset,
+                        "trained": None, "config": None, "model_path": path,
+                        "params": {**params, "model": str(path), "threads": 1}})
+            continue
         if codec not in MODEL_CODECS:
             out.append({"label": label, "codec": codec, "params": params, "size": "-",
                         "trained": None, "config": None})
@@ -233,6 +290,8 @@ def macs(entry: dict[str, Any], shape: tuple[int, int, int]) -> tuple[str, str]:
         from hsicomp.codecs import get_codec
 
         enc = dec = ccsds123_macs(get_codec("ccsds123", entry["params"]).params, shape)
+    elif entry["codec"] in GDN_CODECS:
+        enc, dec = gdn_macs(entry["model_path"], shape)
     elif entry["codec"] == "raw":
         enc = dec = 0
     else:
@@ -262,7 +321,8 @@ def measure(entry: dict[str, Any], delta: int, args: argparse.Namespace, cube: n
     dec = run_worker({**spec, "mode": "decode"})
     decoded = np.load(spec["decoded"])
     err = int(np.abs(decoded.astype(np.int64) - cube).max())
-    if decoded.shape != cube.shape or err > delta:
+    lossy = entry["codec"] in GDN_CODECS  # no maximum-error guarantee: shape checked only
+    if decoded.shape != cube.shape or (err > delta and not lossy):
         raise SystemExit(f"{entry['label']} {entry['size']} delta {delta}: max error {err}")
     bands, rows, cols = cube.shape
     threads = (f"{args.threads}/2" if entry["codec"] in MODEL_CODECS else "1/1")
@@ -302,6 +362,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cols", type=int, default=None)
     parser.add_argument("--bands", type=int, default=202)
     parser.add_argument("--bit-depth", type=int, default=14)
+    parser.add_argument("--gdn-preset", default="tiny", help="network preset of gdn codecs")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "speed.csv")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()

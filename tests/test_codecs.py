@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -350,3 +352,12 @@ def test_cli_user_errors_exit_2(case: str, tmp_path: Path, cube: np.ndarray, cap
     err = capsys.readouterr().err
     assert err.startswith("hsicomp: error: ") and err.count("\n") == 1
     assert not (tmp_path / "o.npy").exists() and not (tmp_path / "x.hsic").exists()
+
+
+def test_registry_does_not_import_torch() -> None:
+    """Codecs without a network start without torch (it is imported only with a model)."""
+    code = ("import sys; from hsicomp.codecs import available_codecs, get_codec; "
+            "available_codecs(); get_codec('ccsds123', {}); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "False"

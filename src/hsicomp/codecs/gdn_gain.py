@@ -22,7 +22,6 @@ from typing import Any, ClassVar
 from hsicomp.codecs.base import register
 from hsicomp.codecs.gdn import GdnCodec
 from hsicomp.errors import HsicompError
-from hsicomp.models.gain import level_code, level_from_code
 
 
 @register
@@ -42,6 +41,8 @@ class GdnGainCodec(GdnCodec):
 
     def encode_level(self, model: Any) -> tuple[float | None, list[int]]:
         """The fixed-point level code of parameter ``level`` and the level it stands for."""
+        from hsicomp.models.gain import level_code, level_from_code
+
         levels = model.gain_units.levels
         try:
             code = level_code(float(self.params["level"]), levels)
@@ -52,6 +53,8 @@ class GdnGainCodec(GdnCodec):
 
     def decode_level(self, model: Any, extra: list[int], source: str) -> float | None:
         """The level of the file; HsicompError when the model has no such level."""
+        from hsicomp.models.gain import level_from_code
+
         level = level_from_code(extra[0])
         if level > model.gain_units.levels - 1:
             raise HsicompError(f"{source}: corrupt header (level {level:g}; the model has "
@@ -61,4 +64,6 @@ class GdnGainCodec(GdnCodec):
     @classmethod
     def describe_extra(cls, extra: list[int]) -> list[tuple[str, str]]:
         """The recorded level."""
+        from hsicomp.models.gain import level_from_code
+
         return [("level", f"{level_from_code(extra[0]):.10g} ({extra[0]}/65536)")]
