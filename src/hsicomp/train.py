@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,14 @@ from hsicomp.manifest import PatchRecord, read_manifest
 #: the validation columns are empty (nan) on rows without a validation.
 LOG_COLUMNS = ["step", "epoch", "lr", "train_loss", "val_l1", "val_bits", "samples_per_s",
                "elapsed_s"]
+
+
+def settings_fingerprint(settings: Any, ignored: tuple[str, ...]) -> str:
+    """Hash of a settings dataclass without the fields that do not change the result."""
+    d = dataclasses.asdict(settings)
+    for key in ignored:
+        d.pop(key)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -86,10 +95,7 @@ class TrainSettings:
 
     def fingerprint(self) -> str:
         """Hash of the settings that change the result (not the thread count or device)."""
-        d = dataclasses.asdict(self)
-        for key in ("threads", "device", "checkpoint_every"):
-            d.pop(key)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return settings_fingerprint(self, ("threads", "device", "checkpoint_every"))
 
 
 class PatchStore:
@@ -166,7 +172,56 @@ def select_device(name: str):
     return torch.device(name)
 
 
-class Trainer:
+class ResumableTraining:
+    """Learning-rate schedule and resumable state shared by the trainers.
+
+    Needs ``settings`` (with ``lr_start``, ``lr_end`` and ``fingerprint()``), ``total_steps``,
+    ``step``, ``model``, ``optimizer``, ``rng``, ``log_rows``, ``state_path`` and ``device``.
+    """
+
+    def lr_at(self, step: int) -> float:
+        """Linear from lr_start (step 0) to lr_end (last step)."""
+        s = self.settings
+        frac = step / max(1, self.total_steps - 1)
+        return s.lr_start + (s.lr_end - s.lr_start) * min(1.0, frac)
+
+    # -- state -------------------------------------------------------------------------------
+    def save_state(self) -> None:
+        """Write the resumable state atomically."""
+        import torch
+
+        state = {"fingerprint": self.settings.fingerprint(), "step": self.step,
+                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "torch_rng": torch.get_rng_state(),
+                 "numpy_rng": json.dumps(self.rng.bit_generator.state),
+                 "log": json.dumps(self.log_rows)}
+        with atomic_path(self.state_path) as tmp:
+            torch.save(state, tmp)
+
+    def try_resume(self) -> bool:
+        """Continue from a state file written by the same settings; True when resumed."""
+        import torch
+
+        if not self.state_path.is_file():
+            return False
+        try:
+            state = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # a damaged state file: start again, keep a note
+            print(f"{self.state_path}: unreadable training state ({exc}); starting again")
+            return False
+        if state.get("fingerprint") != self.settings.fingerprint():
+            print(f"{self.state_path}: settings changed; starting again")
+            return False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
+        self.log_rows = json.loads(state["log"])
+        self.step = int(state["step"])
+        return True
+
+
+class Trainer(ResumableTraining):
     """One training run of one model size; see the module docstring."""
 
     def __init__(self, dataset_dir: Path, out: Path, settings: TrainSettings,
@@ -214,47 +269,6 @@ class Trainer:
         factors = {"decay": s.time_decay_lr_factor, "first": s.time_first_lr_factor, "rest": 1.0}
         return [{"params": ps, "lr_factor": factors[k], "weight_decay": s.weight_decay}
                 for k, ps in groups.items() if ps]
-
-    def lr_at(self, step: int) -> float:
-        """Linear decay from lr_start (step 0) to lr_end (last step)."""
-        s = self.settings
-        frac = step / max(1, self.total_steps - 1)
-        return s.lr_start + (s.lr_end - s.lr_start) * min(1.0, frac)
-
-    # -- state -------------------------------------------------------------------------------
-    def save_state(self) -> None:
-        """Write the resumable state atomically."""
-        import torch
-
-        state = {"fingerprint": self.settings.fingerprint(), "step": self.step,
-                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "torch_rng": torch.get_rng_state(),
-                 "numpy_rng": json.dumps(self.rng.bit_generator.state),
-                 "log": json.dumps(self.log_rows)}
-        with atomic_path(self.state_path) as tmp:
-            torch.save(state, tmp)
-
-    def try_resume(self) -> bool:
-        """Continue from a state file written by the same settings; True when resumed."""
-        import torch
-
-        if not self.state_path.is_file():
-            return False
-        try:
-            state = torch.load(self.state_path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # a damaged state file: start again, keep a note
-            print(f"{self.state_path}: unreadable training state ({exc}); starting again")
-            return False
-        if state.get("fingerprint") != self.settings.fingerprint():
-            print(f"{self.state_path}: settings changed; starting again")
-            return False
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
-        self.log_rows = json.loads(state["log"])
-        self.step = int(state["step"])
-        return True
 
     # -- data --------------------------------------------------------------------------------
     def sample_batch(self):
@@ -414,14 +428,21 @@ def plot_training_log(log_csv: Path, out_png: Path, title: str) -> None:
         plt.close(fig)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def settings_values(text: str, threads: int) -> dict:
+    """The ``--settings`` JSON object of a training command, with ``--threads`` applied."""
     try:
-        values = json.loads(args.settings)
+        values = json.loads(text)
     except json.JSONDecodeError as exc:
         raise HsicompError(f"--settings is not valid JSON ({exc})") from None
-    if args.threads:
-        values["threads"] = args.threads
-    settings = TrainSettings.from_dict(values)
+    if not isinstance(values, dict):
+        raise HsicompError("--settings must be a JSON object")
+    if threads:
+        values["threads"] = threads
+    return values
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    settings = TrainSettings.from_dict(settings_values(args.settings, args.threads))
     trainer = Trainer(Path(args.data), Path(args.out), settings, progress=not args.no_progress)
     trainer.run(stop_after=args.stop_after)
     if trainer.step == trainer.total_steps:

@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import hashlib
 import io
-import json
 import math
 import sys
 import time
@@ -37,9 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
-from hsicomp.atomic import atomic_path, atomic_write_text
+from hsicomp.atomic import atomic_write_text
 from hsicomp.errors import HsicompError
-from hsicomp.train import PatchStore, select_device
+from hsicomp.train import (
+    PatchStore,
+    ResumableTraining,
+    select_device,
+    settings_fingerprint,
+    settings_values,
+)
 
 #: Columns of the training log (validation columns are nan on rows without validation):
 #: bits per sample, MSE in normalised units, validation PSNR in dB of the de-normalised,
@@ -110,13 +114,11 @@ class GdnTrainSettings:
 
     def fingerprint(self) -> str:
         """Hash of the settings that change the result (not threads, device, checkpoints)."""
-        d = dataclasses.asdict(self)
-        for key in ("threads", "device", "checkpoint_every", "cache_patches"):
-            d.pop(key)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return settings_fingerprint(self, ("threads", "device", "checkpoint_every",
+                                           "cache_patches"))
 
 
-class GdnTrainer:
+class GdnTrainer(ResumableTraining):
     """One training run of one lambda; see the module docstring."""
 
     def __init__(self, dataset_dir: Path, out: Path, settings: GdnTrainSettings,
@@ -172,47 +174,6 @@ class GdnTrainer:
         var = (w * np.stack(squares)).sum(axis=0) - mean**2
         return mean.astype(np.float32), np.maximum(np.sqrt(np.maximum(var, 0)), 1e-3
                                                    ).astype(np.float32)
-
-    def lr_at(self, step: int) -> float:
-        """Linear from lr_start (step 0) to lr_end (last step)."""
-        s = self.settings
-        frac = step / max(1, self.total_steps - 1)
-        return s.lr_start + (s.lr_end - s.lr_start) * min(1.0, frac)
-
-    # -- state -------------------------------------------------------------------------------
-    def save_state(self) -> None:
-        """Write the resumable state atomically."""
-        import torch
-
-        state = {"fingerprint": self.settings.fingerprint(), "step": self.step,
-                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "torch_rng": torch.get_rng_state(),
-                 "numpy_rng": json.dumps(self.rng.bit_generator.state),
-                 "log": json.dumps(self.log_rows)}
-        with atomic_path(self.state_path) as tmp:
-            torch.save(state, tmp)
-
-    def try_resume(self) -> bool:
-        """Continue from a state file written with the same settings; True when resumed."""
-        import torch
-
-        if not self.state_path.is_file():
-            return False
-        try:
-            state = torch.load(self.state_path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # a damaged state file: start again, keep a note
-            print(f"{self.state_path}: unreadable training state ({exc}); starting again")
-            return False
-        if state.get("fingerprint") != self.settings.fingerprint():
-            print(f"{self.state_path}: settings changed; starting again")
-            return False
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        self.rng.bit_generator.state = json.loads(state["numpy_rng"])
-        self.log_rows = json.loads(state["log"])
-        self.step = int(state["step"])
-        return True
 
     # -- data and loss -----------------------------------------------------------------------
     def sample_batch(self):
@@ -343,15 +304,7 @@ class GdnTrainer:
 
 
 def _cmd_train_gdn(args: argparse.Namespace) -> int:
-    try:
-        values = json.loads(args.settings)
-    except json.JSONDecodeError as exc:
-        raise HsicompError(f"--settings is not valid JSON ({exc})") from None
-    if not isinstance(values, dict):
-        raise HsicompError("--settings must be a JSON object")
-    if args.threads:
-        values["threads"] = args.threads
-    settings = GdnTrainSettings.from_dict(values)
+    settings = GdnTrainSettings.from_dict(settings_values(args.settings, args.threads))
     trainer = GdnTrainer(Path(args.data), Path(args.out), settings, progress=not args.no_progress)
     trainer.run(stop_after=args.stop_after)
     if trainer.step == trainer.total_steps:
