@@ -23,6 +23,8 @@ CODEC_MODULES: tuple[str, ...] = ("hsicomp.codecs.anchors", "hsicomp.codecs.line
                                   "hsicomp.codecs.gdn", "hsicomp.codecs.gdn_gain")
 
 MAX_BANDS = 0xFFFF
+#: Most samples a header may declare to codecs that allocate the whole cube before decoding.
+MAX_DECODE_SAMPLES = 1 << 28
 MAX_SIDE = 0xFFFFFFFF
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -163,6 +165,14 @@ class Codec(ABC):
         if header.lossy != self.lossy:
             raise HsicompError(f"{source}: corrupt header (lossy flag "
                                f"{'set' if header.lossy else 'missing'} for codec {self.name!r})")
+        return header, side_info, payload
+
+    def read_sized_container(self, data: bytes, source: str) -> tuple[Header, bytes, bytes]:
+        """:meth:`read_container`, refusing headers of more than MAX_DECODE_SAMPLES samples."""
+        header, side_info, payload = self.read_container(data, source)
+        if header.samples > MAX_DECODE_SAMPLES:
+            bands, rows, cols = header.shape
+            raise HsicompError(f"{source}: corrupt header ({bands}x{rows}x{cols} is too large)")
         return header, side_info, payload
 
     def check_output(self, cube: np.ndarray, header: Header, source: str) -> np.ndarray:

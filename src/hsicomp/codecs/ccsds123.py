@@ -83,7 +83,6 @@ MODES = ("full", "reduced")
 LOCAL_SUMS = ("wide_neighbour", "narrow_neighbour", "wide_column", "narrow_column")
 #: Largest cube the decoder accepts (samples), so a damaged header cannot ask for a huge
 #: allocation.
-MAX_SAMPLES = 1 << 28
 _SIDE = struct.Struct("<BBBBBBBbbHBBBB")
 
 # --------------------------------------------------------------------------- parameters
@@ -253,10 +252,8 @@ class Ccsds123Codec(Codec):
 
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
         """Decode .hsic bytes written by this codec (with the parameters stored in them)."""
-        header, side, payload = self.read_container(data, source)
+        header, side, payload = self.read_sized_container(data, source)
         bands, rows, cols = header.shape
-        if header.samples > MAX_SAMPLES:
-            raise HsicompError(f"{source}: corrupt header ({bands}x{rows}x{cols} is too large)")
         dbits = header.bit_depth
         settings = _Settings.unpack(side, source)
         try:

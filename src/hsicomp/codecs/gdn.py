@@ -39,7 +39,6 @@ from hsicomp.errors import HsicompError
 LAYOUT_VERSION = 1
 #: Largest cube the decoder accepts (samples), so a damaged header cannot ask for a huge
 #: allocation.
-MAX_SAMPLES = 1 << 28
 _HASH_BYTES = 32
 _FIXED_SIDE = 1 + _HASH_BYTES
 
@@ -126,10 +125,8 @@ class GdnCodec(Codec):
 
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
         """Decode .hsic bytes written by this codec (needs the same model file)."""
-        header, side, payload = self.read_container(data, source)
+        header, side, payload = self.read_sized_container(data, source)
         bands, rows, cols = header.shape
-        if header.samples > MAX_SAMPLES:
-            raise HsicompError(f"{source}: corrupt header ({bands}x{rows}x{cols} is too large)")
         digest, shape, extra = self._read_side(side, source)
         if not self.params["model"]:
             raise HsicompError(f"{source}: coded with GDN model {digest.hex()[:16]}...; give "

@@ -54,7 +54,6 @@ CODERS = ("arith", "ccsds")
 STAT_SCALE = 16
 #: Largest cube the decoder accepts (samples), so a damaged header cannot ask for a huge
 #: allocation.
-MAX_SAMPLES = 1 << 28
 _HASH_BYTES = 32
 _FIXED_SIDE = 3 + _HASH_BYTES
 
@@ -320,10 +319,8 @@ class LineRWKVCodec(Codec):
 
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
         """Decode .hsic bytes written by this codec (needs the same model file)."""
-        header, side, payload = self.read_container(data, source)
+        header, side, payload = self.read_sized_container(data, source)
         bands, rows, cols = header.shape
-        if header.samples > MAX_SAMPLES:
-            raise HsicompError(f"{source}: corrupt header ({bands}x{rows}x{cols} is too large)")
         coder, digest, mean16, std16 = self._read_side(side, bands, source)
         q = 2 * header.delta + 1
         max_q = ((1 << header.bit_depth) - 1 + header.delta) // q

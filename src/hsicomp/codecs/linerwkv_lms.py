@@ -43,7 +43,6 @@ from hsicomp.codecs.anchors import decode_varints, encode_varints
 from hsicomp.codecs.base import register
 from hsicomp.codecs.ccsds123 import Ccsds123Codec, _Settings
 from hsicomp.codecs.linerwkv import (
-    MAX_SAMPLES,
     STAT_SCALE,
     LineRWKVCodec,
     _arithmetic_version,
@@ -218,10 +217,8 @@ class LineRWKVLmsCodec(LineRWKVCodec):
 
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
         """Decode .hsic bytes written by this codec (needs the same model file)."""
-        header, side, payload = self.read_container(data, source)
+        header, side, payload = self.read_sized_container(data, source)
         bands, rows, cols = header.shape
-        if header.samples > MAX_SAMPLES:
-            raise HsicompError(f"{source}: corrupt header ({bands}x{rows}x{cols} is too large)")
         dbits = header.bit_depth
         digest, ext_init, settings, mean16, std16 = self._read_side(side, bands, dbits, source)
         weights = self._model_for(digest, source)
