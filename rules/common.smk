@@ -67,12 +67,19 @@ MODEL_CODECS = {"linerwkv", "linerwkv-lms"}
 # bound), and the workflow gives the model file and thread count as `model` and `threads`.
 GDN_CODECS = {"gdn"}
 GDN_KEYS = {"lambdas", "preset", "settings", "train_dataset"}
-# Gain-unit codecs: an entry's `lambdas` train ONE model (`hsicomp train-gdn` with the
-# setting lambdas, one level per lambda) and each of its `levels_eval` is one rate point
-# ({model} = the level tag, g0.5).
-GAIN_CODECS = {"gdn-gain"}
-GAIN_KEYS = GDN_KEYS | {"levels_eval"}
-LEARNED_CODECS = GDN_CODECS | GAIN_CODECS
+# One-model curve codecs: an entry trains ONE model (`hsicomp train-gdn` with the entry's
+# `lambdas` and settings) and evaluates each value of its rate list as one rate point:
+# gdn-gain (gain units, one level per lambda) at `levels_eval`, {model} = g<level>;
+# gdn-ohm (adaptive-rate One-Hot-Max, lambdas at the fewest and at all channels) at
+# `fractions_eval` (channel fractions), {model} = f<fraction>.
+CURVE_CODECS = {
+    "gdn-gain": {"points": "levels_eval", "param": "level", "tag": "g"},
+    "gdn-ohm": {"points": "fractions_eval", "param": "fraction", "tag": "f"},
+}
+CURVE_KEYS = {spec["points"] for spec in CURVE_CODECS.values()}
+LEARNED_CODECS = GDN_CODECS | set(CURVE_CODECS)
+# Settings a gdn-ohm entry gets unless its settings give them.
+OHM_DEFAULTS = {"ohm_symbols": 32, "ohm_min_channels": 1}
 
 
 def codec_name(label):
@@ -90,25 +97,29 @@ def gdn_lambdas(label):
     return {lambda_tag(v): float(v) for v in config["codecs"][label]["lambdas"]}
 
 
-def level_tag(value):
-    """The {model} value of one gain level: `g` and the number in plain decimal (g0.5)."""
-    return f"g{Decimal(repr(float(value))).normalize():f}"
+def rate_tag(label, value):
+    """The {model} value of one rate point of a curve entry: the codec's letter and the
+    number in plain decimal (g0.5, f0.25)."""
+    return f"{CURVE_CODECS[codec_name(label)]['tag']}{Decimal(repr(float(value))).normalize():f}"
 
 
-def gain_levels(label):
-    """Level tag -> level of a gdn-gain entry, in config order."""
-    return {level_tag(v): float(v) for v in config["codecs"][label]["levels_eval"]}
+def curve_points(label):
+    """Rate tag -> rate parameter value of a curve entry (gdn-gain, gdn-ohm), config order."""
+    key = CURVE_CODECS[codec_name(label)]["points"]
+    return {rate_tag(label, v): float(v) for v in config["codecs"][label][key]}
 
 
-def gain_model_file(label, dataset):
-    """The one trained gdn-gain model of ``label`` that codes ``dataset``."""
-    return f"models/{gdn_train_dataset(label, dataset)}/gdn-gain-{label}.pt"
+def curve_model_file(label, dataset):
+    """The one trained model of curve entry ``label`` that codes ``dataset``."""
+    return f"models/{gdn_train_dataset(label, dataset)}/{codec_name(label)}-{label}.pt"
 
 
-def gain_train_settings(label):
-    """Training settings of a gdn-gain model: the entry's settings, preset and lambdas."""
+def curve_train_settings(label):
+    """Training settings of a curve entry's model: the entry's settings, preset and lambdas
+    (and the OHM defaults for gdn-ohm)."""
     entry = config["codecs"][label]
-    return {**entry.get("settings", {}), "preset": entry.get("preset", "tiny"),
+    extra = OHM_DEFAULTS if codec_name(label) == "gdn-ohm" else {}
+    return {**extra, **entry.get("settings", {}), "preset": entry.get("preset", "tiny"),
             "lambdas": [float(v) for v in entry["lambdas"]]}
 
 
@@ -142,33 +153,42 @@ def gdn_train_threads(label):
     return entry.get("settings", {}).get("threads", entry.get("threads", 1))
 
 
-def _check_gain_entry(label, entry):
-    if len(entry.get("lambdas", [])) < 2:
+def _check_curve_entry(label, entry):
+    name = codec_name(label)
+    key = CURVE_CODECS[name]["points"]
+    if name == "gdn-gain" and len(entry.get("lambdas", [])) < 2:
         raise ValueError(f"codecs.{label}: codec gdn-gain needs at least 2 lambdas (levels)")
-    levels = entry.get("levels_eval")
-    if not levels:
-        raise ValueError(f"codecs.{label}: codec gdn-gain needs levels_eval (rate points)")
-    top = len(entry["lambdas"]) - 1
-    bad = [v for v in levels if not 0 <= v <= top]
+    if name == "gdn-ohm" and len(entry.get("lambdas", [])) != 2:
+        raise ValueError(f"codecs.{label}: codec gdn-ohm needs 2 lambdas (at the fewest and"
+                         " at all channels)")
+    points = entry.get(key)
+    if not points:
+        raise ValueError(f"codecs.{label}: codec {name} needs {key} (rate points)")
+    top = len(entry["lambdas"]) - 1 if name == "gdn-gain" else 1
+    bad = [v for v in points if not 0 <= v <= top]
     if bad:
-        raise ValueError(f"codecs.{label}.levels_eval: {bad[0]} is not in [0, {top}]")
-    if len(gain_levels(label)) != len(levels):
-        raise ValueError(f"codecs.{label}.levels_eval: two levels have the same tag")
+        raise ValueError(f"codecs.{label}.{key}: {bad[0]} is not in [0, {top}]")
+    if len(curve_points(label)) != len(points):
+        raise ValueError(f"codecs.{label}.{key}: two points have the same tag")
+    for other in sorted((CURVE_KEYS - {key}) & set(entry)):
+        raise ValueError(f"codecs.{label}: {other} does not apply to codec {name}")
 
 
 def _check_gdn_codecs():
     for label, entry in config["codecs"].items():
         name = codec_name(label)
         if name not in LEARNED_CODECS:
-            extra = sorted(GAIN_KEYS & set(entry))
+            extra = sorted((GDN_KEYS | CURVE_KEYS) & set(entry))
             if extra:
-                raise ValueError(f"codecs.{label}: {', '.join(extra)} only apply to codec gdn"
-                                 " or gdn-gain")
+                raise ValueError(f"codecs.{label}: {', '.join(extra)} only apply to codecs "
+                                 f"{', '.join(sorted(LEARNED_CODECS))}")
             continue
-        if name in GAIN_CODECS:
-            _check_gain_entry(label, entry)
-        elif "levels_eval" in entry:
-            raise ValueError(f"codecs.{label}: levels_eval only applies to codec gdn-gain")
+        if name in CURVE_CODECS:
+            _check_curve_entry(label, entry)
+        elif CURVE_KEYS & set(entry):
+            key = sorted(CURVE_KEYS & set(entry))[0]
+            owner = next(c for c, spec in CURVE_CODECS.items() if spec["points"] == key)
+            raise ValueError(f"codecs.{label}: {key} only applies to codec {owner}")
         elif not entry.get("lambdas"):
             raise ValueError(f"codecs.{label}: codec gdn needs lambdas (one model per lambda)")
         elif len(gdn_lambdas(label)) != len(entry["lambdas"]):
@@ -176,7 +196,7 @@ def _check_gdn_codecs():
         if entry.get("deltas", [0]) != [0]:
             raise ValueError(f"codecs.{label}.deltas: codec {name} is lossy, only delta 0"
                              " (no bound)")
-        given = sorted({"model", "threads", "level"} & set(entry.get("params", {})))
+        given = sorted({"model", "threads", "level", "fraction"} & set(entry.get("params", {})))
         if given:
             raise ValueError(f"codecs.{label}.params: {', '.join(given)} is set by the workflow")
         train = entry.get("train_dataset")
@@ -253,8 +273,8 @@ def model_files():
         if codec_name(label) in GDN_CODECS:
             files |= {gdn_model_file(label, tag, d) for tag in gdn_lambdas(label)
                       for d in config["datasets"]}
-        if codec_name(label) in GAIN_CODECS:
-            files |= {gain_model_file(label, d) for d in config["datasets"]}
+        if codec_name(label) in CURVE_CODECS:
+            files |= {curve_model_file(label, d) for d in config["datasets"]}
     return sorted(files)
 
 
@@ -268,7 +288,8 @@ def psnr_peak(name):
 
 
 def codec_deltas(codec):
-    """Deltas of a codec entry; a gdn(-gain) entry has the single point delta 0 (no bound)."""
+    """Deltas of a codec entry; a learned lossy entry has the single point delta 0 (no
+    bound)."""
     if codec_name(codec) in LEARNED_CODECS:
         return [0]
     return config["codecs"][codec].get("deltas", config["deltas"])
@@ -280,13 +301,13 @@ def codec_threads(codec):
 
 def codec_models(codec):
     """Values of the {model} wildcard of a codec entry: the linerwkv sizes, the gdn lambda
-    tags, the gdn-gain level tags, or "-"."""
+    tags, the rate tags of a curve entry (gdn-gain, gdn-ohm), or "-"."""
     if codec_name(codec) in MODEL_CODECS:
         return list(config["linerwkv"]["sizes"])
     if codec_name(codec) in GDN_CODECS:
         return list(gdn_lambdas(codec))
-    if codec_name(codec) in GAIN_CODECS:
-        return list(gain_levels(codec))
+    if codec_name(codec) in CURVE_CODECS:
+        return list(curve_points(codec))
     return ["-"]
 
 
@@ -304,8 +325,8 @@ def trained_model(label, model, dataset):
         return model_file(model, dataset)
     if codec_name(label) in GDN_CODECS:
         return gdn_model_file(label, model, dataset)
-    if codec_name(label) in GAIN_CODECS:
-        return gain_model_file(label, dataset)
+    if codec_name(label) in CURVE_CODECS:
+        return curve_model_file(label, dataset)
     return None
 
 
@@ -318,13 +339,13 @@ def model_input(wildcards):
 
 def job_params(label, model, dataset, threads):
     """Codec parameters of a job; codecs with a trained model get `model` and `threads`,
-    gdn-gain also the `level` of its {model} tag."""
+    a curve entry also the rate parameter of its {model} tag (level, fraction)."""
     params = dict(config["codecs"][label].get("params", {}))
     path = trained_model(label, model, dataset)
     if path is not None:
         params.update(model=path, threads=threads)
-    if codec_name(label) in GAIN_CODECS:
-        params["level"] = gain_levels(label)[model]
+    if codec_name(label) in CURVE_CODECS:
+        params[CURVE_CODECS[codec_name(label)]["param"]] = curve_points(label)[model]
     return params
 
 

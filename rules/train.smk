@@ -1,5 +1,5 @@
 # Training stage: one LineRWKV predictor per size, one gdn transform codec per gdn entry
-# and lambda, and one gain-unit model per gdn-gain entry, on the training split of one
+# and lambda, and one model per gdn-gain / gdn-ohm entry, on the training split of one
 # dataset. Interrupted jobs resume from <model>.pt.state on rerun.
 
 
@@ -66,28 +66,30 @@ rule train_gdn:
         " --settings {params.settings} --threads {threads} > {log:q} 2>&1"
 
 
-rule train_gdn_gain:
-    """One gdn-gain model (gain units, one level per lambda) per codec entry and dataset."""
+rule train_gdn_curve:
+    """One model per curve entry (gdn-gain: gain units, one level per lambda; gdn-ohm:
+    adaptive-rate One-Hot-Max) and dataset."""
     input:
         manifest="data/{dataset}/manifest.csv",
         train="data/{dataset}/train.h5",
         val="data/{dataset}/val.h5",
     output:
-        model="models/{dataset}/gdn-gain-{label}.pt",
-        log_csv="models/{dataset}/gdn-gain-{label}.log.csv",
+        model="models/{dataset}/{curve}-{label}.pt",
+        log_csv="models/{dataset}/{curve}-{label}.log.csv",
     wildcard_constraints:
-        label=labels_of(GAIN_CODECS),
+        curve="|".join(CURVE_CODECS),
+        label=labels_of(CURVE_CODECS),
     params:
-        settings=lambda w: quoted_json(gain_train_settings(w.label)),
+        settings=lambda w: quoted_json(curve_train_settings(w.label)),
     threads: lambda w: gdn_train_threads(w.label)
     resources:
-        gpu=lambda w: 1 if gain_train_settings(w.label).get("device") == "cuda" else 0,
+        gpu=lambda w: 1 if curve_train_settings(w.label).get("device") == "cuda" else 0,
         mem_mb=8000,
         runtime=2880,
     log:
-        "logs/train_gdn/{dataset}/gain-{label}.log",
+        "logs/train_gdn/{dataset}/{curve}-{label}.log",
     benchmark:
-        "logs/benchmarks/train_gdn/{dataset}/gain-{label}.tsv"
+        "logs/benchmarks/train_gdn/{dataset}/{curve}-{label}.tsv"
     conda:
         ENV
     shell:

@@ -47,15 +47,15 @@ def test_hyspecnet_dry_run_without_data(tmp_path):
         assert re.search(rf"{rule}\s+1\n", out)
     assert "hyspecnet-11k-splits.tar.gz" in out
     # 11 archives; per 32 shards, encoded and verified: the anchors at 9 + 1 + 1 + 9 + 9
-    # deltas, 2 linerwkv coders x 4 sizes x 9 deltas, gdn at 5 lambdas and gdn-gain at 9
-    # levels: (29 + 72 + 5 + 9) x 32 = 3680
+    # deltas, 2 linerwkv coders x 4 sizes x 9 deltas, gdn at 5 lambdas, gdn-gain at 9
+    # levels and gdn-ohm at 5 fractions: (29 + 72 + 5 + 9 + 5) x 32 = 3840
     assert re.search(r"download_archive\s+11\n", out)
-    assert re.search(r"encode_shard\s+3680\n", out)
-    assert re.search(r"verify_shard\s+3680\n", out)
+    assert re.search(r"encode_shard\s+3840\n", out)
+    assert re.search(r"verify_shard\s+3840\n", out)
     assert re.search(r"train\s+4\n", out)  # XS, S, M, L
     assert re.search(r"train_gdn\s+5\n", out)  # one per lambda
-    assert re.search(r"train_gdn_gain\s+1\n", out)  # one model for all levels
-    assert re.search(r"total\s+7402\n", out)
+    assert re.search(r"train_gdn_curve\s+2\n", out)  # gdn-gain and gdn-ohm: one model each
+    assert re.search(r"total\s+7723\n", out)
     assert not (tmp_path / "downloads").exists()
 
 
@@ -64,11 +64,12 @@ def test_default_config_dry_run(tmp_path):
     out = proc.stdout + proc.stderr
     assert "prepare_dataset" in out
     # 1 shard x (anchors: 9 + 1 + 1 + 9 + 9 deltas; linerwkv: 2 coders x 2 sizes x 3 deltas;
-    # gdn: 3 lambdas, one point each; gdn-gain: 5 levels of one model, one point each)
-    assert re.search(r"encode_shard\s+49\n", out)
+    # gdn: 3 lambdas, one point each; gdn-gain and gdn-ohm: 5 points of one model each)
+    assert re.search(r"encode_shard\s+54\n", out)
     assert re.search(r"train\s+2\n", out)
     assert re.search(r"train_gdn\s+3\n", out)
-    assert re.search(r"train_gdn_gain\s+1\n", out)
+    assert re.search(r"train_gdn_curve\s+2\n", out)
+    assert '--params \'{"fraction": 0.25, "model": "models/synthetic/gdn-ohm-gdn-ohm.pt"' in out
     assert "results/metrics/synthetic/gdn-gain/g0.5/d0/shard0.csv" in out
     assert ("python -m hsicomp train-gdn --data data/synthetic"
             " --out models/synthetic/gdn-gain-gdn-gain.pt") in out
@@ -337,7 +338,9 @@ TINY_GDN = dict(
             "gdn": {"codec": "gdn", "lambdas": [1, 100], "preset": "tiny",
                     "settings": {"epochs": 2, "batch": 1, "crop": 8}},
             "gain": {"codec": "gdn-gain", "lambdas": [1, 100], "levels_eval": [0, 0.5, 1],
-                     "settings": {"epochs": 2, "batch": 1, "crop": 8}}},
+                     "settings": {"epochs": 2, "batch": 1, "crop": 8}},
+            "ohm": {"codec": "gdn-ohm", "lambdas": [1, 100], "fractions_eval": [0, 1],
+                    "settings": {"epochs": 2, "batch": 1, "crop": 8, "ohm_symbols": 4}}},
     evaluation={"shards": 1},
     figures={"reference": "jpegls", "error_image": {"codec": "gdn"}},
 )
@@ -353,10 +356,11 @@ def test_tiny_workflow_with_gdn(tmp_path):
     assert [(r["codec"], r["model"], r["delta"], r["lossy"]) for r in rd] == [
         ("gain", "g0", "", "true"), ("gain", "g0.5", "", "true"), ("gain", "g1", "", "true"),
         ("gdn", "l1", "", "true"), ("gdn", "l100", "", "true"),
-        ("jpegls", "-", "0", "false"), ("jpegls", "-", "2", "false")]
+        ("jpegls", "-", "0", "false"), ("jpegls", "-", "2", "false"),
+        ("ohm", "f0", "", "true"), ("ohm", "f1", "", "true")]
     assert all(r["all_ok"] == "true" and r["patches"] == "3" for r in rd)
     for row in read_csv(tmp_path / "results" / "per_patch.csv"):
-        if row["codec"] in ("gdn", "gain"):
+        if row["codec"] in ("gdn", "gain", "ohm"):
             path = (tmp_path / "results" / "bitstreams" / "tiny" / row["codec"] / row["model"]
                     / "d0"
                     / "shard0" / f"{row['patch_id']}.hsic")
@@ -364,9 +368,10 @@ def test_tiny_workflow_with_gdn(tmp_path):
             assert row["delta"] == "" and row["lossy"] == "true"
     assert (tmp_path / "models" / "tiny" / "gdn-gdn-l100.pt").is_file()
     assert (tmp_path / "models" / "tiny" / "gdn-gain-gain.pt").is_file()
+    assert (tmp_path / "models" / "tiny" / "gdn-ohm-ohm.pt").is_file()
     bd = read_csv(tmp_path / "results" / "bdrate.csv")
     assert [(r["codec"], r["model"]) for r in bd] == [
-        ("gain", "g0+g0.5+g1"), ("gdn", "l1+l100"), ("jpegls", "-")]
+        ("gain", "g0+g0.5+g1"), ("gdn", "l1+l100"), ("jpegls", "-"), ("ohm", "f0+f1")]
     assert (tmp_path / "results" / "figures" / "error_image.png").stat().st_size > 1000
     nothing = run_snakemake(tmp_path, "-n", "results/rd_all.csv", "--configfile", str(cfg))
     assert "Nothing to be done" in nothing.stdout + nothing.stderr
@@ -375,7 +380,8 @@ def test_tiny_workflow_with_gdn(tmp_path):
 @pytest.mark.parametrize(("entry", "message"), [
     ({"codec": "gdn"}, "codecs.bad: codec gdn needs lambdas"),
     ({"codec": "gdn", "lambdas": [1], "deltas": [2]}, "codec gdn is lossy, only delta 0"),
-    ({"codec": "jpegls", "lambdas": [1]}, "codecs.bad: lambdas only apply to codec gdn"),
+    ({"codec": "jpegls", "lambdas": [1]},
+     "codecs.bad: lambdas only apply to codecs gdn, gdn-gain, gdn-ohm"),
     ({"codec": "gdn", "lambdas": [1], "train_dataset": "nope"}, "'nope' is not a dataset"),
     ({"codec": "gdn-gain", "lambdas": [1, 10]}, "codec gdn-gain needs levels_eval"),
     ({"codec": "gdn-gain", "lambdas": [1], "levels_eval": [0]}, "needs at least 2 lambdas"),
@@ -385,6 +391,15 @@ def test_tiny_workflow_with_gdn(tmp_path):
      "level is set by the workflow"),
     ({"codec": "gdn", "lambdas": [1], "levels_eval": [0]},
      "levels_eval only applies to codec gdn-gain"),
+    ({"codec": "gdn-ohm", "lambdas": [1, 10, 100], "fractions_eval": [0]},
+     "codec gdn-ohm needs 2 lambdas"),
+    ({"codec": "gdn-ohm", "lambdas": [1, 10]}, "codec gdn-ohm needs fractions_eval"),
+    ({"codec": "gdn-ohm", "lambdas": [1, 10], "fractions_eval": [0, 1.5]},
+     "1.5 is greater than the maximum of 1"),
+    ({"codec": "gdn-ohm", "lambdas": [1, 10], "fractions_eval": [0], "levels_eval": [0]},
+     "levels_eval does not apply to codec gdn-ohm"),
+    ({"codec": "gdn-ohm", "lambdas": [1, 10], "fractions_eval": [0],
+      "params": {"fraction": 1}}, "fraction is set by the workflow"),
 ])
 def test_bad_gdn_entries_are_rejected(tmp_path, entry, message):
     cfg = write_config(tmp_path / "c.yaml", dict(TINY, codecs={"bad": entry}))

@@ -16,6 +16,13 @@ at level ``s`` (``lmbda`` is then unused). The one entropy model is trained on t
 latents of all levels and frozen into one set of tables (values beyond the tables' support
 are escape-coded). Validation of a gain model runs at level 0.
 
+One-Hot-Max quantisation (codec ``gdn-ohm``): ``ohm_symbols`` (> 0) candidates per channel,
+``ohm_channels`` channels (0: the preset's latent channels). Fixed rate: loss as for gdn
+with ``lmbda``, all channels. Adaptive rate (``ohm_min_channels`` set, ``lambdas`` = [lambda
+at the fewest channels, lambda at all channels]): each step draws ``f = sqrt(u)``, ``u``
+uniform in [0, 1), sends the first ``n_min + ceil(f (C - n_min))`` channels and uses
+``lambdas[0] ** (1 - f) * lambdas[1] ** f``. Validation runs with all channels.
+
 Deterministic for a seed on a given machine and thread count. Resumable like
 :mod:`hsicomp.train`: every ``checkpoint_every`` steps the state goes to ``<model>.state``.
 """
@@ -32,6 +39,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -44,6 +52,9 @@ from hsicomp.train import (
     settings_fingerprint,
     settings_values,
 )
+
+if TYPE_CHECKING:
+    from hsicomp.models.gdn import TransformCodecConfig
 
 #: Columns of the training log (validation columns are nan on rows without validation):
 #: bits per sample, MSE in normalised units, validation PSNR in dB of the de-normalised,
@@ -58,7 +69,11 @@ class GdnTrainSettings:
 
     preset: str = "tiny"
     lmbda: float = 1.0
-    lambdas: list[float] | None = None  # gain units: one lambda per level (gdn-gain)
+    lambdas: list[float] | None = None  # gain units: one lambda per level (gdn-gain);
+    # adaptive OHM: lambdas at the fewest and at all channels
+    ohm_symbols: int = 0  # One-Hot-Max candidates per channel (gdn-ohm); 0: rounding
+    ohm_channels: int = 0  # One-Hot-Max channels; 0: the preset's latent channels
+    ohm_min_channels: int | None = None  # adaptive-rate OHM: fewest channels sent
     epochs: int = 10
     samples_per_epoch: int | None = None  # default: the number of training patches
     batch: int = 4
@@ -99,15 +114,39 @@ class GdnTrainSettings:
                 raise HsicompError(f"lambdas must be a non-empty list of positive numbers, "
                                    f"got {lambdas!r}")
             settings.lambdas = [float(v) for v in lambdas]
+        if settings.ohm_symbols:
+            adaptive = settings.ohm_min_channels is not None
+            if adaptive != (settings.lambdas is not None) or \
+                    (adaptive and len(settings.lambdas or []) != 2):
+                raise HsicompError("OHM training takes lambdas (two values) exactly when "
+                                   "ohm_min_channels is set (adaptive rate)")
+            try:
+                settings.model_config(PRESETS[settings.preset], 1)
+            except ValueError as exc:
+                raise HsicompError(f"bad OHM settings: {exc}") from None
+        elif settings.ohm_min_channels is not None or settings.ohm_channels:
+            raise HsicompError("ohm_channels and ohm_min_channels need ohm_symbols")
         return settings
+
+    def model_config(self, preset: TransformCodecConfig, bands: int) -> TransformCodecConfig:
+        """The network configuration: ``preset`` with the data's bands, gain units or OHM."""
+        config = preset.with_bands(bands).with_levels(self.levels)
+        if self.ohm_symbols:
+            config = config.with_ohm(self.ohm_symbols, self.ohm_channels, self.ohm_min_channels)
+        return config
 
     @property
     def levels(self) -> int:
-        """Gain-unit levels (0: a plain gdn model)."""
-        return len(self.lambdas) if self.lambdas else 0
+        """Gain-unit levels (0: a plain gdn or an OHM model)."""
+        return len(self.lambdas) if self.lambdas and not self.ohm_symbols else 0
 
     def describe(self) -> str:
         """``lambda 1`` or ``lambdas 0.1, 1, 10`` (for messages)."""
+        if self.ohm_symbols:
+            return f"OHM {self.ohm_symbols} symbols, " + (
+                f"lambda {self.lmbda:g}" if self.lambdas is None else
+                f"lambdas {self.lambdas[0]:g}..{self.lambdas[1]:g} over channels "
+                f"{self.ohm_min_channels}..")
         if self.lambdas:
             return "lambdas " + ", ".join(f"{v:g}" for v in self.lambdas)
         return f"lambda {self.lmbda:g}"
@@ -143,7 +182,7 @@ class GdnTrainer(ResumableTraining):
             raise HsicompError(f"{dataset_dir}: training patches have different band counts "
                                f"{sorted(bands)}")
         torch.manual_seed(settings.seed)
-        config = PRESETS[settings.preset].with_bands(bands.pop()).with_levels(settings.levels)
+        config = settings.model_config(PRESETS[settings.preset], bands.pop())
         self.model = TransformCodec(config)
         self.model.set_normalization(*self.band_statistics())
         self.model.to(self.device)
@@ -227,6 +266,7 @@ class GdnTrainer(ResumableTraining):
         from tqdm import tqdm
 
         from hsicomp.models.gdn import rate_distortion_loss
+        from hsicomp.models.ohm import channels_for_fraction
 
         s = self.settings
         if self.try_resume():
@@ -242,7 +282,13 @@ class GdnTrainer(ResumableTraining):
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr_at(self.step)
             x = self.sample_batch()
-            if s.lambdas:
+            if s.ohm_symbols and s.lambdas:
+                f = math.sqrt(float(self.rng.random()))
+                n = channels_for_fraction(f, self.model.config.ohm_fewest_channels,
+                                          self.model.config.ohm_channel_count)
+                out = self.model(x, channels=n)
+                lmbda = s.lambdas[0] ** (1 - f) * s.lambdas[1] ** f
+            elif s.lambdas:
                 level = int(self.rng.integers(s.levels))
                 out, lmbda = self.model(x, float(level)), s.lambdas[level]
             else:

@@ -89,17 +89,23 @@ class GdnCodec(Codec):
         return model, digest
 
     def check_model(self, model: Any, path: str) -> None:
-        """HsicompError when the model does not suit this codec (gain units)."""
+        """HsicompError when the model does not suit this codec (gain units, OHM)."""
         if model.gain_units is not None:
             raise HsicompError(f"{path}: model has gain units; use codec 'gdn-gain'")
+        if model.config.ohm_symbols:
+            raise HsicompError(f"{path}: model has One-Hot-Max quantisation; use codec "
+                               "'gdn-ohm'")
 
-    def encode_level(self, model: Any) -> tuple[float | None, list[int]]:
-        """Level used to encode and the extra side-info varints (none for gdn)."""
-        return None, []
+    def encode_rate(self, model: Any) -> tuple[dict[str, Any], list[int]]:
+        """Rate arguments of the model's ``compress`` (a gain level, OHM channels; none for
+        gdn) and the extra side-info varints that record them."""
+        return {}, []
 
-    def decode_level(self, model: Any, extra: list[int], source: str) -> float | None:
-        """Level of a file from its extra side-info varints (none for gdn)."""
-        return None
+    def decode_rate(self, model: Any, shape: tuple[int, int, int], extra: list[int],
+                    source: str) -> dict[str, Any]:
+        """Rate arguments of a file from its latent shape and extra side-info varints (none
+        for gdn)."""
+        return {}
 
     def encode(self, cube: np.ndarray, delta: int, bit_depth: int,
                band_list: list[int] | None = None) -> bytes:
@@ -112,13 +118,13 @@ class GdnCodec(Codec):
         if bands != model.config.bands:
             raise HsicompError(f"codec {self.name!r}: cube has {bands} bands, model "
                                f"{self.params['model']} codes {model.config.bands}")
-        level, extra = self.encode_level(model)
+        rate, extra = self.encode_rate(model)
         x = model.normalize(torch.from_numpy(cube.astype(np.float32))[None])
         try:
-            payload = model.compress(x, level)
+            payload = model.compress(x, **rate)
         except ValueError as exc:
             raise HsicompError(f"codec {self.name!r}: cannot code the latents ({exc})") from None
-        shape = model.latent_shape(rows, cols)
+        shape = model.latent_shape(rows, cols, rate.get("channels"))
         self.last_stats = {"latent_shape": shape}
         side = bytes([LAYOUT_VERSION]) + digest + encode_varints([*shape, *extra])
         return self.pack(self.make_header(cube, delta, bit_depth, band_list), side, payload)
@@ -135,13 +141,14 @@ class GdnCodec(Codec):
         if have != digest:
             raise HsicompError(f"{source}: coded with model {digest.hex()[:16]}..., but "
                                f"{self.params['model']} is model {have.hex()[:16]}...")
-        if bands != model.config.bands or shape != model.latent_shape(rows, cols):
+        rate = self.decode_rate(model, shape, extra, source)
+        expected = model.latent_shape(rows, cols, rate.get("channels"))
+        if bands != model.config.bands or shape != expected:
             raise HsicompError(f"{source}: corrupt header ({bands} bands, latent {shape}; the "
                                f"model expects {model.config.bands} bands, latent "
-                               f"{model.latent_shape(rows, cols)})")
-        level = self.decode_level(model, extra, source)
+                               f"{expected})")
         try:
-            x_hat = model.decompress(payload, rows, cols, level)
+            x_hat = model.decompress(payload, rows, cols, **rate)
         except ValueError as exc:
             raise HsicompError(f"{source}: corrupt payload ({exc})") from None
         out = model.denormalize(x_hat)[0].numpy().astype(np.float64)

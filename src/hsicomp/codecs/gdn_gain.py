@@ -39,8 +39,8 @@ class GdnGainCodec(GdnCodec):
             raise HsicompError(f"{path}: model has no gain units (a plain gdn model; use "
                                f"codec 'gdn')")
 
-    def encode_level(self, model: Any) -> tuple[float | None, list[int]]:
-        """The fixed-point level code of parameter ``level`` and the level it stands for."""
+    def encode_rate(self, model: Any) -> tuple[dict[str, Any], list[int]]:
+        """The level (from the fixed-point code of parameter ``level``) and that code."""
         from hsicomp.models.gain import level_code, level_from_code
 
         levels = model.gain_units.levels
@@ -49,9 +49,10 @@ class GdnGainCodec(GdnCodec):
         except ValueError as exc:
             raise HsicompError(f"codec 'gdn-gain': {exc} (model {self.params['model']} has "
                                f"{levels} levels)") from None
-        return level_from_code(code), [code]
+        return {"level": level_from_code(code)}, [code]
 
-    def decode_level(self, model: Any, extra: list[int], source: str) -> float | None:
+    def decode_rate(self, model: Any, shape: tuple[int, int, int], extra: list[int],
+                    source: str) -> dict[str, Any]:
         """The level of the file; HsicompError when the model has no such level."""
         from hsicomp.models.gain import level_from_code
 
@@ -59,7 +60,7 @@ class GdnGainCodec(GdnCodec):
         if level > model.gain_units.levels - 1:
             raise HsicompError(f"{source}: corrupt header (level {level:g}; the model has "
                                f"{model.gain_units.levels} levels)")
-        return level
+        return {"level": level}
 
     @classmethod
     def describe_extra(cls, extra: list[int]) -> list[tuple[str, str]]:

@@ -23,6 +23,13 @@ multiplied channel-wise by the gain vector of a real ``level`` before quantisati
 entropy model sees the gained latent) and the quantised latent by the inverse gain vector
 before synthesis; every call then takes ``level``.
 
+With ``ohm_symbols > 0`` the rounding and the factorized prior are replaced by One-Hot-Max
+quantisation (:mod:`hsicomp.models.ohm`): ``ohm_channels`` channels (0: ``M``) of
+``ohm_symbols`` candidates each, with a static pmf per channel; with ``ohm_min_channels``
+set, the model is trained for adaptive rate and every call may take ``channels`` (how many
+channels are sent, ``ohm_min_channels`` .. ``ohm_channels``). ``CodecOutput.y_hat`` is then
+the dequantised latent and ``likelihoods`` the symbols' pmf entries.
+
 Normalisation: the network works on ``(x - band_offset) / band_scale`` per band. Both are
 buffers of the model (saved in its ``state_dict``; set them once from training data with
 ``set_normalization(*band_statistics(cubes))``), so a decoder reproduces them from the model
@@ -41,6 +48,7 @@ from torch import Tensor, nn
 
 from hsicomp.entropy.factorized import FactorizedEntropyModel, decode_latents, encode_latents
 from hsicomp.models.gain import GainUnits
+from hsicomp.models.ohm import OneHotMax
 
 __all__ = [
     "GDN",
@@ -181,6 +189,10 @@ class TransformCodecConfig:
     stages: int = 3
     attention: bool = True
     levels: int = 0  # gain-unit levels (0: no gain units, the plain gdn model)
+    ohm_symbols: int = 0  # One-Hot-Max candidates per channel (0: rounding, factorized prior)
+    ohm_channels: int = 0  # One-Hot-Max channels (0: latent_channels)
+    ohm_min_channels: int | None = None  # adaptive rate: fewest channels sent (None: fixed)
+    ohm_temperature: float = 1.0  # initial softmax temperature of the OHM gradient
 
     def __post_init__(self) -> None:
         if min(self.bands, self.spectral_channels, self.hidden_channels,
@@ -188,6 +200,28 @@ class TransformCodecConfig:
             raise ValueError(f"all sizes of {self} must be >= 1")
         if self.levels < 0:
             raise ValueError(f"levels of {self} must be >= 0")
+        if self.ohm_symbols:
+            if self.ohm_symbols < 2 or self.ohm_channels < 0 or self.levels:
+                raise ValueError(f"{self}: OHM needs >= 2 symbols, channels >= 0 and no "
+                                 "gain units")
+            if self.ohm_min_channels is not None and \
+                    not 0 <= self.ohm_min_channels <= self.ohm_channel_count:
+                raise ValueError(f"{self}: ohm_min_channels must be in "
+                                 f"0..{self.ohm_channel_count}")
+
+    @property
+    def ohm_channel_count(self) -> int:
+        """One-Hot-Max channels C (0 without OHM)."""
+        if not self.ohm_symbols:
+            return 0
+        return self.ohm_channels or self.latent_channels
+
+    @property
+    def ohm_fewest_channels(self) -> int:
+        """Fewest OHM channels a file may send (all of them at fixed rate)."""
+        if self.ohm_min_channels is None:
+            return self.ohm_channel_count
+        return self.ohm_min_channels
 
     @property
     def downsampling(self) -> int:
@@ -201,6 +235,12 @@ class TransformCodecConfig:
     def with_levels(self, levels: int) -> TransformCodecConfig:
         """This configuration with ``levels`` gain-unit levels."""
         return replace(self, levels=levels)
+
+    def with_ohm(self, symbols: int, channels: int = 0,
+                 min_channels: int | None = None) -> TransformCodecConfig:
+        """This configuration with One-Hot-Max quantisation (see the module docstring)."""
+        return replace(self, ohm_symbols=symbols, ohm_channels=channels,
+                       ohm_min_channels=min_channels)
 
 
 PRESETS: dict[str, TransformCodecConfig] = {
@@ -249,7 +289,10 @@ class TransformCodec(nn.Module):
         dec.append(_conv(s, config.bands, 1))
         self.analysis = nn.Sequential(*enc)
         self.synthesis = nn.Sequential(*dec)
-        self.entropy = FactorizedEntropyModel(m)
+        self.entropy: FactorizedEntropyModel | OneHotMax = (
+            OneHotMax(m, config.ohm_channel_count, config.ohm_symbols, config.ohm_temperature)
+            if config.ohm_symbols
+            else FactorizedEntropyModel(m))
         self.gain_units = GainUnits(config.levels, m) if config.levels else None
         self.register_buffer("band_offset", torch.zeros(config.bands))
         self.register_buffer("band_scale", torch.ones(config.bands))
@@ -274,10 +317,28 @@ class TransformCodec(nn.Module):
         """Network units back to raw samples (floats)."""
         return x * self.band_scale.view(1, -1, 1, 1) + self.band_offset.view(1, -1, 1, 1)
 
-    def latent_shape(self, rows: int, cols: int) -> tuple[int, int, int]:
-        """Latent (M, h, w) of a cube with ``rows`` x ``cols``."""
+    def latent_shape(self, rows: int, cols: int,
+                     channels: int | None = None) -> tuple[int, int, int]:
+        """Coded latent (M, h, w) of a cube with ``rows`` x ``cols``.
+
+        With OHM the first entry is the number of channels sent (``channels``, default C).
+        """
         f = self.config.downsampling
-        return self.config.latent_channels, -(-rows // f), -(-cols // f)
+        m = self.config.latent_channels
+        if self.config.ohm_symbols:
+            m = self._ohm_channels(channels)
+        elif channels is not None:
+            raise ValueError("only an OHM model takes channels")
+        return m, -(-rows // f), -(-cols // f)
+
+    def _ohm_channels(self, channels: int | None) -> int:
+        c = self.config
+        if channels is None:
+            return c.ohm_channel_count
+        if not c.ohm_fewest_channels <= channels <= c.ohm_channel_count:
+            raise ValueError(f"channels must be in {c.ohm_fewest_channels}.."
+                             f"{c.ohm_channel_count}, got {channels}")
+        return channels
 
     def analyse(self, x: Tensor) -> Tensor:
         """Continuous latent of normalised ``x`` (B, bands, H, W), padded as needed."""
@@ -304,10 +365,16 @@ class TransformCodec(nn.Module):
             raise ValueError("a model with gain units needs a level")
         return self.gain_units.vectors(level)
 
-    def forward(self, x: Tensor, level: float | None = None) -> CodecOutput:
+    def forward(self, x: Tensor, level: float | None = None,
+                channels: int | None = None) -> CodecOutput:
         """Noisy (training) or rounded (eval) latent, its likelihoods and the reconstruction."""
         gains = self.gains(level)
         y = self.analyse(x)
+        if isinstance(self.entropy, OneHotMax):
+            y_hat, likelihoods = self.entropy(y, self._ohm_channels(channels))
+            return CodecOutput(self.synthesise(y_hat, *x.shape[-2:]), y_hat, likelihoods)
+        if channels is not None:
+            raise ValueError("only an OHM model takes channels")
         if gains is not None:
             y = y * gains[0].view(1, -1, 1, 1)
         noise = torch.empty_like(y).uniform_(-0.5, 0.5) if self.training else None
@@ -317,22 +384,32 @@ class TransformCodec(nn.Module):
         return CodecOutput(self.synthesise(y_syn, *x.shape[-2:]), y_hat, likelihoods)
 
     @torch.no_grad()
-    def compress(self, x: Tensor, level: float | None = None) -> bytes:
+    def compress(self, x: Tensor, level: float | None = None,
+                 channels: int | None = None) -> bytes:
         """Bytes of one normalised cube (1, bands, H, W); needs ``entropy.freeze()`` first."""
         if x.shape[0] != 1:
             raise ValueError("compress takes one cube (batch size 1)")
         gains = self.gains(level)
         y = self.analyse(x)
+        if isinstance(self.entropy, OneHotMax):
+            n = self._ohm_channels(channels)
+            symbols = self.entropy.symbols_of(y, n)[0].to(torch.int64).numpy()
+            return encode_latents(symbols, self.entropy.tables(n))
         if gains is not None:
             y = y * gains[0].view(1, -1, 1, 1)
         return encode_latents(torch.round(y)[0].to(torch.int64).numpy(), self.entropy.tables())
 
     @torch.no_grad()
-    def decompress(self, data: bytes, rows: int, cols: int,
-                   level: float | None = None) -> Tensor:
+    def decompress(self, data: bytes, rows: int, cols: int, level: float | None = None,
+                   channels: int | None = None) -> Tensor:
         """Normalised reconstruction (1, bands, rows, cols) of ``compress`` output."""
         gains = self.gains(level)
-        y = decode_latents(data, self.latent_shape(rows, cols), self.entropy.tables())
+        shape = self.latent_shape(rows, cols, channels)
+        if isinstance(self.entropy, OneHotMax):
+            symbols = decode_latents(data, shape, self.entropy.tables(shape[0]))
+            one_hot = self.entropy.one_hot(torch.from_numpy(symbols.astype(np.int64))[None])
+            return self.synthesise(self.entropy.dequantize(one_hot), rows, cols)
+        y = decode_latents(data, shape, self.entropy.tables())
         y_hat = torch.from_numpy(y.astype(np.float32)).unsqueeze(0)
         if gains is not None:
             y_hat = y_hat * gains[1].view(1, -1, 1, 1)
