@@ -78,7 +78,7 @@ NOTES["gdn"] = ("lossy; MACs: convolutions of the analysis (encoder) and synthes
                 "random weights: rate meaningless")
 NOTES["gdn-gain"] = NOTES["gdn"]
 NOTES["linerwkv-lms"] = ("MACs: those of linerwkv plus the ccsds123 predictor with one more "
-                         "weight (the network's prediction)")
+                         "weight (the network's prediction) and its second stage")
 
 
 # --------------------------------------------------------------------------- worker side
@@ -191,11 +191,16 @@ def ccsds123_macs(params: dict[str, Any], shape: tuple[int, int, int],
 
     Every sample but the first of each band: the dot product of the weights with the 3
     directional (full mode) and ``min(z, P)`` central local differences, then one weight
-    update ``w += sign(e) u 2**-rho`` per weight.
+    update ``w += sign(e) u 2**-rho`` per weight; with the second stage (``cascade`` > 0)
+    the same for its ``C_INPUTS`` weights.
     """
+    from hsicomp.codecs.lms import C_INPUTS
+
     bands, rows, cols = shape
     directional = 3 if params["mode"] == "full" else 0
     weights = sum(directional + min(z, params["P"]) + extra_weights for z in range(bands))
+    if params.get("cascade", 0):
+        weights += bands * C_INPUTS
     return 2 * weights * (rows * cols - 1)
 
 
@@ -283,8 +288,11 @@ def macs(entry: dict[str, Any], shape: tuple[int, int, int]) -> tuple[str, str]:
         dec = linerwkv_macs(entry["config"], shape, decoder=True)
         if entry["codec"] == "linerwkv-lms":
             from hsicomp.codecs import get_codec
+            from hsicomp.codecs.linerwkv_lms import LineRWKVLmsCodec
 
-            lms = ccsds123_macs(get_codec("ccsds123", {}).params, shape, extra_weights=1)
+            params = {**get_codec("ccsds123", {}).params,
+                      "cascade": LineRWKVLmsCodec.defaults["cascade"]}
+            lms = ccsds123_macs(params, shape, extra_weights=1)
             enc, dec = enc + lms, dec + lms
     elif entry["codec"] == "ccsds123":
         from hsicomp.codecs import get_codec

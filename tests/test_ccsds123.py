@@ -384,6 +384,66 @@ def test_wrong_codec() -> None:
         get_codec("ccsds123").decode(data, source="x.hsic")
 
 
+# --------------------------------------------------------------------------- second stage
+
+
+@pytest.mark.parametrize("coder", CODERS)
+def test_second_stage_round_trip_and_side_info(coder: str) -> None:
+    for i, shape in enumerate(SHAPES):
+        cube = smooth_cube(shape, 12, seed=i, noise=0.01)
+        for delta in (0, 1, 4):
+            data = _roundtrip(cube, delta, 12, coder=coder, P=4, cascade=5)
+            _, side, _ = unpack(data)
+            assert len(side) == _SIDE.size + 1 and side[0] == 2 and side[-1] == 5
+            assert dict(Ccsds123Codec.describe_side_info(side))["cascade"] == "5"
+    # without the second stage the side info keeps layout version 1
+    _, side, _ = unpack(_roundtrip(cube, 1, 12, coder=coder, cascade=0))
+    assert len(side) == _SIDE.size and side[0] == 1
+    assert "cascade" not in dict(Ccsds123Codec.describe_side_info(side))
+
+
+def test_second_stage_changes_and_is_stored() -> None:
+    """The decoder follows the file's cascade value, and the stage changes the prediction."""
+    cube = smooth_cube((6, 9, 10), 12, seed=2, noise=0.01)
+    data = get_codec("ccsds123", {"coder": "arith", "cascade": 4}).encode(cube, 0, 12)
+    plain = get_codec("ccsds123", {"coder": "arith"}).encode(cube, 0, 12)
+    assert unpack(data)[2] != unpack(plain)[2]
+    header, side, payload = unpack(data)
+    for value in (3, 0):  # another step (or none) decodes the same payload differently
+        other = bytearray(side)
+        other[-1] = value
+        try:
+            out = get_codec("ccsds123").decode(pack(header, bytes(other), payload))
+        except HsicompError:
+            continue
+        assert not np.array_equal(out, cube)
+
+
+def test_second_stage_learns_spectrally_correlated_residuals() -> None:
+    """Noise that follows the previous band is invisible to a spatial-only first stage (P = 0)
+    but predictable from the previous band's residual: the second stage must take it."""
+    rng = np.random.default_rng(1)
+    base = smooth_cube((8, 16, 32), 12, seed=1, noise=0.0).astype(np.float64)
+    noise = rng.normal(size=base.shape)
+    for z in range(1, base.shape[0]):
+        noise[z] = 0.95 * noise[z - 1] + 0.3 * noise[z]
+    cube = np.clip(np.rint(base + 30 * noise), 0, 4095).astype(np.uint16)
+    for delta in (0, 3):
+        plain = len(_roundtrip(cube, delta, 12, coder="arith", P=0))
+        second = len(_roundtrip(cube, delta, 12, coder="arith", P=0, cascade=5))
+        assert second < 0.96 * plain, (second, plain)
+
+
+def test_damaged_second_stage_side_info() -> None:
+    cube = smooth_cube((3, 4, 5), 12, seed=1, noise=0.01)
+    header, side, payload = unpack(get_codec("ccsds123", {"cascade": 5}).encode(cube, 1, 12))
+    _assert_corrupt(pack(header, side[:-1], payload))  # version 2 without its cascade byte
+    _assert_corrupt(pack(header, side + b"\x05", payload))
+    _assert_corrupt(pack(header, side[:-1] + b"\x10", payload))  # cascade 16
+    with pytest.raises(HsicompError, match="cascade must be in 0..15"):
+        get_codec("ccsds123", {"cascade": 16})
+
+
 # --------------------------------------------------------------------------- golden
 
 
@@ -437,3 +497,11 @@ def test_enmap_arith_beats_sample_adaptive(mid_crop: np.ndarray) -> None:
     golomb_rate = 8 * len(get_codec("ccsds123").encode(mid_crop, 0, 16)) / mid_crop.size
     arith_rate = 8 * len(_roundtrip(mid_crop, 0, 16, coder="arith")) / mid_crop.size
     assert arith_rate < golomb_rate - 0.2, (arith_rate, golomb_rate)
+
+
+def test_enmap_second_stage_lowers_the_rate(mid_crop: np.ndarray) -> None:
+    params = {"coder": "arith", "P": 7, "nu_max": 6}
+    for delta in (0, 5):
+        plain = len(_roundtrip(mid_crop, delta, 16, **params))
+        second = len(_roundtrip(mid_crop, delta, 16, **params, cascade=5))
+        assert second < 0.995 * plain, (delta, second, plain)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from hsicomp.codecs import get_codec
 from hsicomp.codecs.ccsds123 import Ccsds123Codec
 from hsicomp.codecs.linerwkv import _Stats, band_statistics
 from hsicomp.codecs.linerwkv_lms import _FIXED_SIDE, LineRWKVLmsCodec, _Run
-from hsicomp.codecs.lms import code_line
+from hsicomp.codecs.lms import C_INPUTS, code_line
 from hsicomp.container import pack, unpack
 from hsicomp.entropy.adaptive import encode_cube
 from hsicomp.errors import HsicompError
@@ -89,8 +90,8 @@ def test_lossless_encoder_matches_the_band_by_band_decoder(model_path: Path) -> 
     assert np.array_equal(results[0][1], results[1][1])
 
 
-def _lines(cube: np.ndarray, ext4: np.ndarray | None, ext_init: int,
-           delta: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _lines(cube: np.ndarray, ext4: np.ndarray | None, ext_init: int, delta: int = 0,
+           cascade: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Code a cube with :func:`code_line` in BIL order (16-bit range, default settings)."""
     bands, rows, cols = cube.shape
     codes = np.empty(cube.shape, np.int32)
@@ -98,21 +99,25 @@ def _lines(cube: np.ndarray, ext4: np.ndarray | None, ext_init: int,
     dc = np.zeros(cube.shape, np.int32)
     weights = np.zeros((bands, 7), np.int64)
     zero = np.zeros(cols, np.int64)
+    res1 = np.zeros(cube.shape, np.int32)
+    w2 = np.zeros((bands, C_INPUTS), np.int64)
     for y in range(rows):
         for z in range(bands):
             ext = zero if ext4 is None or y == 0 else ext4[z, y]
             n_ext = 0 if ext4 is None or y == 0 else 1
             assert code_line(z, y, cube, codes, rec, dc, weights, ext, n_ext, False, True, 16,
-                             delta, True, 0, 3, 19, 64, -1, 3, 64, ext_init) == -1
+                             delta, True, 0, 3, 19, 64, -1, 3, 64, ext_init, cascade, res1,
+                             w2) == -1
     return codes, rec
 
 
 def test_band_line_predictor_is_the_ccsds123_predictor() -> None:
-    """Without an external input, BIL band-lines give the ccsds123 codec's BSQ result."""
+    """Without an external input, BIL band-lines give the ccsds123 codec's BSQ result, with
+    and without the second stage."""
     cube = smooth_cube((5, 9, 12), 14, seed=8)
-    for delta in (0, 3):
-        codes, rec = _lines(cube, None, 0, delta)
-        settings = Ccsds123Codec(coder="arith")._settings(16)
+    for delta, cascade in itertools.product((0, 3), (0, 5)):
+        codes, rec = _lines(cube, None, 0, delta, cascade)
+        settings = Ccsds123Codec(coder="arith", cascade=cascade)._settings(16)
         ref_codes = np.empty(cube.shape, np.int32)
         ref_rec = np.empty(cube.shape, np.int32)
         settings.run(cube, ref_codes, ref_rec, False, 16, delta)
@@ -170,6 +175,24 @@ def test_parameters_and_side_info_are_checked(model_path: Path) -> None:
     for damaged, message in cases:
         with pytest.raises(HsicompError, match=message):
             codec.decode(damaged, "f.hsic")
+
+
+def test_second_stage_is_on_by_default_and_version_1_files_are_read(model_path: Path) -> None:
+    cube = smooth_cube((4, 6, 9), 12, seed=6)
+    data = _roundtrip(_codec(model_path), cube, 2, 12)
+    fields = dict(LineRWKVLmsCodec.describe_side_info(unpack(data)[1]))
+    assert fields["cascade"] == "5" and fields["P"] == "3"
+    assert _roundtrip(_codec(model_path, cascade=0), cube, 2, 12) != data
+    # a layout version 1 file (15-byte ccsds123 settings, no second stage)
+    plain = _roundtrip(_codec(model_path, cascade=0), cube, 2, 12)
+    header, side, payload = unpack(plain)
+    fixed = _FIXED_SIDE - 16
+    old = bytes([1]) + side[1:fixed] + b"\x01" + side[fixed + 1:_FIXED_SIDE - 1] \
+        + side[_FIXED_SIDE:]
+    assert side[fixed] == 2 and side[_FIXED_SIDE - 1] == 0
+    out = _codec(model_path).decode(pack(header, old, payload))
+    assert np.array_equal(out, _codec(model_path).decode(plain))
+    assert "cascade" not in dict(LineRWKVLmsCodec.describe_side_info(old))
 
 
 def test_model_identity_is_checked(model_path: Path, tmp_path: Path) -> None:

@@ -31,6 +31,9 @@ def test_ccsds123_macs_count_weights() -> None:
     # bands 0..4 use 3, 4, 5, 6, 6 weights; 2 x 3 - 1 predicted samples each; x2 (update)
     assert speed_table.ccsds123_macs(params, (5, 2, 3)) == 2 * 24 * 5
     assert speed_table.ccsds123_macs({"mode": "reduced", "P": 2}, (3, 2, 2)) == 2 * 3 * 3
+    # the second stage: nine more weights per band
+    assert speed_table.ccsds123_macs({"mode": "reduced", "P": 2, "cascade": 5}, (3, 2, 2)) \
+        == 2 * (3 + 27) * 3
 
 
 def test_tiny_run_writes_csv(tmp_path) -> None:
@@ -52,7 +55,8 @@ def test_linerwkv_lms_macs_add_the_predictor() -> None:
     shape = (5, 4, 8)
     entry = {"codec": "linerwkv-lms", "config": config}
     samples = 5 * 4 * 8
-    lms = speed_table.ccsds123_macs({"mode": "full", "P": 3}, shape, extra_weights=1)
+    lms = speed_table.ccsds123_macs({"mode": "full", "P": 3, "cascade": 5}, shape,
+                                    extra_weights=1)
     assert speed_table.macs(entry, shape) == (
         f"{(speed_table.linerwkv_macs(config, shape) + lms) / samples:.1f}",
         f"{(speed_table.linerwkv_macs(config, shape, decoder=True) + lms) / samples:.1f}")

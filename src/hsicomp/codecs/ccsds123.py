@@ -22,6 +22,12 @@ Predictor (CCSDS 123.0-B-2, section 4; the facts are summarised in the shared
     project was measured with ``D = 16`` on EnMAP values below ``2**14``; pass
     ``bit_depth=16`` to reproduce it.
 
+    Second stage (codec parameter ``cascade``, default 0 = off; an extension, not part of
+    the standard): with ``cascade = k`` in 1..15 a sign-error LMS stage with weight step
+    ``2**-k`` corrects the prediction from the residuals of nine coded neighbours
+    (:mod:`hsicomp.codecs.lms` describes it exactly); the standard predictor runs unchanged
+    underneath it.
+
     Edge conventions the standard leaves to images at least 2 columns wide: with a single
     column the neighbour-oriented local sums use ``4 N`` on rows ``y > 0``.
 
@@ -56,12 +62,15 @@ Entropy coders (codec parameter ``coder``)
     by 0.001 to 0.014 bits per sample on the EnMAP anchor crops: the coder's sign contexts
     use the real signs of the neighbours' residuals.)
 
-Side information (inside the .hsic container), 15 bytes
-    ``u8`` layout version (1), ``u8`` coder (0 sample-adaptive, 1 arith), ``u8`` mode
+Side information (inside the .hsic container), 15 bytes (layout version 1, no second stage)
+or 16 bytes (layout version 2)
+    ``u8`` layout version, ``u8`` coder (0 sample-adaptive, 1 arith), ``u8`` mode
     (0 full, 1 reduced), ``u8`` local sum (0 wide neighbour, 1 narrow neighbour,
     2 wide column, 3 narrow column), ``u8`` P, ``u8`` Omega, ``u8`` R, ``i8`` nu_min,
     ``i8`` nu_max, ``u16`` t_inc, ``u8`` U_max, ``u8`` gamma0, ``u8`` K (as used),
-    ``u8`` gamma* (little endian). The decoder uses these values, never its own parameters.
+    ``u8`` gamma* (little endian), then in version 2 ``u8`` cascade (0..15). Files without
+    the second stage are written as version 1, files with it as version 2. The decoder uses
+    these values, never its own parameters.
 """
 
 from __future__ import annotations
@@ -77,7 +86,7 @@ from hsicomp.entropy import golomb
 from hsicomp.entropy.adaptive import ResidualDecoder, ResidualEncoder
 from hsicomp.errors import HsicompError
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 1  # without the second stage; 2 with it (one more byte: cascade)
 CODERS = ("sample-adaptive", "arith")
 MODES = ("full", "reduced")
 LOCAL_SUMS = ("wide_neighbour", "narrow_neighbour", "wide_column", "narrow_column")
@@ -106,26 +115,35 @@ class _Settings:
 
     def __init__(self, coder: int, mode: int, local_sum: int, p_bands: int, omega: int,
                  register: int, nu_min: int, nu_max: int, t_inc: int, u_max: int, gamma0: int,
-                 k_init: int, gamma_star: int) -> None:
+                 k_init: int, gamma_star: int, cascade: int = 0) -> None:
         self.coder, self.mode, self.local_sum = coder, mode, local_sum
         self.p_bands, self.omega, self.register = p_bands, omega, register
         self.nu_min, self.nu_max, self.t_inc = nu_min, nu_max, t_inc
         self.u_max, self.gamma0, self.k_init, self.gamma_star = u_max, gamma0, k_init, gamma_star
+        self.cascade = cascade
 
-    def pack(self) -> bytes:
-        return _SIDE.pack(LAYOUT_VERSION, self.coder, self.mode, self.local_sum, self.p_bands,
-                          self.omega, self.register, self.nu_min, self.nu_max, self.t_inc,
-                          self.u_max, self.gamma0, self.k_init, self.gamma_star)
+    def pack(self, version: int | None = None) -> bytes:
+        """The side info in layout ``version`` (default: 1 without the second stage, else 2)."""
+        if version is None:
+            version = LAYOUT_VERSION if self.cascade == 0 else LAYOUT_VERSION + 1
+        if version == LAYOUT_VERSION and self.cascade:
+            raise ValueError("layout version 1 cannot store the second stage")
+        fixed = _SIDE.pack(version, self.coder, self.mode, self.local_sum, self.p_bands,
+                           self.omega, self.register, self.nu_min, self.nu_max, self.t_inc,
+                           self.u_max, self.gamma0, self.k_init, self.gamma_star)
+        return fixed if version == LAYOUT_VERSION else fixed + bytes([self.cascade])
 
     @classmethod
     def unpack(cls, side: bytes, source: str) -> _Settings:
-        if len(side) != _SIDE.size:
+        """Settings from side info of layout version 1 or 2."""
+        size = _SIDE.size + (1 if side[:1] == bytes([LAYOUT_VERSION + 1]) else 0)
+        if len(side) != size:
             raise HsicompError(f"{source}: corrupt side info ({len(side)} bytes, expected "
-                               f"{_SIDE.size})")
-        values = _SIDE.unpack(side)
-        if values[0] != LAYOUT_VERSION:
+                               f"{size})")
+        values = _SIDE.unpack(side[:_SIDE.size])
+        if values[0] not in (LAYOUT_VERSION, LAYOUT_VERSION + 1):
             raise HsicompError(f"{source}: unsupported ccsds123 layout version {values[0]}")
-        return cls(*values[1:])
+        return cls(*values[1:], cascade=side[_SIDE.size] if size > _SIDE.size else 0)
 
     def validate(self, dbits: int) -> None:
         """Check every value (HsicompError naming the first one out of range)."""
@@ -137,6 +155,7 @@ class _Settings:
         _check_range("register", self.register, max(32, dbits + self.omega + 2), 64)
         _check_range("nu_min", self.nu_min, -6, 9)
         _check_range("nu_max", self.nu_max, self.nu_min, 9)
+        _check_range("cascade", self.cascade, 0, 15)
         if self.t_inc not in {1 << k for k in range(4, 12)}:
             raise HsicompError(f"codec 'ccsds123': t_inc must be a power of two in "
                                f"16..2048, got {self.t_inc}")
@@ -156,7 +175,8 @@ class _Settings:
             dbits: int, delta: int) -> int:
         return int(code_cube(src, codes, rec, decode, self.coder == 1, dbits, delta,
                              self.mode == 0, self.local_sum, self.p_bands, self.omega,
-                             self.register, self.nu_min, self.nu_max, self.t_inc))
+                             self.register, self.nu_min, self.nu_max, self.t_inc,
+                             self.cascade))
 
 
 # --------------------------------------------------------------------------- codec
@@ -169,14 +189,16 @@ class Ccsds123Codec(Codec):
     Parameters (defaults: full prediction, P = 3, wide neighbour local sums, Omega = 19,
     R = 64, nu_min = -1, nu_max = 3, t_inc = 2**6; U_max = 18, gamma0 = 1, K = 3,
     gamma* = 6): ``coder``, ``mode``, ``local_sum``, ``P``, ``omega``, ``register``,
-    ``nu_min``, ``nu_max``, ``t_inc``, ``u_max``, ``gamma0``, ``k_init``, ``gamma_star``.
+    ``nu_min``, ``nu_max``, ``t_inc``, ``u_max``, ``gamma0``, ``k_init``, ``gamma_star``;
+    ``cascade`` (0 = the standard predictor, default; 1..15: the second stage with weight
+    step ``2**-cascade``).
     """
 
     name = "ccsds123"
     defaults: ClassVar[dict[str, Any]] = {
         "coder": "sample-adaptive", "mode": "full", "local_sum": "wide_neighbour", "P": 3,
         "omega": 19, "register": 64, "nu_min": -1, "nu_max": 3, "t_inc": 64,
-        "u_max": 18, "gamma0": 1, "k_init": 3, "gamma_star": 6,
+        "u_max": 18, "gamma0": 1, "k_init": 3, "gamma_star": 6, "cascade": 0,
     }
 
     def __init__(self, **params: Any) -> None:
@@ -187,7 +209,7 @@ class Ccsds123Codec(Codec):
                 raise HsicompError(f"codec 'ccsds123': {key} must be one of "
                                    f"{', '.join(choices)}, got {p[key]!r}")
         for key in ("P", "omega", "register", "nu_min", "nu_max", "t_inc", "u_max", "gamma0",
-                    "k_init", "gamma_star"):
+                    "k_init", "gamma_star", "cascade"):
             if isinstance(p[key], bool) or not isinstance(p[key], int | np.integer):
                 raise HsicompError(f"codec 'ccsds123': {key} must be an integer, "
                                    f"got {p[key]!r}")
@@ -205,7 +227,8 @@ class Ccsds123Codec(Codec):
         settings = _Settings(CODERS.index(p["coder"]), MODES.index(p["mode"]),
                              LOCAL_SUMS.index(p["local_sum"]), p["P"], p["omega"],
                              p["register"], p["nu_min"], p["nu_max"], p["t_inc"], p["u_max"],
-                             p["gamma0"], min(p["k_init"], dyn - 2), p["gamma_star"])
+                             p["gamma0"], min(p["k_init"], dyn - 2), p["gamma_star"],
+                             p["cascade"])
         _check_range("k_init", p["k_init"], 0, 14)
         if not check_register:
             _check_range("register", p["register"], 32, 64)
@@ -293,9 +316,9 @@ class Ccsds123Codec(Codec):
     @classmethod
     def describe_side_info(cls, side: bytes) -> list[tuple[str, str]]:
         """Readable fields of a ccsds123 file's side info (for ``hsicomp info``)."""
-        if len(side) != _SIDE.size:
+        if len(side) not in (_SIDE.size, _SIDE.size + 1):
             return [("side_info", "corrupt")]
-        v = _SIDE.unpack(side)
+        v = _SIDE.unpack(side[:_SIDE.size])
 
         def name(names: tuple[str, ...], i: int) -> str:
             return names[i] if i < len(names) else f"unknown ({i})"
@@ -304,5 +327,6 @@ class Ccsds123Codec(Codec):
                 ("local_sum", name(LOCAL_SUMS, v[3])), ("P", str(v[4])), ("omega", str(v[5])),
                 ("register", str(v[6])), ("nu_min", str(v[7])), ("nu_max", str(v[8])),
                 ("t_inc", str(v[9])), ("u_max", str(v[10])), ("gamma0", str(v[11])),
-                ("k_init", str(v[12])), ("gamma_star", str(v[13]))]
+                ("k_init", str(v[12])), ("gamma_star", str(v[13]))] \
+            + ([("cascade", str(side[-1]))] if len(side) > _SIDE.size else [])
 

@@ -20,7 +20,9 @@ Encoder (the decoder mirrors every step)
        de-normalised as ``p std + mean`` in float32 and rounded to quarter units
        (``ext4 = floor(4 p + 1/2)``, clamped to ``0..4 s_max``).
     2. Row 0 of every band uses the CCSDS-123 predictor alone; rows ``t >= 1`` add
-       ``ext4 - sigma`` to its local difference vector.
+       ``ext4 - sigma`` to its local difference vector. With ``cascade`` > 0 (default 5) the
+       second LMS stage of :mod:`hsicomp.codecs.lms` corrects that prediction from the
+       first-stage residuals of nine coded neighbours (on every row).
     3. The quantizer indices are coded as by the ``ccsds123`` codec: ``arith`` (the
        context-adaptive range coder on the indices wrapped into their window) or ``ccsds``
        (the CCSDS-123 sample-adaptive Golomb coder on the mapped indices), in BIL order.
@@ -28,8 +30,10 @@ Encoder (the decoder mirrors every step)
 
 Side info (inside the .hsic container)
     ``u8`` layout version, ``u8`` kernel arithmetic version, 32 bytes sha256 of the model
-    weights, ``u8`` ext_init, the 15 bytes of the ``ccsds123`` settings (coder, predictor
-    and Golomb parameters), then per band the varints ``16 mean`` and ``16 std``.
+    weights, ``u8`` ext_init, the 16 bytes of the ``ccsds123`` settings in its layout
+    version 2 (coder, predictor and Golomb parameters, cascade), then per band the varints
+    ``16 mean`` and ``16 std``. Layout version 2; version 1 files (15 bytes of settings in
+    the ``ccsds123`` layout version 1, no second stage) are still read.
 """
 
 from __future__ import annotations
@@ -50,15 +54,17 @@ from hsicomp.codecs.linerwkv import (
     _Stats,
     band_statistics,
 )
-from hsicomp.codecs.lms import code_line, code_rows
+from hsicomp.codecs.lms import C_INPUTS, code_line, code_rows
 from hsicomp.errors import HsicompError
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # version 1: 15-byte ccsds123 settings without the second stage
 _HASH_BYTES = 32
-_FIXED_SIDE = 3 + _HASH_BYTES + len(_Settings(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0).pack())
+_SETTINGS_BYTES = len(_Settings(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0).pack(2))
+_FIXED_SIDE = 3 + _HASH_BYTES + _SETTINGS_BYTES
 #: ccsds123 coder names of this codec's coders.
 _CCSDS_CODER = {"arith": "arith", "ccsds": "sample-adaptive"}
-_LMS_KEYS = ("mode", "local_sum", "P", "omega", "register", "nu_min", "nu_max", "t_inc")
+_LMS_KEYS = ("mode", "local_sum", "P", "omega", "register", "nu_min", "nu_max", "t_inc",
+             "cascade")
 
 _jit = njit(cache=True, error_model="numpy", nogil=True)
 
@@ -86,8 +92,10 @@ class _Run:
         self.shape = shape
         self.dc = np.zeros(shape, np.int32)
         self.weights = np.zeros((shape[0], 4 + s.p_bands), np.int64)
+        res1 = np.zeros(shape if s.cascade else (1, 1, 1), np.int32)
+        w2 = np.zeros((shape[0], C_INPUTS), np.int64)
         self.args = (s.coder == 1, dbits, delta, s.mode == 0, s.local_sum, s.p_bands, s.omega,
-                     s.register, s.nu_min, s.nu_max, s.t_inc, ext_init)
+                     s.register, s.nu_min, s.nu_max, s.t_inc, ext_init, s.cascade, res1, w2)
 
     def line(self, z: int, y: int, src: np.ndarray, codes: np.ndarray, rec: np.ndarray,
              ext4: np.ndarray, n_ext: int, decode: bool) -> int:
@@ -109,13 +117,14 @@ class LineRWKVLmsCodec(LineRWKVCodec):
     Parameters: ``model``, ``coder`` (``arith`` or ``ccsds``), ``threads`` as for
     ``linerwkv``; ``ext_init`` (0..8, the network's initial weight in eighths); and the
     predictor parameters of ``ccsds123`` (``mode``, ``local_sum``, ``P``, ``omega``,
-    ``register``, ``nu_min``, ``nu_max``, ``t_inc``, same defaults).
+    ``register``, ``nu_min``, ``nu_max``, ``t_inc``, same defaults; ``cascade``, default 5:
+    the second stage with weight step ``2**-5``, 0 turns it off).
     """
 
     name = "linerwkv-lms"
     defaults: ClassVar[dict[str, Any]] = {
         **LineRWKVCodec.defaults, "ext_init": 8,
-        **{k: Ccsds123Codec.defaults[k] for k in _LMS_KEYS},
+        **{k: Ccsds123Codec.defaults[k] for k in _LMS_KEYS}, "cascade": 5,
     }
 
     def __init__(self, **params: Any) -> None:
@@ -149,7 +158,7 @@ class LineRWKVLmsCodec(LineRWKVCodec):
         payload, band_bits = self._ccsds._entropy_encode(settings, codes, dbits)
         self.last_stats = {"band_bits": band_bits}
         side = bytes([LAYOUT_VERSION, _arithmetic_version()]) + digest + bytes([ext_init]) \
-            + settings.pack() \
+            + settings.pack(2) \
             + encode_varints(v for pair in zip(mean16.tolist(), std16.tolist(), strict=True)
                              for v in pair)
         header = self.make_header(cube, delta, bit_depth, band_list)
@@ -241,8 +250,9 @@ class LineRWKVLmsCodec(LineRWKVCodec):
                    source: str) -> tuple[bytes, int, _Settings, np.ndarray, np.ndarray]:
         if len(side) < _FIXED_SIDE:
             raise HsicompError(f"{source}: corrupt side info ({len(side)} bytes)")
-        if side[0] != LAYOUT_VERSION:
+        if side[0] not in (LAYOUT_VERSION - 1, LAYOUT_VERSION):
             raise HsicompError(f"{source}: unsupported {self.name} layout version {side[0]}")
+        fixed = _FIXED_SIDE - (side[0] != LAYOUT_VERSION)
         if side[1] != _arithmetic_version():
             raise HsicompError(f"{source}: coded with prediction arithmetic version {side[1]}, "
                                f"this hsicomp has version {_arithmetic_version()}")
@@ -250,13 +260,13 @@ class LineRWKVLmsCodec(LineRWKVCodec):
         ext_init = side[2 + _HASH_BYTES]
         if ext_init > 8:
             raise HsicompError(f"{source}: corrupt side info (ext_init {ext_init})")
-        settings = _Settings.unpack(side[3 + _HASH_BYTES:_FIXED_SIDE], source)
+        settings = _Settings.unpack(side[3 + _HASH_BYTES:fixed], source)
         try:
             settings.validate(dbits)
         except HsicompError as exc:
             reason = str(exc).removeprefix("codec 'ccsds123': ")
             raise HsicompError(f"{source}: corrupt side info ({reason})") from None
-        values = decode_varints(side[_FIXED_SIDE:], 2 * bands, source, "band statistics")
+        values = decode_varints(side[fixed:], 2 * bands, source, "band statistics")
         stats = np.asarray(values, dtype=np.int64).reshape(bands, 2)
         mean16, std16 = stats[:, 0], stats[:, 1]
         if (std16 < 1).any() or (mean16 > 65535 * STAT_SCALE).any() \
@@ -272,4 +282,5 @@ class LineRWKVLmsCodec(LineRWKVCodec):
         fields = [("kernel_arithmetic", str(side[1])),
                   ("model_sha256", side[2:2 + _HASH_BYTES].hex()),
                   ("ext_init", f"{side[2 + _HASH_BYTES]}/8")]
-        return fields + Ccsds123Codec.describe_side_info(side[3 + _HASH_BYTES:_FIXED_SIDE])
+        fixed = _FIXED_SIDE - (side[0] != LAYOUT_VERSION)
+        return fields + Ccsds123Codec.describe_side_info(side[3 + _HASH_BYTES:fixed])

@@ -18,6 +18,28 @@ External input
     the predictor is the standard one, bit for bit. With it, a sample predicted exactly
     (``e = 0``) leaves the weights alone instead of counting as a positive error, so that a
     precise input does not make the weights drift.
+
+Second stage (``cascade = k > 0``; with ``k = 0`` nothing below happens)
+    The prediction of the stage above (the clipped scaled prediction ``s_breve_1``, in
+    units of ``2**-(Omega + 2)``) is corrected by a second sign-error LMS predictor that
+    predicts the first stage's residual from the first-stage residuals of nine already
+    coded neighbours. Residuals are kept in 1/16 sample units, ``r = 16 s' - p16`` with
+    ``p16 = s_breve_1 >> (Omega - 2)`` (``r = 0`` at ``t = 0``), and the inputs are
+    ``r`` at ``(z-1, y, x)``, ``(z, y, x-1)``, ``(z, y-1, x)``, ``(z, y-1, x+1)``,
+    ``(z, y-1, x-1)``, ``(z-2, y, x)``, ``(z, y, x-2)``, ``(z-1, y, x+1)`` and
+    ``(z-3, y, x)`` (0 where the neighbour does not exist), all coded before ``(z, y, x)``
+    in BSQ and in BIL order. Each band has its own nine weights ``V_j`` with
+    ``C_BITS = 12`` fraction bits, zero at the band's first sample. The correction is
+    ``c = (sum_j V_j r_j) >> C_BITS`` (1/16 units) and the prediction becomes
+    ``s_breve = clip(s_breve_1 + (c << (Omega - 2)), 0, 2**(Omega + 2) s_max + 2**(Omega + 1))``,
+    from which ``s_tilde``, ``s_hat`` and the quantizer follow as in the standard. After the
+    sample, with ``f = 16 s' - (s_breve >> (Omega - 2))`` the final residual, every weight
+    moves by ``sgn(f) r_j`` divided by ``2**k`` (rounded toward zero) and is clipped to
+    ``[-2**(C_BITS + 2), 2**(C_BITS + 2) - 1]``. The first stage's weights keep following
+    the sign of its own error ``2 s' - (s_breve_1 >> (Omega + 1))``, so the first stage is
+    exactly the standard predictor and the second one learns what it leaves. Integer
+    ranges: ``|r| < 2**21``, so the sum is below ``9 * 2**35`` and the correction below
+    ``2**24`` samples' worth of ``2**(Omega + 2)`` units (far from overflowing int64).
 """
 
 from __future__ import annotations
@@ -26,6 +48,10 @@ import numpy as np
 from numba import njit
 
 _jit = njit(cache=True, error_model="numpy", nogil=True)
+
+#: Inputs of the second stage and fraction bits of its weights (module docstring).
+C_INPUTS = 9
+C_BITS = 12
 
 
 @_jit
@@ -116,7 +142,8 @@ def decode_index(code, signed, theta, odd, qlo, qhi):
 
 @_jit
 def code_line(z, y, src, codes, rec, dc, weights, ext4, n_ext, decode, signed, dbits, m, full,
-              kind, p_bands, omega, register, nu_min, nu_max, t_inc, ext_init):
+              kind, p_bands, omega, register, nu_min, nu_max, t_inc, ext_init, cascade, res1,
+              w2):
     """Predict, quantize and reconstruct band ``z`` of row ``y``.
 
     Encoding (``decode`` False) reads ``src`` and writes the coded values to ``codes``: the
@@ -126,8 +153,11 @@ def code_line(z, y, src, codes, rec, dc, weights, ext4, n_ext, decode, signed, d
     cubes). ``weights`` (int64, one row of ``3 + P`` per band, plus one for the external
     input's weight) holds the predictor state; it is initialised at the first sample of each
     band. ``ext4`` (int64, one value per column) is the external prediction in quarter
-    units, used when ``n_ext`` is 1 (the band's rows may use it or not). Returns -1, or in
-    decoding the column of the first impossible code.
+    units, used when ``n_ext`` is 1 (the band's rows may use it or not). With ``cascade``
+    k > 0 the second stage runs with weight step ``2**-k``: ``res1`` (int32 cube) receives
+    the first-stage residuals and ``w2`` (int64, ``C_INPUTS`` per band) holds its weights;
+    with ``cascade`` 0 neither is touched (any arrays will do). Returns -1, or in decoding
+    the column of the first impossible code.
     """
     bands, rows, cols = rec.shape
     s_max = (np.int64(1) << dbits) - 1
@@ -157,7 +187,14 @@ def code_line(z, y, src, codes, rec, dc, weights, ext4, n_ext, decode, signed, d
             w >>= 3
         if has_slot:
             wz[slot] = (np.int64(ext_init) << omega) >> 3
+        if cascade:
+            for j in range(C_INPUTS):
+                w2[z, j] = 0
     u_ext = np.int64(0)
+    sh16 = omega - 2  # s_breve >> sh16: the prediction in 1/16 units
+    c_lo = -(np.int64(1) << (C_BITS + 2))
+    c_hi = (np.int64(1) << (C_BITS + 2)) - 1
+    v2 = np.zeros(C_INPUTS, np.int64)
     for x in range(cols):
         t = y * cols + x
         if t == 0:
@@ -174,6 +211,8 @@ def code_line(z, y, src, codes, rec, dc, weights, ext4, n_ext, decode, signed, d
                 q = np.int64(src[z, 0, 0]) - s_hat
                 codes[z, 0, 0] = encode_index(q, signed, theta, False, qlo, qhi)
             rec[z, 0, 0] = s_hat + q
+            if cascade:
+                res1[z, 0, 0] = 0
             continue
         sigma = local_sum(rec, z, y, x, kind, s_mid)
         if full:
@@ -206,6 +245,38 @@ def code_line(z, y, src, codes, rec, dc, weights, ext4, n_ext, decode, signed, d
             s_breve = lo_hr
         elif s_breve > hi_hr:
             s_breve = hi_hr
+        s_tilde1 = s_breve >> (omega + 1)
+        p16 = np.int64(0)
+        if cascade:
+            p16 = s_breve >> sh16
+            for j in range(C_INPUTS):
+                v2[j] = 0
+            if x > 0:
+                v2[1] = res1[z, y, x - 1]
+                if x > 1:
+                    v2[6] = res1[z, y, x - 2]
+            if y > 0:
+                v2[2] = res1[z, y - 1, x]
+                if x + 1 < cols:
+                    v2[3] = res1[z, y - 1, x + 1]
+                if x > 0:
+                    v2[4] = res1[z, y - 1, x - 1]
+            if z > 0:
+                v2[0] = res1[z - 1, y, x]
+                if x + 1 < cols:
+                    v2[7] = res1[z - 1, y, x + 1]
+                if z > 1:
+                    v2[5] = res1[z - 2, y, x]
+                    if z > 2:
+                        v2[8] = res1[z - 3, y, x]
+            acc = np.int64(0)
+            for j in range(C_INPUTS):
+                acc += w2[z, j] * v2[j]
+            s_breve += (acc >> C_BITS) << sh16
+            if s_breve < lo_hr:
+                s_breve = lo_hr
+            elif s_breve > hi_hr:
+                s_breve = hi_hr
         s_tilde = s_breve >> (omega + 1)
         s_hat = s_tilde >> 1
         odd = (s_tilde & 1) == 1
@@ -228,8 +299,20 @@ def code_line(z, y, src, codes, rec, dc, weights, ext4, n_ext, decode, signed, d
             s_rec = s_max
         rec[z, y, x] = s_rec
         dc[z, y, x] = 4 * s_rec - sigma
+        if cascade:
+            res1[z, y, x] = 16 * s_rec - p16
+            f = 16 * s_rec - (s_breve >> sh16)
+            if f != 0:
+                for j in range(C_INPUTS):
+                    v = v2[j] if f > 0 else -v2[j]
+                    w = w2[z, j] + (v >> cascade if v >= 0 else -((-v) >> cascade))
+                    if w < c_lo:
+                        w = c_lo
+                    elif w > c_hi:
+                        w = c_hi
+                    w2[z, j] = w
         # sign-algorithm weight update (with an external input: none after an exact hit)
-        e = 2 * s_rec - s_tilde
+        e = 2 * s_rec - s_tilde1
         if n_ext and e == 0:
             continue
         rho = nu_min + (t - cols) // t_inc
@@ -261,7 +344,7 @@ def code_line(z, y, src, codes, rec, dc, weights, ext4, n_ext, decode, signed, d
 
 @_jit
 def code_rows(ext4, src, codes, rec, dc, weights, decode, signed, dbits, m, full, kind,
-              p_bands, omega, register, nu_min, nu_max, t_inc, ext_init):
+              p_bands, omega, register, nu_min, nu_max, t_inc, ext_init, cascade, res1, w2):
     """Rows ``y >= 1`` in BIL order with known external predictions ``ext4[z, y - 1]``.
 
     Returns -1, or in decoding the flat index of the first impossible code.
@@ -271,7 +354,7 @@ def code_rows(ext4, src, codes, rec, dc, weights, decode, signed, dbits, m, full
         for z in range(bands):
             bad = code_line(z, y, src, codes, rec, dc, weights, ext4[z, y - 1], 1, decode,
                             signed, dbits, m, full, kind, p_bands, omega, register, nu_min,
-                            nu_max, t_inc, ext_init)
+                            nu_max, t_inc, ext_init, cascade, res1, w2)
             if bad >= 0:
                 return (z * rows + y) * cols + bad
     return -1
@@ -279,8 +362,9 @@ def code_rows(ext4, src, codes, rec, dc, weights, decode, signed, dbits, m, full
 
 @_jit
 def code_cube(src, codes, rec, decode, signed, dbits, m, full, kind, p_bands, omega, register,
-              nu_min, nu_max, t_inc):
-    """The standard predictor over a whole cube, band by band (no external input).
+              nu_min, nu_max, t_inc, cascade):
+    """The predictor over a whole cube, band by band (no external input); ``cascade`` as for
+    :func:`code_line` (0: the standard predictor).
 
     Returns -1, or in decoding the flat index of the first impossible code.
     """
@@ -288,10 +372,13 @@ def code_cube(src, codes, rec, decode, signed, dbits, m, full, kind, p_bands, om
     dc = np.zeros(rec.shape, np.int32)
     weights = np.zeros((bands, (3 if full else 0) + p_bands), np.int64)
     ext4 = np.zeros(0, np.int64)
+    res1 = np.zeros(rec.shape if cascade else (1, 1, 1), np.int32)
+    w2 = np.zeros((bands, C_INPUTS), np.int64)
     for z in range(bands):
         for y in range(rows):
             bad = code_line(z, y, src, codes, rec, dc, weights, ext4, 0, decode, signed, dbits,
-                            m, full, kind, p_bands, omega, register, nu_min, nu_max, t_inc, 0)
+                            m, full, kind, p_bands, omega, register, nu_min, nu_max, t_inc, 0,
+                            cascade, res1, w2)
             if bad >= 0:
                 return (z * rows + y) * cols + bad
     return -1
