@@ -19,9 +19,9 @@ for ccsds123 those of the predictor, for the lossy gdn codecs those of the analy
 (encoder) and synthesis (decoder) convolutions as FlopCounterMode counts them; the per-band
 2-D anchors report ``n/a``. LineRWKV models come from ``--models DIR``
 (``linerwkv-<size>.pt``); sizes without a file there use random weights (same speed and
-multiply-adds, meaningless rate). gdn and gdn-gain (level 1 of 3) use a ``--gdn-preset``
-network with random weights and frozen tables; being lossy, their output is checked for
-shape only.
+multiply-adds, meaningless rate). gdn, gdn-gain (level 1 of 3) and gdn-ohm (all channels
+of 32 symbols) use a ``--gdn-preset`` network with random weights and frozen tables; being
+lossy, their output is checked for shape only.
 """
 
 from __future__ import annotations
@@ -58,11 +58,14 @@ LABELS: dict[str, tuple[str, dict[str, Any]]] = {
     "linerwkv-lms": ("linerwkv-lms", {}),
     "gdn": ("gdn", {}),
     "gdn-gain": ("gdn-gain", {"level": 1.0}),
+    "gdn-ohm": ("gdn-ohm", {"fraction": 1.0}),
 }
 MODEL_CODECS = {"linerwkv", "linerwkv-lms"}
-GDN_CODECS = {"gdn", "gdn-gain"}
+GDN_CODECS = {"gdn", "gdn-gain", "gdn-ohm"}
 #: Gain-unit levels of the gdn-gain model measured here.
 GAIN_LEVELS = 3
+#: One-Hot-Max symbols per channel of the gdn-ohm model measured here.
+OHM_SYMBOLS = 32
 NOTES = {
     "raw": "uncompressed 16-bit BSQ reference",
     "jpegls": "per-band 2-D codec (imagecodecs); multiply-adds not measurable",
@@ -77,6 +80,8 @@ NOTES["gdn"] = ("lossy; MACs: convolutions of the analysis (encoder) and synthes
                 "transforms (torch FlopCounterMode), GDN and entropy coder not counted; "
                 "random weights: rate meaningless")
 NOTES["gdn-gain"] = NOTES["gdn"]
+NOTES["gdn-ohm"] = ("lossy; MACs: as gdn, plus the One-Hot-Max 1x1 convs (candidates in the "
+                    "encoder, dequantisation in the decoder); random weights: rate meaningless")
 NOTES["linerwkv-lms"] = ("MACs: those of linerwkv plus the ccsds123 predictor with one more "
                          "weight (the network's prediction) and its second stage")
 
@@ -219,7 +224,8 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def gdn_model_file(codec: str, preset: str, bands: int, scratch: Path) -> Path:
-    """A ``preset`` gdn (or gdn-gain) model with random weights (seed 0) and frozen tables."""
+    """A ``preset`` gdn (gdn-gain, gdn-ohm) model with random weights (seed 0) and frozen
+    tables."""
     path = scratch / f"random-{codec}-{preset}.pt"
     if not path.exists():
         import torch
@@ -230,6 +236,8 @@ def gdn_model_file(codec: str, preset: str, bands: int, scratch: Path) -> Path:
         levels = GAIN_LEVELS if codec == "gdn-gain" else 0
         torch.manual_seed(0)
         config = replace(PRESETS[preset].with_bands(bands), levels=levels)
+        if codec == "gdn-ohm":
+            config = config.with_ohm(OHM_SYMBOLS)
         model = TransformCodec(config).eval()
         model.entropy.freeze()
         save_gdn_model(path, model)
@@ -244,13 +252,18 @@ def gdn_macs(path: Path, shape: tuple[int, int, int]) -> tuple[int, int]:
     from hsicomp.models.checkpoint import load_gdn_model
 
     model, _ = load_gdn_model(path)
+    ohm = model.config.ohm_symbols > 0
     x = torch.zeros((1, *shape))
     with torch.no_grad():
         with FlopCounterMode(display=False) as counter:
             y = model.analyse(x)
+            if ohm:
+                symbols = model.entropy.symbols_of(y)
         enc = counter.get_total_flops() // 2
         with FlopCounterMode(display=False) as counter:
-            model.synthesise(torch.round(y), shape[1], shape[2])
+            y_hat = model.entropy.dequantize(model.entropy.one_hot(symbols)) if ohm \
+                else torch.round(y)
+            model.synthesise(y_hat, shape[1], shape[2])
         dec = counter.get_total_flops() // 2
     return enc, dec
 

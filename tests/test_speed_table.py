@@ -10,6 +10,7 @@ import pytest
 from helpers import REPO
 
 from hsicomp.models import SIZES
+from hsicomp.models.gdn import PRESETS
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import speed_table  # noqa: E402
@@ -60,3 +61,13 @@ def test_linerwkv_lms_macs_add_the_predictor() -> None:
     assert speed_table.macs(entry, shape) == (
         f"{(speed_table.linerwkv_macs(config, shape) + lms) / samples:.1f}",
         f"{(speed_table.linerwkv_macs(config, shape, decoder=True) + lms) / samples:.1f}")
+
+
+def test_gdn_ohm_macs_add_the_one_hot_max_convs(tmp_path) -> None:
+    shape = (6, 16, 16)
+    plain = speed_table.gdn_macs(speed_table.gdn_model_file("gdn", "tiny", 6, tmp_path), shape)
+    ohm = speed_table.gdn_macs(speed_table.gdn_model_file("gdn-ohm", "tiny", 6, tmp_path), shape)
+    config = PRESETS["tiny"]
+    positions = (16 // config.downsampling) ** 2
+    extra = config.latent_channels ** 2 * speed_table.OHM_SYMBOLS * positions
+    assert ohm == (plain[0] + extra, plain[1] + extra)
