@@ -46,16 +46,16 @@ def test_hyspecnet_dry_run_without_data(tmp_path):
     for rule in FIGURE_RULES:
         assert re.search(rf"{rule}\s+1\n", out)
     assert "hyspecnet-11k-splits.tar.gz" in out
-    # 11 archives; per 32 shards, encoded and verified: the anchors at 9 + 1 + 1 + 9 + 9
-    # deltas, 2 linerwkv coders x 4 sizes x 9 deltas, gdn at 5 lambdas, gdn-gain at 9
-    # levels and gdn-ohm at 5 fractions: (29 + 72 + 5 + 9 + 5) x 32 = 3840
+    # 11 archives; per 32 shards, encoded and verified: the anchors at 9 + 1 + 1 + 12 + 9
+    # deltas, 2 linerwkv coders x 4 sizes x 9 deltas, gdn at 5 lambdas,
+    # gdn-gain at 9 levels and gdn-ohm at 5 fractions: (32 + 72 + 5 + 9 + 5) x 32 = 3936
     assert re.search(r"download_archive\s+11\n", out)
-    assert re.search(r"encode_shard\s+3840\n", out)
-    assert re.search(r"verify_shard\s+3840\n", out)
+    assert re.search(r"encode_shard\s+3936\n", out)
+    assert re.search(r"verify_shard\s+3936\n", out)
     assert re.search(r"train\s+4\n", out)  # XS, S, M, L
     assert re.search(r"train_gdn\s+5\n", out)  # one per lambda
     assert re.search(r"train_gdn_curve\s+2\n", out)  # gdn-gain and gdn-ohm: one model each
-    assert re.search(r"total\s+7723\n", out)
+    assert re.search(r"total\s+7915\n", out)
     assert not (tmp_path / "downloads").exists()
 
 
@@ -63,9 +63,9 @@ def test_default_config_dry_run(tmp_path):
     proc = run_snakemake(tmp_path, "-n", "--cores", "2", "-p", "results/rd_all.csv")
     out = proc.stdout + proc.stderr
     assert "prepare_dataset" in out
-    # 1 shard x (anchors: 9 + 1 + 1 + 9 + 9 deltas; linerwkv: 2 coders x 2 sizes x 3 deltas;
+    # 1 shard x (anchors: 9 + 1 + 1 + 12 + 9 deltas; linerwkv: 2 coders x 2 sizes x 3 deltas;
     # gdn: 3 lambdas, one point each; gdn-gain and gdn-ohm: 5 points of one model each)
-    assert re.search(r"encode_shard\s+54\n", out)
+    assert re.search(r"encode_shard\s+57\n", out)
     assert re.search(r"train\s+2\n", out)
     assert re.search(r"train_gdn\s+3\n", out)
     assert re.search(r"train_gdn_curve\s+2\n", out)
