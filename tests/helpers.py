@@ -63,3 +63,39 @@ def perturbed_model(size: str, seed: int):
         for param in model.parameters():
             param.add_(0.2 * torch.randn_like(param))
     return model
+
+
+#: Test cubes of the gdn codec tests (bands, rows, cols) and their bit depth.
+GDN_SHAPE = (5, 13, 19)
+GDN_BIT_DEPTH = 12
+
+
+def gdn_test_config(**changes):
+    """A tiny gdn network for ``GDN_SHAPE`` cubes, with ``changes`` to its configuration."""
+    from dataclasses import replace
+
+    from hsicomp.models.gdn import TransformCodecConfig
+
+    return replace(TransformCodecConfig(bands=5, spectral_channels=4, hidden_channels=8,
+                                        latent_channels=4, stages=2, attention=False),
+                   **changes)
+
+
+def random_gdn_model_file(path: Path, config, seed: int = 0, setup=None) -> Path:
+    """Write a gdn-family model with random weights (``seed``), normalised for a smooth cube
+    of seed ``seed``, and frozen tables; ``setup(model)`` may change it before freezing."""
+    import torch
+
+    from hsicomp.models.checkpoint import save_gdn_model
+    from hsicomp.models.gdn import TransformCodec, band_statistics
+
+    torch.manual_seed(seed)
+    model = TransformCodec(config).eval()
+    if setup is not None:
+        with torch.no_grad():
+            setup(model)
+    model.set_normalization(*band_statistics(
+        smooth_cube((config.bands, *GDN_SHAPE[1:]), GDN_BIT_DEPTH, seed)))
+    model.entropy.freeze()
+    save_gdn_model(path, model)
+    return path

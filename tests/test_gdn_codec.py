@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import smooth_cube
+from helpers import GDN_BIT_DEPTH, GDN_SHAPE, gdn_test_config, random_gdn_model_file, smooth_cube
 
 from hsicomp import cli
 from hsicomp.aggregate import aggregate
@@ -25,25 +25,18 @@ from hsicomp.errors import HsicompError
 from hsicomp.evaluate import encode_shard, verify_shard
 from hsicomp.manifest import PatchRecord, read_manifest, write_manifest
 from hsicomp.metrics import compare
-from hsicomp.models.checkpoint import load_gdn_model, model_hash, save_gdn_model
-from hsicomp.models.gdn import TransformCodec, TransformCodecConfig, band_statistics
+from hsicomp.models.checkpoint import load_gdn_model, model_hash
 from hsicomp.plots import plot_lossless, plot_rd, read_rd
 from hsicomp.train_gdn import GdnTrainer, GdnTrainSettings
 
 torch.set_num_threads(1)
-SHAPE = (5, 13, 19)
-BIT_DEPTH = 12
-SMALL = TransformCodecConfig(bands=5, spectral_channels=4, hidden_channels=8,
-                             latent_channels=4, stages=2, attention=False)
+SHAPE = GDN_SHAPE
+BIT_DEPTH = GDN_BIT_DEPTH
+SMALL = gdn_test_config()
 
 
 def _model_file(path: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
-    model = TransformCodec(SMALL).eval()
-    model.set_normalization(*band_statistics(smooth_cube(SHAPE, BIT_DEPTH, seed)))
-    model.entropy.freeze()
-    save_gdn_model(path, model)
-    return path
+    return random_gdn_model_file(path, SMALL, seed)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import smooth_cube
+from helpers import GDN_BIT_DEPTH, GDN_SHAPE, gdn_test_config, random_gdn_model_file, smooth_cube
 
 import hsicomp.models.gain as gain_module
 from hsicomp import cli
@@ -19,30 +19,26 @@ from hsicomp.container import pack, unpack
 from hsicomp.errors import HsicompError
 from hsicomp.manifest import read_manifest
 from hsicomp.metrics import compare
-from hsicomp.models.checkpoint import load_gdn_model, save_gdn_model
+from hsicomp.models.checkpoint import load_gdn_model
 from hsicomp.models.gain import LEVEL_SCALE, gain_vectors
-from hsicomp.models.gdn import TransformCodec, TransformCodecConfig, band_statistics
+from hsicomp.models.gdn import TransformCodec
 from hsicomp.train_gdn import GdnTrainer, GdnTrainSettings
 
 torch.set_num_threads(1)
-SHAPE = (5, 13, 19)
-BIT_DEPTH = 12
-GAIN = TransformCodecConfig(bands=5, spectral_channels=4, hidden_channels=8,
-                            latent_channels=4, stages=2, attention=False, levels=3)
+SHAPE = GDN_SHAPE
+BIT_DEPTH = GDN_BIT_DEPTH
+
+
+def _distinct_gains(model: TransformCodec) -> None:
+    """Distinct gain rows, some negative (used as absolute values)."""
+    model.gain_units.gain.copy_(torch.tensor([[0.5, -0.7, 0.6, 0.4], [1.0] * 4,
+                                              [4.0, 3.0, -5.0, 2.5]]))
+    model.gain_units.inverse_gain.copy_(1 / model.gain_units.gain.detach())
 
 
 def _model_file(path: Path, levels: int) -> Path:
-    torch.manual_seed(0)
-    model = TransformCodec(GAIN.with_levels(levels)).eval()
-    if levels:
-        with torch.no_grad():  # distinct rows, some negative (used as absolute values)
-            model.gain_units.gain.copy_(torch.tensor([[0.5, -0.7, 0.6, 0.4], [1.0] * 4,
-                                                      [4.0, 3.0, -5.0, 2.5]]))
-            model.gain_units.inverse_gain.copy_(1 / model.gain_units.gain.detach())
-    model.set_normalization(*band_statistics(smooth_cube(SHAPE, BIT_DEPTH, 0)))
-    model.entropy.freeze()
-    save_gdn_model(path, model)
-    return path
+    return random_gdn_model_file(path, gdn_test_config(levels=levels),
+                                 setup=_distinct_gains if levels else None)
 
 
 @pytest.fixture(scope="module")

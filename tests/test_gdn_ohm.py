@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import smooth_cube
+from helpers import GDN_BIT_DEPTH, GDN_SHAPE, gdn_test_config, random_gdn_model_file, smooth_cube
 
 from hsicomp import cli
 from hsicomp.bsq import read_bsq
@@ -19,29 +19,26 @@ from hsicomp.container import pack, unpack
 from hsicomp.errors import HsicompError
 from hsicomp.manifest import read_manifest
 from hsicomp.metrics import compare
-from hsicomp.models.checkpoint import load_gdn_model, save_gdn_model
-from hsicomp.models.gdn import TransformCodec, TransformCodecConfig, band_statistics
+from hsicomp.models.checkpoint import load_gdn_model
+from hsicomp.models.gdn import TransformCodec, TransformCodecConfig
 from hsicomp.models.ohm import OneHotMax, channels_for_fraction
 from hsicomp.train_gdn import GdnTrainer, GdnTrainSettings
 
 torch.set_num_threads(1)
-SHAPE = (5, 13, 19)
-BIT_DEPTH = 12
-BASE = TransformCodecConfig(bands=5, spectral_channels=4, hidden_channels=8,
-                            latent_channels=4, stages=2, attention=False)
+SHAPE = GDN_SHAPE
+BIT_DEPTH = GDN_BIT_DEPTH
+BASE = gdn_test_config()
 OHM = BASE.with_ohm(symbols=8, channels=6, min_channels=2)
 
 
+def _skewed_pmf(model: TransformCodec) -> None:
+    """A skewed pmf, so the tables differ from uniform."""
+    model.entropy.logits.copy_(torch.linspace(-2, 2, OHM.ohm_symbols).repeat(6, 1))
+
+
 def _model_file(path: Path, config: TransformCodecConfig) -> Path:
-    torch.manual_seed(0)
-    model = TransformCodec(config).eval()
-    if config.ohm_symbols:
-        with torch.no_grad():  # a skewed pmf, so the tables differ from uniform
-            model.entropy.logits.copy_(torch.linspace(-2, 2, config.ohm_symbols).repeat(6, 1))
-    model.set_normalization(*band_statistics(smooth_cube(SHAPE, BIT_DEPTH, 0)))
-    model.entropy.freeze()
-    save_gdn_model(path, model)
-    return path
+    return random_gdn_model_file(path, config,
+                                 setup=_skewed_pmf if config.ohm_symbols else None)
 
 
 @pytest.fixture(scope="module")
