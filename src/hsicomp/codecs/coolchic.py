@@ -10,7 +10,8 @@ Encoder
 Decoder
     The weights are decoded with fixed tables, the latents grid by grid with the
     fixed-point ARM, and the synthesis runs in float32; the result is de-normalised,
-    rounded and clipped to ``0 .. 2**bit_depth - 1``.
+    rounded and clipped to ``0 .. 2**bit_depth - 1``. The decoder re-encodes what it
+    decoded and refuses a payload that differs from those words (extra or altered data).
 
 Determinism
     Machine-independent: the coding tables (:mod:`hsicomp.entropy.laplace_tables`, decimal
@@ -131,10 +132,11 @@ class CoolChicCodec(Codec):
         model, history = cc.fit(target, config, settings, target.mean(dim=(1, 2)))
         qm, q_loss = cc.quantize(model, target, settings.lam)
         trained = time.perf_counter() - start
+        self.last_stats = {}
         side, payload, tables = self._pack_model(qm, offset, scale)
         data = self.pack(self.make_header(cube, delta, bit_depth, band_list), side, payload)
         self.last_reconstruction = self._output(qm, offset, scale, bit_depth)
-        self.last_stats = {
+        self.last_stats |= {
             "train_loss": history[-1], "loss_history": history, "quantized_loss": q_loss,
             "train_seconds": trained, "macs_per_sample": cc.decoder_macs(config, bands, rows,
                                                                          cols),
@@ -144,18 +146,37 @@ class CoolChicCodec(Codec):
 
     def _pack_model(self, qm: Any, offset: np.float32, scale: np.float32
                     ) -> tuple[bytes, bytes, np.ndarray]:
-        """Side info, payload and the latent table indices of a quantised model."""
+        """Side info, payload and the latent table indices of a quantised model (the ideal
+        code lengths of weights and latents go to ``last_stats``)."""
+        from hsicomp.entropy import arm as carm
+        from hsicomp.entropy.laplace_tables import PRECISION
+
+        codes, parts, tables = self._intervals(qm)
+        bits = [float(np.sum(PRECISION - np.log2(iv[1]))) for iv in parts]
+        self.last_stats["weight_bits"] = sum(bits[:len(codes)])
+        self.last_stats["latent_bits"] = sum(bits[len(codes):])
+        ints = [getattr(qm.config, k) for k in _CONFIG_FIELDS]
+        for (_, k), (j, r_max) in zip(qm.tensors, codes, strict=True):
+            ints += [k, j, r_max]
+        side = bytes([LAYOUT_VERSION]) + _NORM.pack(float(offset), float(scale)) \
+            + encode_varints(ints)
+        return side, carm.seal_intervals(parts), tables
+
+    @staticmethod
+    def _intervals(qm: Any, codes: list[tuple[int, int]] | None = None
+                   ) -> tuple[list[tuple[int, int]], list[np.ndarray], np.ndarray]:
+        """Weight tables ``(j, r_max)`` (given, or chosen when None), the coding intervals
+        of weights and latents and the latent table indices of a quantised model."""
         from hsicomp.entropy import arm as carm
         from hsicomp.entropy.laplace_tables import geometric_cdf, latent_cdfs
         from hsicomp.models import coolchic as cc
 
-        ints = [getattr(qm.config, k) for k in _CONFIG_FIELDS]
-        parts = []
         count = len(qm.tensors)
-        for idx, (q, k) in enumerate(qm.tensors):
+        chosen, parts = [], []
+        for idx, (q, _) in enumerate(qm.tensors):
             sym = cc.weight_symbols(idx, count, q).ravel()
-            j, r_max, _ = cc.weight_code(sym)
-            ints += [k, j, r_max]
+            j, r_max = codes[idx] if codes is not None else cc.weight_code(sym)[:2]
+            chosen.append((j, r_max))
             parts.append(carm.symbol_intervals(sym + r_max, geometric_cdf(j, r_max)))
         arm = qm.integer_arm()
         offsets = qm.config.offsets()
@@ -164,9 +185,7 @@ class CoolChicCodec(Codec):
             iv, t = carm.grid_intervals(grid, arm, offsets, latent_cdfs())
             parts.append(iv)
             tables.append(t)
-        side = bytes([LAYOUT_VERSION]) + _NORM.pack(float(offset), float(scale)) \
-            + encode_varints(ints)
-        return side, carm.seal_intervals(parts), np.concatenate(tables)
+        return chosen, parts, np.concatenate(tables)
 
     @staticmethod
     def _output(qm: Any, offset: float, scale: float, bit_depth: int) -> np.ndarray:
@@ -209,6 +228,10 @@ class CoolChicCodec(Codec):
                 tables.append(t)
             if not dec.finished():
                 raise ValueError("data left over after the last latent")
+            # a stream decodes only from exactly the words the encoder writes
+            _, parts, _ = self._intervals(qm, [(j, r_max) for _, j, r_max in specs])
+            if carm.seal_intervals(parts) != payload:
+                raise ValueError("the stream is not the coding of its symbols")
         except ValueError as exc:
             raise HsicompError(f"{source}: corrupt payload ({exc})") from None
         return qm, offset, scale, np.concatenate(tables)

@@ -262,8 +262,8 @@ def _proxy(y: Tensor, step: int, s: TrainSettings, gen: torch.Generator) -> Tens
     if step >= s.iterations - n_hard:
         return y + (torch.round(y) - y).detach()
     span = max(s.iterations - n_hard - n_noise, 1)
-    t = 0.3 * (0.05 / 0.3) ** ((step - n_noise) / span)
-    return softround(y, t)
+    t = 0.3 * (0.1 / 0.3) ** ((step - n_noise) / span)
+    return softround(softround(y, t) + (torch.rand(y.shape, generator=gen) - 0.5), t)
 
 
 def fit(target: Tensor, config: CoolChicConfig, settings: TrainSettings,
