@@ -69,7 +69,7 @@ class CoolChicCodec(Codec):
     defaults: ClassVar[dict[str, Any]] = {
         "lam": 0.01, "iterations": 0, "preset": "default", "grids": 0, "channels": 0,
         "context": 0, "channel_context": -1, "arm_hidden": 0, "synth_hidden": 0,
-        "synth_layers": -1, "lr": 0.01, "seed": 0, "threads": 1}
+        "synth_layers": -1, "lr": 0.04, "seed": 0, "threads": 1}
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

@@ -19,9 +19,10 @@ Training (:func:`fit`)
     Adam on ``D + lam * R``: ``D`` the MSE of the normalised cube, ``R`` the latent bits
     under the ARM's Laplace per cube sample. Latents are clamped to ``+-LATENT_MAX``;
     quantisation is additive uniform noise for the first ``noise_fraction`` of the steps,
-    then soft rounding with a temperature annealed from 0.3 to 0.05, then straight-through
-    hard rounding for the last ``hard_fraction``. Deterministic for a seed on CPU with a
-    fixed number of torch threads.
+    then ``softround(softround(y, T) + noise, T)`` with the temperature ``T`` annealed from
+    0.3 to 0.1, then straight-through hard rounding for the last ``hard_fraction``; the
+    learning rate follows a cosine from ``lr`` down to ``lr / 20``. Deterministic for a
+    seed on CPU with a fixed number of torch threads.
 
 Network quantisation (:func:`quantize`)
     Every weight and bias tensor gets a step ``2**-k`` (``k`` from ``STEP_EXPONENTS``)
@@ -79,7 +80,7 @@ class CoolChicConfig:
     """Architecture of one overfitted model (all stored in the file)."""
 
     grids: int = 5
-    channels: int = 2
+    channels: int = 4
     context: int = 8
     channel_context: int = 1
     arm_hidden: int = 12
@@ -108,7 +109,7 @@ class CoolChicConfig:
 #: Named settings: ``default`` (a 202x64x64 cube in about a minute on one CPU thread) and
 #: ``paper`` (closer to the published Cool-Chic sizes, for 202x128x128 cubes).
 PRESETS: dict[str, dict] = {
-    "default": {"config": CoolChicConfig(), "iterations": 1500},
+    "default": {"config": CoolChicConfig(), "iterations": 2000},
     "paper": {"config": CoolChicConfig(grids=7, channels=4, context=12, channel_context=2,
                                        arm_hidden=12, synth_hidden=24, synth_layers=2),
               "iterations": 10000},
@@ -246,8 +247,8 @@ class TrainSettings:
     """Optimisation settings of :func:`fit`."""
 
     lam: float = 0.01
-    iterations: int = 1500
-    lr: float = 0.01
+    iterations: int = 2000
+    lr: float = 0.04
     seed: int = 0
     noise_fraction: float = 0.6
     hard_fraction: float = 0.1
