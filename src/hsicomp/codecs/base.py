@@ -21,7 +21,7 @@ from hsicomp.errors import HsicompError
 CODEC_MODULES: tuple[str, ...] = ("hsicomp.codecs.anchors", "hsicomp.codecs.linerwkv",
                                   "hsicomp.codecs.ccsds123", "hsicomp.codecs.linerwkv_lms",
                                   "hsicomp.codecs.gdn", "hsicomp.codecs.gdn_gain",
-                                  "hsicomp.codecs.gdn_ohm")
+                                  "hsicomp.codecs.gdn_ohm", "hsicomp.codecs.coolchic")
 
 MAX_BANDS = 0xFFFF
 #: Most samples a header may declare to codecs that allocate the whole cube before decoding.
