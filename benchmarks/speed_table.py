@@ -59,6 +59,7 @@ LABELS: dict[str, tuple[str, dict[str, Any]]] = {
     "gdn": ("gdn", {}),
     "gdn-gain": ("gdn-gain", {"level": 1.0}),
     "gdn-ohm": ("gdn-ohm", {"fraction": 1.0}),
+    "coolchic": ("coolchic", {"lam": 0.03, "iterations": 1000, "threads": 1}),
 }
 MODEL_CODECS = {"linerwkv", "linerwkv-lms"}
 GDN_CODECS = {"gdn", "gdn-gain", "gdn-ohm"}
@@ -82,6 +83,11 @@ NOTES["gdn"] = ("lossy; MACs: convolutions of the analysis (encoder) and synthes
 NOTES["gdn-gain"] = NOTES["gdn"]
 NOTES["gdn-ohm"] = ("lossy; MACs: as gdn, plus the One-Hot-Max 1x1 convs (candidates in the "
                     "encoder, dequantisation in the decoder); random weights: rate meaningless")
+NOTES["coolchic"] = ("lossy; encoding trains the model on the cube (1,000 steps, the default "
+                     "config), so its time grows with the steps; decoder MACs: fixed-point "
+                     "ARM, bilinear upsampling and synthesis (hsicomp.models.coolchic."
+                     "decoder_macs); encoder MACs not counted (each step runs the decoder's "
+                     "float network forward and backward)")
 NOTES["linerwkv-lms"] = ("MACs: those of linerwkv plus the ccsds123 predictor with one more "
                          "weight (the network's prediction) and its second stage")
 
@@ -313,6 +319,12 @@ def macs(entry: dict[str, Any], shape: tuple[int, int, int]) -> tuple[str, str]:
         enc = dec = ccsds123_macs(get_codec("ccsds123", entry["params"]).params, shape)
     elif entry["codec"] in GDN_CODECS:
         enc, dec = gdn_macs(entry["model_path"], shape)
+    elif entry["codec"] == "coolchic":
+        from hsicomp.codecs import get_codec
+        from hsicomp.models.coolchic import decoder_macs
+
+        config, _ = get_codec("coolchic", entry["params"]).settings()
+        return "n/a", f"{decoder_macs(config, *shape)['total']:.1f}"
     elif entry["codec"] == "raw":
         enc = dec = 0
     else:
@@ -342,7 +354,8 @@ def measure(entry: dict[str, Any], delta: int, args: argparse.Namespace, cube: n
     dec = run_worker({**spec, "mode": "decode"})
     decoded = np.load(spec["decoded"])
     err = int(np.abs(decoded.astype(np.int64) - cube).max())
-    lossy = entry["codec"] in GDN_CODECS  # no maximum-error guarantee: shape checked only
+    # no maximum-error guarantee: shape checked only
+    lossy = entry["codec"] in GDN_CODECS | {"coolchic"}
     if decoded.shape != cube.shape or (err > delta and not lossy):
         raise SystemExit(f"{entry['label']} {entry['size']} delta {delta}: max error {err}")
     bands, rows, cols = cube.shape

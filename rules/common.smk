@@ -77,7 +77,10 @@ CURVE_CODECS = {
     "gdn-ohm": {"points": "fractions_eval", "param": "fraction", "tag": "f"},
 }
 CURVE_KEYS = {spec["points"] for spec in CURVE_CODECS.values()}
-LEARNED_CODECS = GDN_CODECS | set(CURVE_CODECS)
+# Lossy codecs overfitted to each cube at encode time (nothing to train): an entry lists
+# `lambdas`, each one rate point ({model} = the lambda tag), given to the codec as `lam`.
+OVERFIT_CODECS = {"coolchic"}
+LEARNED_CODECS = GDN_CODECS | set(CURVE_CODECS) | OVERFIT_CODECS
 # Settings a gdn-ohm entry gets unless its settings give them.
 OHM_DEFAULTS = {"ohm_symbols": 32, "ohm_min_channels": 1}
 
@@ -93,7 +96,7 @@ def lambda_tag(value):
 
 
 def gdn_lambdas(label):
-    """Lambda tag -> lambda of a gdn entry, in config order."""
+    """Lambda tag -> lambda of a gdn (or coolchic) entry, in config order."""
     return {lambda_tag(v): float(v) for v in config["codecs"][label]["lambdas"]}
 
 
@@ -183,6 +186,11 @@ def _check_gdn_codecs():
                 raise ValueError(f"codecs.{label}: {', '.join(extra)} only apply to codecs "
                                  f"{', '.join(sorted(LEARNED_CODECS))}")
             continue
+        if name in OVERFIT_CODECS:
+            extra = sorted(((GDN_KEYS | CURVE_KEYS) - {"lambdas"}) & set(entry))
+            if extra:
+                raise ValueError(f"codecs.{label}: {', '.join(extra)} do not apply to codec "
+                                 f"{name} (nothing is trained; set its parameters in params)")
         if name in CURVE_CODECS:
             _check_curve_entry(label, entry)
         elif CURVE_KEYS & set(entry):
@@ -190,13 +198,15 @@ def _check_gdn_codecs():
             owner = next(c for c, spec in CURVE_CODECS.items() if spec["points"] == key)
             raise ValueError(f"codecs.{label}: {key} only applies to codec {owner}")
         elif not entry.get("lambdas"):
-            raise ValueError(f"codecs.{label}: codec gdn needs lambdas (one model per lambda)")
+            raise ValueError(f"codecs.{label}: codec {name} needs lambdas (one rate point per"
+                             " lambda)")
         elif len(gdn_lambdas(label)) != len(entry["lambdas"]):
             raise ValueError(f"codecs.{label}.lambdas: two lambdas have the same tag")
         if entry.get("deltas", [0]) != [0]:
             raise ValueError(f"codecs.{label}.deltas: codec {name} is lossy, only delta 0"
                              " (no bound)")
-        given = sorted({"model", "threads", "level", "fraction"} & set(entry.get("params", {})))
+        given = sorted({"model", "threads", "level", "fraction", "lam"}
+                       & set(entry.get("params", {})))
         if given:
             raise ValueError(f"codecs.{label}.params: {', '.join(given)} is set by the workflow")
         train = entry.get("train_dataset")
@@ -300,11 +310,11 @@ def codec_threads(codec):
 
 
 def codec_models(codec):
-    """Values of the {model} wildcard of a codec entry: the linerwkv sizes, the gdn lambda
-    tags, the rate tags of a curve entry (gdn-gain, gdn-ohm), or "-"."""
+    """Values of the {model} wildcard of a codec entry: the linerwkv sizes, the gdn (and
+    coolchic) lambda tags, the rate tags of a curve entry (gdn-gain, gdn-ohm), or "-"."""
     if codec_name(codec) in MODEL_CODECS:
         return list(config["linerwkv"]["sizes"])
-    if codec_name(codec) in GDN_CODECS:
+    if codec_name(codec) in GDN_CODECS | OVERFIT_CODECS:
         return list(gdn_lambdas(codec))
     if codec_name(codec) in CURVE_CODECS:
         return list(curve_points(codec))
@@ -339,13 +349,16 @@ def model_input(wildcards):
 
 def job_params(label, model, dataset, threads):
     """Codec parameters of a job; codecs with a trained model get `model` and `threads`,
-    a curve entry also the rate parameter of its {model} tag (level, fraction)."""
+    a curve entry also the rate parameter of its {model} tag (level, fraction), an overfitted
+    codec (coolchic) its lambda as `lam` and the threads."""
     params = dict(config["codecs"][label].get("params", {}))
     path = trained_model(label, model, dataset)
     if path is not None:
         params.update(model=path, threads=threads)
     if codec_name(label) in CURVE_CODECS:
         params[CURVE_CODECS[codec_name(label)]["param"]] = curve_points(label)[model]
+    if codec_name(label) in OVERFIT_CODECS:
+        params.update(lam=gdn_lambdas(label)[model], threads=threads)
     return params
 
 

@@ -48,14 +48,15 @@ def test_hyspecnet_dry_run_without_data(tmp_path):
     assert "hyspecnet-11k-splits.tar.gz" in out
     # 11 archives; per 32 shards, encoded and verified: the anchors at 9 + 1 + 1 + 12 + 9
     # deltas, 2 linerwkv coders x 4 sizes x 9 deltas, gdn at 5 lambdas,
-    # gdn-gain at 9 levels and gdn-ohm at 5 fractions: (32 + 72 + 5 + 9 + 5) x 32 = 3936
+    # gdn-gain at 9 levels, gdn-ohm at 5 fractions and coolchic at 4 lambdas:
+    # (32 + 72 + 5 + 9 + 5 + 4) x 32 = 4064
     assert re.search(r"download_archive\s+11\n", out)
-    assert re.search(r"encode_shard\s+3936\n", out)
-    assert re.search(r"verify_shard\s+3936\n", out)
+    assert re.search(r"encode_shard\s+4064\n", out)
+    assert re.search(r"verify_shard\s+4064\n", out)
     assert re.search(r"train\s+4\n", out)  # XS, S, M, L
     assert re.search(r"train_gdn\s+5\n", out)  # one per lambda
     assert re.search(r"train_gdn_curve\s+2\n", out)  # gdn-gain and gdn-ohm: one model each
-    assert re.search(r"total\s+7915\n", out)
+    assert re.search(r"total\s+8171\n", out)
     assert not (tmp_path / "downloads").exists()
 
 
@@ -64,8 +65,10 @@ def test_default_config_dry_run(tmp_path):
     out = proc.stdout + proc.stderr
     assert "prepare_dataset" in out
     # 1 shard x (anchors: 9 + 1 + 1 + 12 + 9 deltas; linerwkv: 2 coders x 2 sizes x 3 deltas;
-    # gdn: 3 lambdas, one point each; gdn-gain and gdn-ohm: 5 points of one model each)
-    assert re.search(r"encode_shard\s+57\n", out)
+    # gdn: 3 lambdas, one point each; gdn-gain and gdn-ohm: 5 points of one model each;
+    # coolchic: 3 lambdas)
+    assert re.search(r"encode_shard\s+60\n", out)
+    assert '--params \'{"iterations": 1000, "lam": 0.03, "threads": 1}\'' in out
     assert re.search(r"train\s+2\n", out)
     assert re.search(r"train_gdn\s+3\n", out)
     assert re.search(r"train_gdn_curve\s+2\n", out)
@@ -340,7 +343,8 @@ TINY_GDN = dict(
             "gain": {"codec": "gdn-gain", "lambdas": [1, 100], "levels_eval": [0, 0.5, 1],
                      "settings": {"epochs": 2, "batch": 1, "crop": 8}},
             "ohm": {"codec": "gdn-ohm", "lambdas": [1, 100], "fractions_eval": [0, 1],
-                    "settings": {"epochs": 2, "batch": 1, "crop": 8, "ohm_symbols": 4}}},
+                    "settings": {"epochs": 2, "batch": 1, "crop": 8, "ohm_symbols": 4}},
+            "cc": {"codec": "coolchic", "lambdas": [1, 0.01], "params": {"iterations": 5}}},
     evaluation={"shards": 1},
     figures={"reference": "jpegls", "error_image": {"codec": "gdn"}},
 )
@@ -354,13 +358,14 @@ def test_tiny_workflow_with_gdn(tmp_path):
                   "--configfile", str(cfg))
     rd = read_csv(tmp_path / "results" / "rd_all.csv")
     assert [(r["codec"], r["model"], r["delta"], r["lossy"]) for r in rd] == [
+        ("cc", "l0.01", "", "true"), ("cc", "l1", "", "true"),
         ("gain", "g0", "", "true"), ("gain", "g0.5", "", "true"), ("gain", "g1", "", "true"),
         ("gdn", "l1", "", "true"), ("gdn", "l100", "", "true"),
         ("jpegls", "-", "0", "false"), ("jpegls", "-", "2", "false"),
         ("ohm", "f0", "", "true"), ("ohm", "f1", "", "true")]
     assert all(r["all_ok"] == "true" and r["patches"] == "3" for r in rd)
     for row in read_csv(tmp_path / "results" / "per_patch.csv"):
-        if row["codec"] in ("gdn", "gain", "ohm"):
+        if row["codec"] in ("gdn", "gain", "ohm", "cc"):
             path = (tmp_path / "results" / "bitstreams" / "tiny" / row["codec"] / row["model"]
                     / "d0"
                     / "shard0" / f"{row['patch_id']}.hsic")
@@ -371,7 +376,8 @@ def test_tiny_workflow_with_gdn(tmp_path):
     assert (tmp_path / "models" / "tiny" / "gdn-ohm-ohm.pt").is_file()
     bd = read_csv(tmp_path / "results" / "bdrate.csv")
     assert [(r["codec"], r["model"]) for r in bd] == [
-        ("gain", "g0+g0.5+g1"), ("gdn", "l1+l100"), ("jpegls", "-"), ("ohm", "f0+f1")]
+        ("cc", "l0.01+l1"), ("gain", "g0+g0.5+g1"), ("gdn", "l1+l100"), ("jpegls", "-"),
+        ("ohm", "f0+f1")]
     assert (tmp_path / "results" / "figures" / "error_image.png").stat().st_size > 1000
     nothing = run_snakemake(tmp_path, "-n", "results/rd_all.csv", "--configfile", str(cfg))
     assert "Nothing to be done" in nothing.stdout + nothing.stderr
@@ -379,9 +385,13 @@ def test_tiny_workflow_with_gdn(tmp_path):
 
 @pytest.mark.parametrize(("entry", "message"), [
     ({"codec": "gdn"}, "codecs.bad: codec gdn needs lambdas"),
+    ({"codec": "coolchic"}, "codecs.bad: codec coolchic needs lambdas"),
+    ({"codec": "coolchic", "lambdas": [1], "preset": "tiny"},
+     "preset do not apply to codec coolchic"),
+    ({"codec": "coolchic", "lambdas": [1], "params": {"lam": 2}}, "lam is set by the workflow"),
     ({"codec": "gdn", "lambdas": [1], "deltas": [2]}, "codec gdn is lossy, only delta 0"),
     ({"codec": "jpegls", "lambdas": [1]},
-     "codecs.bad: lambdas only apply to codecs gdn, gdn-gain, gdn-ohm"),
+     "codecs.bad: lambdas only apply to codecs coolchic, gdn, gdn-gain, gdn-ohm"),
     ({"codec": "gdn", "lambdas": [1], "train_dataset": "nope"}, "'nope' is not a dataset"),
     ({"codec": "gdn-gain", "lambdas": [1, 10]}, "codec gdn-gain needs levels_eval"),
     ({"codec": "gdn-gain", "lambdas": [1], "levels_eval": [0]}, "needs at least 2 lambdas"),
