@@ -181,57 +181,6 @@ def test_golden_stream() -> None:
     assert hashlib.sha256(data).hexdigest() == GOLDEN_SHA256
 
 
-
-def test_range_coder_matches_constriction() -> None:
-    """The range coder writes constriction's words after every symbol, carries included."""
-    constriction = pytest.importorskip("constriction")
-    model = constriction.stream.model
-    rng = np.random.default_rng(9)
-    # skewed, flat and sparse token distributions, as the adaptive histograms produce them
-    counts = [
-        rng.geometric(p, size=127) * rng.integers(0, 2, size=127) for p in (0.5, 0.05, 0.002)
-    ] + [np.eye(1, 127, 63, dtype=np.int64)[0] * 2**21 + 1]
-    cdfs = np.zeros((len(counts), 128), dtype=np.int64)
-    for h, cnt in enumerate(counts):
-        adaptive._build_cdf(np.asarray(cnt, dtype=np.int64), cdfs[h])
-    assert np.all(np.diff(cdfs, axis=1) >= 1) and np.all(cdfs[:, -1] == 1 << 24)
-    categorical = [model.Categorical(np.diff(c).astype(np.float64) - 1, perfect=False)
-                   for c in cdfs]
-    enc = constriction.stream.queue.RangeEncoder()
-    rc = np.zeros(5, dtype=np.uint64)  # lower, range, held-back words, first of them, words
-    rc[1] = np.uint64(2**64 - 1)
-    out = np.zeros(4096, dtype=np.uint32)
-    longest = 0  # most words held back for a pending carry
-    for _ in range(3000):
-        # quantile of the point where lower + range wraps around 2**64
-        wrap = (-int(rc[0])) % 2**64 // (int(rc[1]) >> 24)
-        if rc[2] and wrap < 1 << 24 and rng.random() < 0.9:
-            # keep the interval across the wrap: the carry stays pending over more words
-            h, s = 1, int(np.searchsorted(cdfs[1], wrap, side="right") - 1)
-        elif rng.random() < 0.7:
-            h = int(rng.integers(len(cdfs)))
-            s = int(rng.integers(127)) if rng.random() < 0.2 else int(
-                np.searchsorted(cdfs[h], rng.integers(1 << 24), side="right") - 1)
-        else:
-            h, s = -1, 0
-        if h >= 0:
-            enc.encode(np.array([s], dtype=np.int32), categorical[h])
-            cum, freq = cdfs[h, s], cdfs[h, s + 1] - cdfs[h, s]
-        else:
-            size = int(rng.integers(2, 8193))
-            v = int(rng.integers(size))
-            enc.encode(np.array([v], dtype=np.int32), model.Uniform(),
-                       np.array([size], dtype=np.int32))
-            per = (1 << 24) // size
-            cum, freq = v * per, per if v < size - 1 else (1 << 24) - v * per
-        adaptive._rc_encode(rc, out, np.array([[cum], [freq]], dtype=np.int64), 1)
-        longest = max(longest, int(rc[2]))
-        n = adaptive._seal(rc, out)
-        np.testing.assert_array_equal(out[:n], enc.get_compressed())
-        assert adaptive._num_words(rc) == n == enc.num_words()
-    assert longest >= 3
-
-
 def test_threads_give_the_same_streams() -> None:
     """The kernels release the GIL; coders in threads do not disturb each other."""
     cubes = [_cube((6, 8, 40), 14, "laplace30", seed=s) for s in range(4)]

@@ -3,9 +3,8 @@
 Codes residuals ``e = x - p`` of a cube with shape (bands I, rows T, cols C) one band-line
 (all C columns of band i on row t) at a time, in BIL order (row, band, column). Every model
 parameter is computed with integer arithmetic from residuals both sides already know, so
-encoder and decoder agree bit for bit on any machine. Entropy coding is a range coder with a
-64-bit state, 32-bit words and 24-bit probabilities that writes exactly the words of
-constriction's ``RangeEncoder`` (``constriction.stream.queue``) given the same models; model
+encoder and decoder agree bit for bit on any machine. The symbols are coded with the range
+coder of :mod:`hsicomp.entropy.rangecoder` (24-bit probabilities, 32-bit words); model
 building and coding of a whole band-line (or cube) run in one compiled numba call that
 releases the GIL.
 
@@ -73,6 +72,25 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros
 
+from hsicomp.entropy.rangecoder import (
+    D_LOWER,
+    D_POINT,
+    D_POS,
+    D_RANGE,
+    D_SLOTS,
+    E_NINV,
+    E_POS,
+    E_SLOTS,
+    RC_PRECISION,
+    decoder_start,
+    encode_intervals,
+    encoder_start,
+    exhausted,
+    num_words,
+    seal,
+    take,
+)
+
 __all__ = [
     "ResidualDecoder",
     "ResidualEncoder",
@@ -86,7 +104,7 @@ _HEADER = 5  # version byte + uint32 word count
 _NTOK = 64  # magnitude tokens 0..63
 _NSYM = 2 * _NTOK - 1  # signed tokens -63..63, stored as 0..126
 _ZERO = _NTOK - 1  # symbol of e' == 0
-_PRECISION = 24
+_PRECISION = int(RC_PRECISION)  # frequencies sum to 2**24
 _TOTAL = 1 << _PRECISION
 
 _NQ = 40  # levels of q(A + B + L); A + B + L <= 12 * 65535 < 2**20
@@ -108,16 +126,6 @@ _REBUILD_FRACTION = 32  # rebuilt once the new samples reach 1/32 of the total w
 _BAND_LIMIT = 1 << 14  # band running mean: halved at this many samples
 _LUT_SHIFT = 16  # decoder lookup tables: one entry per 2**16 of 2**24
 _LUT_SIZE = 1 << (_PRECISION - _LUT_SHIFT)
-
-# range coder constants (uint64 so that numba keeps the state arithmetic in uint64)
-_RC_PREC = np.uint64(_PRECISION)
-_RC_WORD = np.uint64(32)
-_RC_LOW = np.uint64(1 << 32)  # the range is kept >= 2**32
-_RC_MASK = np.uint64(0xFFFFFFFF)
-_RC_ONE = np.uint64(1)
-_RC_ZERO = np.uint64(0)
-_RC_FULL = np.uint64(0xFFFFFFFFFFFFFFFF)
-_RC_SLACK = np.uint64((1 << 33) - 1)  # largest point - lower of an exhausted stream
 
 # status codes of the decoding kernels
 _OK, _BAD_PREDICTION, _CORRUPT, _INVALID, _LEFTOVER = 0, -1, -2, -3, -4
@@ -245,145 +253,6 @@ def _initial_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for table in (counts, cdf, lut):
         table.flags.writeable = False
     return counts, cdf, lut
-
-
-# --------------------------------------------------------------------------- range coder
-#
-# Encoder state rc (uint64): lower, range, number of held-back (inverted) words, the first
-# held-back word, words written to out. Decoder state rc (uint64): lower, range, point,
-# words read. Both follow constriction's RangeEncoder/RangeDecoder (u32 words, u64 state).
-# The kernels keep the state in local variables while they code.
-
-_E_LOWER, _E_RANGE, _E_NINV, _E_FIRST, _E_POS = range(5)
-_D_LOWER, _D_RANGE, _D_POINT, _D_POS = range(4)
-
-
-@_jit
-def _rc_encode(rc, out, ivals, n):
-    """Encode the intervals [ivals[0, k], ivals[0, k] + ivals[1, k]) of 2**24, k < n.
-
-    out needs room for rc[_E_POS] + rc[_E_NINV] + n words.
-    """
-    lower = rc[_E_LOWER]
-    rng = rc[_E_RANGE]
-    ninv = np.int64(rc[_E_NINV])
-    first = rc[_E_FIRST]
-    pos = np.int64(rc[_E_POS])
-    for k in range(n):
-        scale = rng >> _RC_PREC
-        rng = scale * np.uint64(ivals[1, k])
-        new_lower = lower + scale * np.uint64(ivals[0, k])
-        if ninv and new_lower + rng > new_lower:
-            # the carry is settled: flush the held-back words
-            if new_lower < lower:
-                out[pos] = np.uint32((first + _RC_ONE) & _RC_MASK)
-                rest = np.uint32(0)
-            else:
-                out[pos] = np.uint32(first)
-                rest = np.uint32(0xFFFFFFFF)
-            for j in range(1, ninv):
-                out[pos + j] = rest
-            pos += ninv
-            ninv = 0
-        lower = new_lower
-        if rng < _RC_LOW:
-            rng <<= _RC_WORD
-            word = lower >> _RC_WORD
-            lower <<= _RC_WORD
-            if ninv:
-                ninv += 1
-            elif lower + rng > lower:
-                out[pos] = np.uint32(word)
-                pos += 1
-            else:
-                ninv = 1
-                first = word
-    rc[_E_LOWER] = lower
-    rc[_E_RANGE] = rng
-    rc[_E_NINV] = np.uint64(ninv)
-    rc[_E_FIRST] = first
-    rc[_E_POS] = np.uint64(pos)
-
-
-@_jit
-def _seal(rc, out):
-    """Write the closing words after the coded ones (rc is kept); return the word count.
-
-    out needs room for rc[_E_POS] + rc[_E_NINV] + 2 words.
-    """
-    pos = np.int64(rc[_E_POS])
-    lower = rc[_E_LOWER]
-    if rc[_E_RANGE] == _RC_FULL:  # nothing was encoded
-        return pos
-    point = lower + (_RC_LOW - _RC_ONE)
-    ninv = np.int64(rc[_E_NINV])
-    if ninv:
-        if point < lower:
-            out[pos] = np.uint32((rc[_E_FIRST] + _RC_ONE) & _RC_MASK)
-            rest = np.uint32(0)
-        else:
-            out[pos] = np.uint32(rc[_E_FIRST])
-            rest = np.uint32(0xFFFFFFFF)
-        for k in range(1, ninv):
-            out[pos + k] = rest
-        pos += ninv
-    point_word = point >> _RC_WORD
-    out[pos] = np.uint32(point_word)
-    pos += 1
-    if (lower + rc[_E_RANGE]) >> _RC_WORD == point_word:
-        out[pos] = np.uint32(0)
-        pos += 1
-    return pos
-
-
-@_inline
-def _num_words(rc):
-    """Words of the stream if it were sealed now (constriction's ``num_words``)."""
-    n = np.int64(rc[_E_POS] + rc[_E_NINV])
-    if rc[_E_RANGE] == _RC_FULL:
-        return n
-    point = rc[_E_LOWER] + (_RC_LOW - _RC_ONE)
-    if (rc[_E_LOWER] + rc[_E_RANGE]) >> _RC_WORD == point >> _RC_WORD:
-        return n + 2
-    return n + 1
-
-
-@_jit
-def _decoder_start(words, rc):
-    """Initial decoder state: the point is read from the first two words."""
-    point = _RC_ZERO
-    nread = min(words.size, 2)
-    for k in range(nread):
-        point = (point << _RC_WORD) | np.uint64(words[k])
-    if nread == 1:
-        point <<= _RC_WORD
-    rc[_D_LOWER] = _RC_ZERO
-    rc[_D_RANGE] = _RC_FULL
-    rc[_D_POINT] = point
-    rc[_D_POS] = np.uint64(nread)
-
-
-@_inline
-def _take(lower, rng, point, pos, words, scale, cum, freq):
-    """Decoder state after the decoded interval [cum, cum + freq) of 2**24."""
-    lower += scale * np.uint64(cum)
-    rng = scale * np.uint64(freq)
-    if rng < _RC_LOW:
-        lower <<= _RC_WORD
-        rng <<= _RC_WORD
-        point <<= _RC_WORD
-        if pos < words.size:
-            point |= np.uint64(words[pos])
-            pos += 1
-    return lower, rng, point, pos
-
-
-@_jit
-def _exhausted(rc, words):
-    """constriction's ``maybe_exhausted``: all words read and the point near the bottom."""
-    return rc[_D_POS] >= np.uint64(words.size) and (
-        rc[_D_RANGE] == _RC_FULL or rc[_D_POINT] - rc[_D_LOWER] < _RC_SLACK
-    )
 
 
 # --------------------------------------------------------------------------- model kernels
@@ -626,9 +495,9 @@ def _encode_line(t, i, res, pred, max_value, rows, band, cstat, hist, cdf, lut, 
         ls = np.sign(e)
     if ideal.size:
         ideal[0] += bits
-    _rc_encode(rc, out, ivals, n)
+    encode_intervals(rc, out, ivals, n)
     _finish_line(i, res, rows, band, cstat, hist, cdf, lut, work, slots)
-    return _num_words(rc)
+    return num_words(rc)
 
 
 @_jit
@@ -646,10 +515,10 @@ def _decode_line(t, i, pred, max_value, res, rows, band, cstat, hist, cdf, lut, 
     r4 = _r4(band, i)
     pstat = cstat[_NCTX:]
     _prepare(t, i, rows, work)
-    lower = rc[_D_LOWER]
-    rng = rc[_D_RANGE]
-    point = rc[_D_POINT]
-    pos = np.int64(rc[_D_POS])
+    lower = rc[D_LOWER]
+    rng = rc[D_RANGE]
+    point = rc[D_POINT]
+    pos = np.int64(rc[D_POS])
     l1 = 0
     l2 = 0
     ls = 0
@@ -661,15 +530,15 @@ def _decode_line(t, i, pred, max_value, res, rows, band, cstat, hist, cdf, lut, 
         flip = -1 if pstat[z, 1] > pstat[z, 0] else 1
         work[_W_PAT, c] = z
         work[_W_HIST, c] = h
-        scale = rng >> _RC_PREC
+        scale = rng >> RC_PRECISION
         q = np.int64((point - lower) // scale)
         if q >= _TOTAL:
             return _INVALID
         s = np.int64(lut[h, q >> _LUT_SHIFT])
         while cdf[h, s + 1] <= q:
             s += 1
-        lower, rng, point, pos = _take(lower, rng, point, pos, words, scale, cdf[h, s],
-                                       cdf[h, s + 1] - cdf[h, s])
+        lower, rng, point, pos = take(lower, rng, point, pos, words, scale, cdf[h, s],
+                                      cdf[h, s + 1] - cdf[h, s])
         st = s - _ZERO
         tok = abs(st)
         m = tok
@@ -683,14 +552,14 @@ def _decode_line(t, i, pred, max_value, res, rows, band, cstat, hist, cdf, lut, 
                 if hi > m:
                     size = hi - m + 1
                     per = _TOTAL // size
-                    scale = rng >> _RC_PREC
+                    scale = rng >> RC_PRECISION
                     q = np.int64((point - lower) // scale)
                     if q >= _TOTAL:
                         return _INVALID
                     v = min(q // per, size - 1)
                     cum = v * per
-                    lower, rng, point, pos = _take(lower, rng, point, pos, words, scale, cum,
-                                                   per if v < size - 1 else _TOTAL - cum)
+                    lower, rng, point, pos = take(lower, rng, point, pos, words, scale, cum,
+                                                  per if v < size - 1 else _TOTAL - cum)
                     m += v
             if m > lim:
                 return _CORRUPT
@@ -702,10 +571,10 @@ def _decode_line(t, i, pred, max_value, res, rows, band, cstat, hist, cdf, lut, 
         l2 = l1
         l1 = abs(e)
         ls = np.sign(e)
-    rc[_D_LOWER] = lower
-    rc[_D_RANGE] = rng
-    rc[_D_POINT] = point
-    rc[_D_POS] = np.uint64(pos)
+    rc[D_LOWER] = lower
+    rc[D_RANGE] = rng
+    rc[D_POINT] = point
+    rc[D_POS] = np.uint64(pos)
     _finish_line(i, res, rows, band, cstat, hist, cdf, lut, work, slots)
     return _OK
 
@@ -717,7 +586,7 @@ def _decode_line(t, i, pred, max_value, res, rows, band, cstat, hist, cdf, lut, 
 # is one cheap kernel call: a header, then the arrays of the model kernels (see _views).
 
 _M_LINE, _M_BANDS, _M_ROWS, _M_COLS, _M_MAX, _M_LUTS, _M_TRACK = range(7)
-_M_RC = 8  # 5 words: range coder state (uint64)
+_M_RC = 8  # E_SLOTS (5) words: range coder state (uint64)
 _M_IDEAL = 13  # float64: ideal code length in bits (when tracked)
 _M_HEAD = 16
 
@@ -754,7 +623,7 @@ def _views(mem):
         mem[o[6]:o[7]].reshape((7, nc)),  # work
         mem[o[7]:o[8]],  # slots
         mem[o[8]:o[9]].reshape((2, 2 * nc)),  # ivals
-        mem[_M_RC:_M_RC + 5].view(np.uint64),  # rc
+        mem[_M_RC:_M_RC + E_SLOTS].view(np.uint64),  # rc
         mem[_M_IDEAL:_M_IDEAL + mem[_M_TRACK]].view(np.float64),  # ideal (size 0 or 1)
     )
 
@@ -781,7 +650,7 @@ def _decode_next(pred, res, mem, words):
                           work, slots, rc, words)
     if status == _OK:
         mem[_M_LINE] = line + 1
-        if line + 1 == mem[_M_BANDS] * mem[_M_ROWS] and not _exhausted(rc, words):
+        if line + 1 == mem[_M_BANDS] * mem[_M_ROWS] and not exhausted(rc, words):
             status = _LEFTOVER
     return status
 
@@ -797,10 +666,10 @@ def _encode_cube(res, pred, mem, out):
     rows, band, cstat, hist, cdf, lut, work, slots, ivals, rc, ideal = _views(mem)
     for t in range(nt):
         for i in range(nb):
-            need = np.int64(rc[_E_POS] + rc[_E_NINV]) + 2 * nc + 2
+            need = np.int64(rc[E_POS] + rc[E_NINV]) + 2 * nc + 2
             if need > out.size:
                 grown = np.empty(max(2 * out.size, need), dtype=np.uint32)
-                pos = np.int64(rc[_E_POS])
+                pos = np.int64(rc[E_POS])
                 grown[:pos] = out[:pos]
                 out = grown
             r = _encode_line(t, i, res[i, t], pred[i, t], mem[_M_MAX], rows, band, cstat, hist,
@@ -808,7 +677,7 @@ def _encode_cube(res, pred, mem, out):
             if r < 0:
                 return out, -1 - ((i * nt + t) * nc - 1 - r)
     mem[_M_LINE] = nb * nt
-    return out, _seal(rc, out)
+    return out, seal(rc, out)
 
 
 @_jit
@@ -823,7 +692,7 @@ def _decode_cube(pred, out, mem, words):
             if status != _OK:
                 return status
     mem[_M_LINE] = nb * nt
-    return _OK if _exhausted(rc, words) else _LEFTOVER
+    return _OK if exhausted(rc, words) else _LEFTOVER
 
 
 # --------------------------------------------------------------------------- coder state
@@ -882,7 +751,7 @@ def _memory(shape: tuple[int, int, int], max_value: int, decoder: bool = False,
     if decoder:
         m_lut[:] = lut
     else:
-        rc[_E_RANGE] = _RC_FULL
+        encoder_start(rc)
     q = np.arange(_NCTX) // (_NR * _NR * _NR)
     bl = q // 2 + 1
     lead = (2 + (q & 1)) << np.maximum(bl - 2, 0)
@@ -938,7 +807,7 @@ class ResidualEncoder:
     def _reserve(self, need: int) -> None:
         if need > self._out.size:
             grown = np.empty(max(2 * self._out.size, need), dtype=np.uint32)
-            pos = int(self._mem[_M_RC + _E_POS])
+            pos = int(self._mem[_M_RC + E_POS])
             grown[:pos] = self._out[:pos]
             self._out = grown
 
@@ -967,9 +836,9 @@ class ResidualEncoder:
         """Return the coded stream; every band-line must have been encoded."""
         if self._line != self._nlines:
             raise ValueError(f"only {self._line} of {self._nlines} band-lines were encoded")
-        rc = self._mem[_M_RC:_M_RC + 5].view(np.uint64)
-        self._reserve(int(rc[_E_POS] + rc[_E_NINV]) + 2)
-        return _stream(self._out[: _seal(rc, self._out)])
+        rc = self._mem[_M_RC:_M_RC + E_SLOTS].view(np.uint64)
+        self._reserve(int(rc[E_POS] + rc[E_NINV]) + 2)
+        return _stream(self._out[: seal(rc, self._out)])
 
 
 class ResidualDecoder:
@@ -998,7 +867,7 @@ class ResidualDecoder:
                 f"({_HEADER + 4 * nwords} bytes), got {len(buf)} bytes"
             )
         self._words = np.frombuffer(buf, dtype="<u4", offset=_HEADER).astype(np.uint32)
-        _decoder_start(self._words, self._mem[_M_RC:_M_RC + 4].view(np.uint64))
+        decoder_start(self._words, self._mem[_M_RC:_M_RC + D_SLOTS].view(np.uint64))
         self._failed = False
 
     def decode_line(self, predictions: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ Integer ARM (the same on every machine)
     table range) select the row.
 
 Range coding
-    The symbols are coded with the range coder kernels of :mod:`hsicomp.entropy.adaptive`
+    The symbols are coded with the range coder kernels of :mod:`hsicomp.entropy.rangecoder`
     (the 32-bit words of constriction's ``RangeEncoder``, 24-bit frequencies). The encoder
     computes every interval in one pass (it knows all latents); the decoder runs the ARM
     latent by latent on what it has decoded, in one compiled call per grid.
@@ -31,19 +31,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from hsicomp.entropy.adaptive import (  # the project's constriction-compatible range coder
-    _D_LOWER,
-    _D_POINT,
-    _D_POS,
-    _D_RANGE,
-    _RC_FULL,
-    _RC_PREC,
-    _decoder_start,
-    _exhausted,
-    _rc_encode,
-    _seal,
-    _take,
-)
 from hsicomp.entropy.laplace_tables import (
     LATENT_MAX,
     LOG2_SCALE_MIN,
@@ -52,6 +39,21 @@ from hsicomp.entropy.laplace_tables import (
     PRECISION,
     SCALE_STEPS,
 )
+from hsicomp.entropy.rangecoder import (
+    D_LOWER,
+    D_POINT,
+    D_POS,
+    D_RANGE,
+    D_SLOTS,
+    E_SLOTS,
+    RC_PRECISION,
+    decoder_start,
+    encoder_start,
+    exhausted,
+    seal,
+    take,
+)
+from hsicomp.entropy.rangecoder import encode_intervals as _encode_words
 
 __all__ = [
     "FRAC_BITS",
@@ -185,10 +187,10 @@ def _decode_grid(pad, nch, p, oc, oy, ox, w1, w2, w3, b1, b2, b3, sh, cdf, table
     h1 = np.empty(w1.shape[0], dtype=np.int64)
     h2 = np.empty(w2.shape[0], dtype=np.int64)
     o = np.empty(2, dtype=np.int64)
-    lower = rc[_D_LOWER]
-    rng = rc[_D_RANGE]
-    point = rc[_D_POINT]
-    pos = np.int64(rc[_D_POS])
+    lower = rc[D_LOWER]
+    rng = rc[D_RANGE]
+    point = rc[D_POINT]
+    pos = np.int64(rc[D_POS])
     nsym = cdf.shape[1] - 1
     k = 0
     status = _OK
@@ -197,7 +199,7 @@ def _decode_grid(pad, nch, p, oc, oy, ox, w1, w2, w3, b1, b2, b3, sh, cdf, table
             for x in range(w):
                 t, mf = _predict(pad, oc, oy, ox, c + p, y + PAD, x + PAD, w1, w2, w3, b1, b2,
                                  b3, sh, ctx, h1, h2, o)
-                scale = rng >> _RC_PREC
+                scale = rng >> RC_PRECISION
                 q = np.int64((point - lower) // scale)
                 if q >= _TOTAL:
                     status = _INVALID
@@ -209,8 +211,8 @@ def _decode_grid(pad, nch, p, oc, oy, ox, w1, w2, w3, b1, b2, b3, sh, cdf, table
                         lo = mid
                     else:
                         hi = mid
-                lower, rng, point, pos = _take(lower, rng, point, pos, words, scale,
-                                               cdf[t, lo], cdf[t, lo + 1] - cdf[t, lo])
+                lower, rng, point, pos = take(lower, rng, point, pos, words, scale,
+                                              cdf[t, lo], cdf[t, lo + 1] - cdf[t, lo])
                 v = lo - 2 * LATENT_MAX + mf
                 if v < -LATENT_MAX or v > LATENT_MAX:
                     status = _CORRUPT
@@ -222,24 +224,24 @@ def _decode_grid(pad, nch, p, oc, oy, ox, w1, w2, w3, b1, b2, b3, sh, cdf, table
                 break
         if status != _OK:
             break
-    rc[_D_LOWER] = lower
-    rc[_D_RANGE] = rng
-    rc[_D_POINT] = point
-    rc[_D_POS] = np.uint64(pos)
+    rc[D_LOWER] = lower
+    rc[D_RANGE] = rng
+    rc[D_POINT] = point
+    rc[D_POS] = np.uint64(pos)
     return status
 
 
 @_jit
 def _decode_symbols(cdf, n, out, rc, words):
     """Decode n symbols of one cumulative table into out; returns a status code."""
-    lower = rc[_D_LOWER]
-    rng = rc[_D_RANGE]
-    point = rc[_D_POINT]
-    pos = np.int64(rc[_D_POS])
+    lower = rc[D_LOWER]
+    rng = rc[D_RANGE]
+    point = rc[D_POINT]
+    pos = np.int64(rc[D_POS])
     nsym = cdf.size - 1
     status = _OK
     for k in range(n):
-        scale = rng >> _RC_PREC
+        scale = rng >> RC_PRECISION
         q = np.int64((point - lower) // scale)
         if q >= _TOTAL:
             status = _INVALID
@@ -251,13 +253,13 @@ def _decode_symbols(cdf, n, out, rc, words):
                 lo = mid
             else:
                 hi = mid
-        lower, rng, point, pos = _take(lower, rng, point, pos, words, scale, cdf[lo],
-                                       cdf[lo + 1] - cdf[lo])
+        lower, rng, point, pos = take(lower, rng, point, pos, words, scale, cdf[lo],
+                                      cdf[lo + 1] - cdf[lo])
         out[k] = lo
-    rc[_D_LOWER] = lower
-    rc[_D_RANGE] = rng
-    rc[_D_POINT] = point
-    rc[_D_POS] = np.uint64(pos)
+    rc[D_LOWER] = lower
+    rc[D_RANGE] = rng
+    rc[D_POINT] = point
+    rc[D_POS] = np.uint64(pos)
     return status
 
 
@@ -287,11 +289,11 @@ def symbol_intervals(symbols: np.ndarray, cdf: np.ndarray) -> np.ndarray:
 def encode_intervals(ivals: np.ndarray) -> bytes:
     """Range-code intervals ``(2, n)`` of ``2**24``; the stream's 32-bit words (LE)."""
     iv = np.ascontiguousarray(ivals, dtype=np.int64)
-    rc = np.zeros(5, dtype=np.uint64)
-    rc[1] = _RC_FULL
+    rc = np.empty(E_SLOTS, dtype=np.uint64)
+    encoder_start(rc)
     out = np.empty(iv.shape[1] + 16, dtype=np.uint32)
-    _rc_encode(rc, out, iv, iv.shape[1])
-    n = _seal(rc, out)
+    _encode_words(rc, out, iv, iv.shape[1])
+    n = seal(rc, out)
     return out[:n].astype("<u4").tobytes()
 
 
@@ -309,8 +311,8 @@ class RangeDecoder:
         if len(data) % 4:
             raise ValueError(f"stream of {len(data)} bytes is not whole 32-bit words")
         self.words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
-        self.rc = np.zeros(4, dtype=np.uint64)
-        _decoder_start(self.words, self.rc)
+        self.rc = np.zeros(D_SLOTS, dtype=np.uint64)
+        decoder_start(self.words, self.rc)
 
     def symbols(self, cdf: np.ndarray, n: int) -> np.ndarray:
         """Decode ``n`` symbols of one cumulative table."""
@@ -337,4 +339,4 @@ class RangeDecoder:
 
     def finished(self) -> bool:
         """Whether every word was used (constriction's ``maybe_exhausted``)."""
-        return bool(_exhausted(self.rc, self.words))
+        return bool(exhausted(self.rc, self.words))

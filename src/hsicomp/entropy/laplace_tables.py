@@ -19,7 +19,7 @@ Weight tables (:func:`geometric_cdf`)
 
 Frequencies are integers ``>= 1`` summing to ``2**PRECISION`` (see :func:`integer_freqs`);
 the tables are returned as cumulative frequencies (a leading 0), the form the range coder in
-:mod:`hsicomp.entropy.adaptive` takes.
+:mod:`hsicomp.entropy.rangecoder` takes.
 """
 
 from __future__ import annotations
