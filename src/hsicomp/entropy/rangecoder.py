@@ -25,6 +25,11 @@ Decoder (``D_SLOTS`` = 4 entries)
 Decoding a symbol: ``scale = range >> RC_PRECISION``; the quantile
 ``q = (point - lower) // scale`` (``uint64`` arithmetic) lies in the symbol's interval, and
 ``q >= 2**24`` means invalid data; :func:`take` then advances the state past the interval.
+
+Numba's on-disk cache checks only the source file of the function it compiled: after a
+change to this module, delete the ``__pycache__`` entries (``*.nbi``, ``*.nbc``) of its
+callers in :mod:`hsicomp.entropy.adaptive` and :mod:`hsicomp.entropy.arm`, or they keep
+running the old kernels.
 """
 
 from __future__ import annotations
