@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -175,6 +176,20 @@ class Codec(ABC):
             bands, rows, cols = header.shape
             raise HsicompError(f"{source}: corrupt header ({bands}x{rows}x{cols} is too large)")
         return header, side_info, payload
+
+    def coding_model(self, kind: str, digest: bytes, load: Callable[[], tuple[Any, bytes]],
+                     source: str) -> Any:
+        """The model ``load()`` gives (model, sha256), checked to be the ``kind`` model with
+        hash ``digest`` that coded ``source``; one-line errors when the parameter ``model``
+        is missing or names another model."""
+        if not self.params["model"]:
+            raise HsicompError(f"{source}: coded with {kind} model {digest.hex()[:16]}...; "
+                               f"give that model file with --model PATH")
+        model, have = load()
+        if have != digest:
+            raise HsicompError(f"{source}: coded with model {digest.hex()[:16]}..., but "
+                               f"{self.params['model']} is model {have.hex()[:16]}...")
+        return model
 
     def check_output(self, cube: np.ndarray, header: Header, source: str) -> np.ndarray:
         """Check a decoded cube against the header; return it as uint16."""

@@ -134,13 +134,7 @@ class GdnCodec(Codec):
         header, side, payload = self.read_sized_container(data, source)
         bands, rows, cols = header.shape
         digest, shape, extra = self._read_side(side, source)
-        if not self.params["model"]:
-            raise HsicompError(f"{source}: coded with GDN model {digest.hex()[:16]}...; give "
-                               f"that model file with --model PATH")
-        model, have = self._model()
-        if have != digest:
-            raise HsicompError(f"{source}: coded with model {digest.hex()[:16]}..., but "
-                               f"{self.params['model']} is model {have.hex()[:16]}...")
+        model = self.coding_model("GDN", digest, self._model, source)
         rate = self.decode_rate(model, shape, extra, source)
         expected = model.latent_shape(rows, cols, rate.get("channels"))
         if bands != model.config.bands or shape != expected:

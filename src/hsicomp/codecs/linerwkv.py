@@ -308,14 +308,7 @@ class LineRWKVCodec(Codec):
 
     def _model_for(self, digest: bytes, source: str) -> Any:
         """The predictor's weights, checked to be those of the model that coded ``source``."""
-        if not self.params["model"]:
-            raise HsicompError(f"{source}: coded with LineRWKV model {digest.hex()[:16]}...; "
-                               f"give that model file with --model PATH")
-        weights, have = self._predictor()
-        if have != digest:
-            raise HsicompError(f"{source}: coded with model {digest.hex()[:16]}..., but "
-                               f"{self.params['model']} is model {have.hex()[:16]}...")
-        return weights
+        return self.coding_model("LineRWKV", digest, self._predictor, source)
 
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
         """Decode .hsic bytes written by this codec (needs the same model file)."""
