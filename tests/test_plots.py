@@ -220,3 +220,26 @@ def test_error_image_from_the_decoded_patch(manifest, tmp_path):
         plot_error_image(manifest, "jpegls", {}, 1, png, band=8)
     with pytest.raises(HsicompError, match=r"codec j2k \(jpeg2000\) does not support delta=1"):
         plot_error_image(manifest, "jpeg2000", {}, 1, png, label="j2k")
+
+
+def test_rd_rate_axis_turns_logarithmic_for_wide_rate_ranges(tmp_path, monkeypatch):
+    import hsicomp.plots as plots
+
+    scales: list[str] = []
+
+    def capture(fig, out_png, out_pdf=None):
+        scales.extend(ax.get_xscale() for ax in fig.axes if ax.get_ylabel() == "PSNR (dB)")
+        plots._pyplot().close(fig)
+
+    monkeypatch.setattr(plots, "save_figure", capture)
+    plots.plot_rd(write_rd(tmp_path / "near.csv", RD_COLUMNS, RD_ROWS), tmp_path / "n.png")
+    lossy = [("a", "gdn", "-", 0, 0.02, 40.0, 900), ("a", "gdn", "-", 0, 0.05, 43.0, 700)]
+    plots.plot_rd(write_rd(tmp_path / "wide.csv", RD_COLUMNS, RD_ROWS + lossy), tmp_path / "w.png")
+    assert scales == ["linear", "linear", "log", "linear"]  # only panel "a" spans 0.02..6
+
+
+def test_twenty_curves_all_look_different():
+    from hsicomp.plots import _looks
+
+    looks = _looks([f"c{i}" for i in range(20)])
+    assert len(set(looks.values())) == 20

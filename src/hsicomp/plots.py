@@ -42,7 +42,11 @@ STYLE = {
 }
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf"]
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*"]
+#: One fewer marker than colours, so that the first 90 curves all look different.
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">"]
+#: A rate-distortion panel gets a logarithmic rate axis when its rates span more than this
+#: factor (lossy learned codecs near 0.01 bpppc next to near-lossless ones near 5).
+LOG_RATE_SPAN = 30.0
 #: Metadata that would otherwise embed the time of drawing or the library version.
 PNG_METADATA = {"Software": None}
 PDF_METADATA = {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}
@@ -182,6 +186,7 @@ def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
     A lossy codec is one curve per label through the points of all its models.
 
     Points with infinite PSNR (lossless) go on a strip below each panel, sharing its rate axis.
+    The rate axis is logarithmic where a panel's rates span more than ``LOG_RATE_SPAN``.
     """
     plt = _pyplot()
     rows = _rows_or_fail(rd_csv)
@@ -208,6 +213,9 @@ def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
                             marker=marker, label=s)
             ax.set_title(dataset)
             ax.set_ylabel("PSNR (dB)")
+            rates = [r["bpppc"] for r in mine if r["bpppc"] > 0]
+            if rates and max(rates) > LOG_RATE_SPAN * min(rates):
+                ax.set_xscale("log")
             if not any(math.isfinite(r["psnr"]) for r in mine):
                 ax.text(0.5, 0.5, "no lossy points", transform=ax.transAxes, ha="center",
                         va="center", color="0.5")
