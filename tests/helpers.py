@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -99,3 +100,45 @@ def random_gdn_model_file(path: Path, config, seed: int = 0, setup=None) -> Path
     model.entropy.freeze()
     save_gdn_model(path, model)
     return path
+
+
+def one_line_error(func, *args) -> str:
+    """The message of the HsicompError ``func(*args)`` raises, checked to be one line."""
+    from hsicomp.errors import HsicompError
+
+    with pytest.raises(HsicompError) as info:
+        func(*args)
+    text = str(info.value)
+    assert "\n" not in text
+    return text
+
+
+def prepare_synthetic(folder: Path, spec: dict) -> Path:
+    """A prepared synthetic dataset in ``folder / "data"`` (``hsicomp prepare``)."""
+    import json
+
+    from hsicomp import cli
+
+    out = folder / "data"
+    assert cli.main(["prepare", "--spec", json.dumps({"kind": "synthetic", **spec}),
+                     "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def rd_point(codec, data: Path, peak: float) -> tuple[float, float]:
+    """(bits per sample, PSNR in dB of the pooled MSE) of ``codec`` on the test patches of
+    the prepared dataset ``data``; every file is decoded."""
+    from hsicomp.bsq import read_bsq
+    from hsicomp.manifest import read_manifest
+    from hsicomp.metrics import compare
+
+    n_bytes = sse = samples = 0
+    for rec in read_manifest(data / "manifest.csv"):
+        if rec.split != "test":
+            continue
+        cube = read_bsq(data / rec.file, rec.bands, rec.rows, rec.cols)
+        encoded = codec.encode(cube, 0, rec.bit_depth)
+        m = compare(cube, codec.decode(encoded), peak)
+        n_bytes, sse, samples = n_bytes + len(encoded), sse + m["mse"] * cube.size, \
+            samples + cube.size
+    return 8 * n_bytes / samples, 10 * math.log10(peak**2 * samples / sse)

@@ -12,7 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import GDN_BIT_DEPTH, GDN_SHAPE, gdn_test_config, random_gdn_model_file, smooth_cube
+from helpers import (
+    GDN_BIT_DEPTH,
+    GDN_SHAPE,
+    gdn_test_config,
+    random_gdn_model_file,
+    rd_point,
+    smooth_cube,
+)
+from helpers import one_line_error as _error
+from helpers import prepare_synthetic as _prepare
 
 from hsicomp import cli
 from hsicomp.aggregate import aggregate
@@ -21,9 +30,8 @@ from hsicomp.bsq import read_bsq, write_bsq
 from hsicomp.codecs import get_codec
 from hsicomp.container import FLAG_LOSSY, pack, unpack
 from hsicomp.entropy.factorized import decode_latents
-from hsicomp.errors import HsicompError
 from hsicomp.evaluate import encode_shard, verify_shard
-from hsicomp.manifest import PatchRecord, read_manifest, write_manifest
+from hsicomp.manifest import PatchRecord, write_manifest
 from hsicomp.metrics import compare
 from hsicomp.models.checkpoint import load_gdn_model, model_hash
 from hsicomp.plots import plot_lossless, plot_rd, read_rd
@@ -83,14 +91,6 @@ def test_rate_is_the_file_size_and_info_shows_lossy(models, cube, tmp_path, caps
     assert cli.main(["decode", str(out), str(tmp_path / "d.npy"), "--model",
                      str(models[0])]) == 0
     assert np.load(tmp_path / "d.npy").shape == SHAPE
-
-
-def _error(func, *args) -> str:
-    with pytest.raises(HsicompError) as info:
-        func(*args)
-    text = str(info.value)
-    assert "\n" not in text
-    return text
 
 
 def test_bad_input_and_files_are_one_line_errors(models, cube):
@@ -188,13 +188,6 @@ def test_lossy_points_make_one_curve_and_are_not_lossless(tmp_path):
     assert "no lossless" in _error(plot_lossless, only_lossy, tmp_path / "x.png")
 
 
-def _prepare(tmp_path: Path, spec: dict) -> Path:
-    out = tmp_path / "data"
-    assert cli.main(["prepare", "--spec", json.dumps({"kind": "synthetic", **spec}),
-                     "--out", str(out), "--no-progress"]) == 0
-    return out
-
-
 def test_training_is_deterministic_resumable_and_loadable(tmp_path, capsys):
     data = _prepare(tmp_path, {"seed": 1, "bands": 6, "rows": 12, "cols": 12, "bit_depth": 12,
                                "patches": {"train": 2, "val": 1, "test": 1}})
@@ -227,7 +220,6 @@ def test_training_is_deterministic_resumable_and_loadable(tmp_path, capsys):
 def test_rate_and_psnr_grow_with_lambda(tmp_path):
     data = _prepare(tmp_path, {"seed": 2, "bands": 8, "rows": 32, "cols": 32, "bit_depth": 12,
                                "patches": {"train": 4, "val": 1, "test": 2}})
-    tests = [r for r in read_manifest(data / "manifest.csv") if r.split == "test"]
     points = []
     for lmbda in (0.03, 3.0, 300.0):
         out = tmp_path / f"l{lmbda}.pt"
@@ -235,13 +227,6 @@ def test_rate_and_psnr_grow_with_lambda(tmp_path):
                     "lmbda": lmbda, "threads": 1, "seed": 0}
         GdnTrainer(data, out, GdnTrainSettings.from_dict(settings), progress=False).run()
         codec = get_codec("gdn", {"model": str(out)})
-        n_bytes = sse = samples = 0
-        for rec in tests:
-            cube = read_bsq(data / rec.file, rec.bands, rec.rows, rec.cols)
-            encoded = codec.encode(cube, 0, rec.bit_depth)
-            m = compare(cube, codec.decode(encoded), 4095.0)
-            n_bytes, sse, samples = n_bytes + len(encoded), sse + m["mse"] * cube.size, \
-                samples + cube.size
-        points.append((8 * n_bytes / samples, 10 * math.log10(4095.0**2 * samples / sse)))
+        points.append(rd_point(codec, data, 4095.0))
     rates, psnrs = zip(*points, strict=True)
     assert list(rates) == sorted(rates) and list(psnrs) == sorted(psnrs), points

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import GDN_BIT_DEPTH, GDN_SHAPE, gdn_test_config, random_gdn_model_file, smooth_cube
+from helpers import (
+    GDN_BIT_DEPTH,
+    GDN_SHAPE,
+    gdn_test_config,
+    random_gdn_model_file,
+    rd_point,
+    smooth_cube,
+)
+from helpers import one_line_error as _error
+from helpers import prepare_synthetic as _prepare
 
 import hsicomp.models.gain as gain_module
 from hsicomp import cli
-from hsicomp.bsq import read_bsq
 from hsicomp.codecs import get_codec
 from hsicomp.container import pack, unpack
-from hsicomp.errors import HsicompError
-from hsicomp.manifest import read_manifest
-from hsicomp.metrics import compare
 from hsicomp.models.checkpoint import load_gdn_model
 from hsicomp.models.gain import LEVEL_SCALE, gain_vectors
 from hsicomp.models.gdn import TransformCodec
@@ -50,14 +53,6 @@ def models(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def cube() -> np.ndarray:
     return smooth_cube(SHAPE, BIT_DEPTH, 7)
-
-
-def _error(func, *args) -> str:
-    with pytest.raises(HsicompError) as info:
-        func(*args)
-    text = str(info.value)
-    assert "\n" not in text
-    return text
 
 
 def test_interpolation_is_geometric_and_exact_at_trained_levels():
@@ -145,13 +140,6 @@ def test_bad_level_and_wrong_model_are_one_line_errors(models, cube):
     assert "lambdas must be" in _error(GdnTrainSettings.from_dict, {"lambdas": [1, -2]})
 
 
-def _prepare(tmp_path: Path, spec: dict) -> Path:
-    out = tmp_path / "data"
-    assert cli.main(["prepare", "--spec", json.dumps({"kind": "synthetic", **spec}),
-                     "--out", str(out), "--no-progress"]) == 0
-    return out
-
-
 def test_short_training_gives_monotone_rd_over_levels(tmp_path):
     data = _prepare(tmp_path, {"seed": 2, "bands": 8, "rows": 32, "cols": 32, "bit_depth": 12,
                                "patches": {"train": 4, "val": 1, "test": 2}})
@@ -161,17 +149,9 @@ def test_short_training_gives_monotone_rd_over_levels(tmp_path):
     GdnTrainer(data, out, GdnTrainSettings.from_dict(settings), progress=False).run()
     model, info = load_gdn_model(out)
     assert info["metadata"]["lambdas"] == [0.03, 3.0, 300.0] and model.gain_units.levels == 3
-    tests = [r for r in read_manifest(data / "manifest.csv") if r.split == "test"]
     points = []
     for level in (0, 0.5, 1, 1.5, 2):
         codec = get_codec("gdn-gain", {"model": str(out), "level": level})
-        n_bytes = sse = samples = 0
-        for rec in tests:
-            cube = read_bsq(data / rec.file, rec.bands, rec.rows, rec.cols)
-            encoded = codec.encode(cube, 0, rec.bit_depth)
-            m = compare(cube, codec.decode(encoded), 4095.0)
-            n_bytes, sse, samples = n_bytes + len(encoded), sse + m["mse"] * cube.size, \
-                samples + cube.size
-        points.append((8 * n_bytes / samples, 10 * math.log10(4095.0**2 * samples / sse)))
+        points.append(rd_point(codec, data, 4095.0))
     rates, psnrs = zip(*points, strict=True)
     assert list(rates) == sorted(rates) and list(psnrs) == sorted(psnrs), points

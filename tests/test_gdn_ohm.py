@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import GDN_BIT_DEPTH, GDN_SHAPE, gdn_test_config, random_gdn_model_file, smooth_cube
+from helpers import (
+    GDN_BIT_DEPTH,
+    GDN_SHAPE,
+    gdn_test_config,
+    random_gdn_model_file,
+    rd_point,
+    smooth_cube,
+)
+from helpers import one_line_error as _error
+from helpers import prepare_synthetic as _prepare
 
 from hsicomp import cli
-from hsicomp.bsq import read_bsq
 from hsicomp.codecs import get_codec
 from hsicomp.codecs.anchors import encode_varints
 from hsicomp.container import pack, unpack
-from hsicomp.errors import HsicompError
-from hsicomp.manifest import read_manifest
-from hsicomp.metrics import compare
 from hsicomp.models.checkpoint import load_gdn_model
 from hsicomp.models.gdn import TransformCodec, TransformCodecConfig
 from hsicomp.models.ohm import OneHotMax, channels_for_fraction
@@ -50,14 +53,6 @@ def models(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def cube() -> np.ndarray:
     return smooth_cube(SHAPE, BIT_DEPTH, 7)
-
-
-def _error(func, *args) -> str:
-    with pytest.raises(HsicompError) as info:
-        func(*args)
-    text = str(info.value)
-    assert "\n" not in text
-    return text
 
 
 def test_channels_for_fraction():
@@ -158,13 +153,6 @@ def test_settings_validation():
         assert text in _error(GdnTrainSettings.from_dict, bad)
 
 
-def _prepare(tmp_path: Path, spec: dict) -> Path:
-    out = tmp_path / "data"
-    assert cli.main(["prepare", "--spec", json.dumps({"kind": "synthetic", **spec}),
-                     "--out", str(out), "--no-progress"]) == 0
-    return out
-
-
 def test_short_adaptive_training_gives_monotone_rd_over_fractions(tmp_path):
     data = _prepare(tmp_path, {"seed": 2, "bands": 8, "rows": 32, "cols": 32, "bit_depth": 12,
                                "patches": {"train": 4, "val": 1, "test": 2}})
@@ -175,17 +163,9 @@ def test_short_adaptive_training_gives_monotone_rd_over_fractions(tmp_path):
     GdnTrainer(data, out, GdnTrainSettings.from_dict(settings), progress=False).run()
     model, info = load_gdn_model(out)
     assert model.config.ohm_symbols == 8 and model.config.ohm_fewest_channels == 1
-    tests = [r for r in read_manifest(data / "manifest.csv") if r.split == "test"]
     points = []
     for fraction in (0, 0.5, 1):
         codec = get_codec("gdn-ohm", {"model": str(out), "fraction": fraction})
-        n_bytes = sse = samples = 0
-        for rec in tests:
-            cube = read_bsq(data / rec.file, rec.bands, rec.rows, rec.cols)
-            encoded = codec.encode(cube, 0, rec.bit_depth)
-            m = compare(cube, codec.decode(encoded), 4095.0)
-            n_bytes, sse, samples = n_bytes + len(encoded), sse + m["mse"] * cube.size, \
-                samples + cube.size
-        points.append((8 * n_bytes / samples, 10 * math.log10(4095.0**2 * samples / sse)))
+        points.append(rd_point(codec, data, 4095.0))
     rates, psnrs = zip(*points, strict=True)
     assert list(rates) == sorted(rates) and list(psnrs) == sorted(psnrs), points
