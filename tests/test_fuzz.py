@@ -1,4 +1,5 @@
-"""Fuzzing the decoders: damaged, spliced and foreign files give one-line errors, never a crash,
+"""Fuzzing the decoders (linerwkv, ccsds123, gdn-ohm, coolchic, jpegls, raw): damaged, spliced and
+foreign files give one-line errors, never a crash,
 a hang or a huge allocation; bad encoder inputs are refused the same way.
 
 The number of mutations per valid file is ``HSICOMP_FUZZ_ITERATIONS`` (default 25); set it to
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tool_env
+from helpers import gdn_test_config, random_gdn_model_file, tool_env
 
 from hsicomp.codecs import decode_bytes, get_codec
 from hsicomp.container import pack, unpack
@@ -43,7 +44,19 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def valid_files(model_path: Path) -> dict[str, bytes]:
+def ohm_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = gdn_test_config().with_ohm(symbols=8, channels=6, min_channels=2)
+    return random_gdn_model_file(tmp_path_factory.mktemp("fuzz-ohm") / "ohm.pt", config)
+
+
+@pytest.fixture(scope="module")
+def decode_params(model_path: Path, ohm_model_path: Path) -> dict[str, dict]:
+    """Decoder parameters per codec name (the model files the valid files were coded with)."""
+    return {"linerwkv": {"model": str(model_path)}, "gdn-ohm": {"model": str(ohm_model_path)}}
+
+
+@pytest.fixture(scope="module")
+def valid_files(model_path: Path, ohm_model_path: Path) -> dict[str, bytes]:
     rng = np.random.default_rng(0)
     base = np.cumsum(rng.integers(-40, 41, size=(5, 7, 9)), axis=2) + 2000
     cube = np.clip(base, 0, 4095).astype(np.uint16)
@@ -54,6 +67,12 @@ def valid_files(model_path: Path) -> dict[str, bytes]:
         files[f"linerwkv-{coder}-d3"] = codec.encode(cube, 3, 12)
     for name in ("jpegls", "raw"):
         files[name] = get_codec(name).encode(cube, 0, 12)
+    files["ccsds123"] = get_codec("ccsds123").encode(cube, 2, 12)
+    files["ccsds123-cascade"] = get_codec("ccsds123", {"coder": "arith", "cascade": 5}).encode(
+        cube, 0, 12)
+    files["gdn-ohm"] = get_codec("gdn-ohm", {"model": str(ohm_model_path),
+                                             "fraction": 0.5}).encode(cube, 0, 12)
+    files["coolchic"] = get_codec("coolchic", {"iterations": 3}).encode(cube, 0, 12)
     return files
 
 
@@ -118,19 +137,18 @@ def _check_decode(data: bytes, params: dict, what: str) -> None:
     assert peak < ALLOCATION_LIMIT, (what, peak)
 
 
-def test_damaged_files(valid_files: dict[str, bytes], model_path: Path) -> None:
+def test_damaged_files(valid_files: dict[str, bytes], decode_params: dict[str, dict]) -> None:
     rng = np.random.default_rng(int(os.environ.get("HSICOMP_FUZZ_SEED", "1")))
     others = list(valid_files.values())
     faulthandler.dump_traceback_later(600, exit=True)  # a hang fails the run instead of stalling
     try:
         for name, data in valid_files.items():
-            params = {"model": str(model_path)} if name.startswith("linerwkv") else {}
             for kind, damaged in _mutations(data, others, rng):
                 try:
                     codec = unpack(damaged)[0].codec
                 except HsicompError:
                     codec = name
-                _check_decode(damaged, params if codec == "linerwkv" else {}, f"{name} {kind}")
+                _check_decode(damaged, decode_params.get(codec, {}), f"{name} {kind}")
     finally:
         faulthandler.cancel_dump_traceback_later()
 
