@@ -1,6 +1,6 @@
-"""Fuzzing the decoders (linerwkv, ccsds123, gdn-ohm, coolchic, jpegls, raw): damaged, spliced and
-foreign files give one-line errors, never a crash,
-a hang or a huge allocation; bad encoder inputs are refused the same way.
+"""Fuzzing the decoders (linerwkv, ccsds123, gdn-ohm, coolchic, jpegls, raw): damaged,
+spliced and foreign files give one-line errors, never a crash, a hang or a huge allocation;
+bad encoder inputs are refused the same way.
 
 The number of mutations per valid file is ``HSICOMP_FUZZ_ITERATIONS`` (default 25); set it to
 thousands for a long run.
