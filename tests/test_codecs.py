@@ -361,3 +361,16 @@ def test_registry_does_not_import_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip() == "False"
+
+
+def test_codecs_command_lists_every_codec_with_kind_and_parameters(capsys):
+    assert cli.main(["codecs"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    names = [line.split(":")[0] for line in lines if not line.startswith(" ")]
+    assert names == available_codecs()
+    text = dict(zip(names, (line for line in lines if line.startswith(" ")), strict=True))
+    assert text["gdn-ohm"].strip().startswith("lossy") and "fraction=1.0" in text["gdn-ohm"]
+    assert text["jpegls"].strip().startswith("lossless and near-lossless")
+    assert text["jpeg2000"].strip().startswith("lossless;")
+    assert "cascade=5" in text["linerwkv-lms"] and "``" not in out

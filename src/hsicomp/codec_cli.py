@@ -1,4 +1,5 @@
-"""Command-line front end of the codecs: ``hsicomp encode``, ``decode`` and ``info``."""
+"""Command-line front end of the codecs: ``hsicomp encode``, ``decode``, ``info`` and
+``codecs``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from pathlib import Path
 
 from hsicomp.atomic import atomic_write_bytes
-from hsicomp.codecs import codec_class, decode_bytes, get_codec
+from hsicomp.codecs import available_codecs, codec_class, decode_bytes, get_codec
 from hsicomp.container import unpack
 from hsicomp.cubeio import SUFFIXES, cube_format, read_cube, write_cube
 from hsicomp.errors import HsicompError
@@ -127,8 +128,28 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def codec_kind(cls: type) -> str:
+    """What a codec class guarantees: lossy, lossless only, or lossless and near-lossless."""
+    if cls.lossy:
+        return "lossy (no error bound)"
+    if cls.lossless_only:
+        return "lossless"
+    return "lossless and near-lossless (max error delta)"
+
+
+def cmd_codecs(args: argparse.Namespace) -> int:
+    """List the registered codecs: summary, kind and parameters with their defaults."""
+    for name in available_codecs():
+        cls = codec_class(name)
+        summary = (cls.__doc__ or "").strip().split("\n")[0].replace("``", "")
+        params = ", ".join(f"{k}={v!r}" for k, v in cls.defaults.items()) or "none"
+        print(f"{name}: {summary}")
+        print(f"    {codec_kind(cls)}; parameters: {params}")
+    return 0
+
+
 def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add the ``encode``, ``decode`` and ``info`` sub-commands."""
+    """Add the ``encode``, ``decode``, ``info`` and ``codecs`` sub-commands."""
     formats = ", ".join(SUFFIXES)
     param_help = "codec parameter (repeatable)"
 
@@ -137,9 +158,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="input cube")
     p.add_argument("output", help="output .hsic file")
     p.add_argument("--codec", default=None,
-                   help="codec name: linerwkv (the default with --model), gdn (lossy), jpegls, "
-                        "jpeg2000, jpegxl, raw")
-    p.add_argument("--model", default=None, help="model file (linerwkv or gdn codec)")
+                   help="codec name (see `hsicomp codecs`; linerwkv is the default with "
+                        "--model)")
+    p.add_argument("--model", default=None,
+                   help="model file (linerwkv, linerwkv-lms and the gdn codecs)")
     p.add_argument("--coder", choices=("arith", "ccsds"), default=None,
                    help="linerwkv residual coder (default arith)")
     p.add_argument("--threads", type=int, default=None,
@@ -170,3 +192,6 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="print the header of a .hsic file")
     p.add_argument("input", help=".hsic file")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("codecs", help="list the codecs, their kind and parameters")
+    p.set_defaults(func=cmd_codecs)
