@@ -173,10 +173,13 @@ def select_device(name: str):
 
 
 class ResumableTraining:
-    """Learning-rate schedule and resumable state shared by the trainers.
+    """Learning-rate schedule, resumable state, progress, checkpoints and the CSV log shared
+    by the trainers.
 
-    Needs ``settings`` (with ``lr_start``, ``lr_end`` and ``fingerprint()``), ``total_steps``,
-    ``step``, ``model``, ``optimizer``, ``rng``, ``log_rows``, ``state_path`` and ``device``.
+    Needs ``settings`` (with ``lr_start``, ``lr_end``, ``val_patches``, ``checkpoint_every``
+    and ``fingerprint()``), ``total_steps``, ``step``, ``model``, ``optimizer``, ``rng``,
+    ``log_rows``, ``state_path``, ``log_path``, ``val``, ``progress``, ``device`` and a
+    ``write_outputs()`` method.
     """
 
     def lr_at(self, step: int) -> float:
@@ -219,6 +222,42 @@ class ResumableTraining:
         self.log_rows = json.loads(state["log"])
         self.step = int(state["step"])
         return True
+
+    # -- loop helpers ------------------------------------------------------------------------
+    def validation_count(self) -> int:
+        """Validation patches to use: ``val_patches`` of them, at most all."""
+        n = self.settings.val_patches
+        return len(self.val) if n is None else min(len(self.val), n)
+
+    def progress_bar(self, desc: str) -> Any:
+        """A tqdm bar over the training steps (sparse updates when not on a terminal)."""
+        from tqdm import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.step, desc=desc, unit="step",
+                    disable=not self.progress, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+    def checkpoint(self, done: bool, steps_run: int, stop_after: int | None) -> bool:
+        """Save the state every ``checkpoint_every`` steps and at the end; True (state
+        saved) when this run has done its ``stop_after`` steps before the end."""
+        pause = stop_after is not None and steps_run >= stop_after and not done
+        if done or pause or self.step % self.settings.checkpoint_every == 0:
+            self.save_state()
+        return pause
+
+    def finish(self) -> None:
+        """Write the outputs and drop the state file (nothing left to resume)."""
+        self.write_outputs()
+        self.state_path.unlink(missing_ok=True)
+
+    def write_log(self, columns: list[str]) -> None:
+        """Write ``log_rows`` as CSV (floats with 6 significant digits), atomically."""
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in self.log_rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                             for k, v in row.items()})
+        atomic_write_text(self.log_path, buf.getvalue())
 
 
 class Trainer(ResumableTraining):
@@ -310,7 +349,7 @@ class Trainer(ResumableTraining):
         import torch
 
         s = self.settings
-        n = len(self.val) if s.val_patches is None else min(len(self.val), s.val_patches)
+        n = self.validation_count()
         if n == 0:
             return float("nan"), float("nan")
         self.model.eval()
@@ -331,16 +370,12 @@ class Trainer(ResumableTraining):
     # -- loop --------------------------------------------------------------------------------
     def run(self, stop_after: int | None = None) -> None:
         """Train to the end (or for ``stop_after`` more steps); write the model and logs."""
-        from tqdm import tqdm
-
         s = self.settings
         resumed = self.try_resume()
         if resumed:
             print(f"resuming {self.out.name} at step {self.step}/{self.total_steps}")
         validate_every = s.validate_every or self.steps_per_epoch
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {s.size}",
-                   unit="step", disable=not self.progress,
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        bar = self.progress_bar(f"train {s.size}")
         t0, samples, loss_sum, loss_count = time.perf_counter(), 0, 0.0, 0
         elapsed_before = self.log_rows[-1]["elapsed_s"] if self.log_rows else 0.0
         steps_run = 0
@@ -373,15 +408,11 @@ class Trainer(ResumableTraining):
                     "val_bits": val_bits, "samples_per_s": rate,
                     "elapsed_s": elapsed_before + time.perf_counter() - t0})
                 loss_sum, loss_count = 0.0, 0
-            if done or self.step % s.checkpoint_every == 0:
-                self.save_state()
-            if stop_after is not None and steps_run >= stop_after and not done:
-                self.save_state()
+            if self.checkpoint(done, steps_run, stop_after):
                 bar.close()
                 return
         bar.close()
-        self.write_outputs()
-        self.state_path.unlink(missing_ok=True)  # finished: nothing left to resume
+        self.finish()
 
     def write_outputs(self) -> None:
         """The model file, the CSV log and the loss-curve figure."""
@@ -389,13 +420,7 @@ class Trainer(ResumableTraining):
 
         save_model(self.out, self.model, self.settings.size,
                    metadata={"settings": dataclasses.asdict(self.settings), "steps": self.step})
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for row in self.log_rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                             for k, v in row.items()})
-        atomic_write_text(self.log_path, buf.getvalue())
+        self.write_log(LOG_COLUMNS)
         plot_training_log(self.log_path, self.out.with_suffix(".loss.png"), self.settings.size)
 
 

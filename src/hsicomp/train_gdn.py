@@ -30,11 +30,8 @@ Deterministic for a seed on a given machine and thread count. Resumable like
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import math
-import sys
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,7 +40,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hsicomp.atomic import atomic_write_text
 from hsicomp.errors import HsicompError
 from hsicomp.train import (
     PatchStore,
@@ -240,7 +236,7 @@ class GdnTrainer(ResumableTraining):
         from hsicomp.metrics import psnr_db
 
         s = self.settings
-        n = len(self.val) if s.val_patches is None else min(len(self.val), s.val_patches)
+        n = self.validation_count()
         if n == 0:
             return float("nan"), float("nan")
         self.model.eval()
@@ -263,7 +259,6 @@ class GdnTrainer(ResumableTraining):
     def run(self, stop_after: int | None = None) -> None:
         """Train to the end (or for ``stop_after`` more steps); write the model and log."""
         import torch
-        from tqdm import tqdm
 
         from hsicomp.models.gdn import rate_distortion_loss
         from hsicomp.models.ohm import channels_for_fraction
@@ -271,9 +266,7 @@ class GdnTrainer(ResumableTraining):
         s = self.settings
         if self.try_resume():
             print(f"resuming {self.out.name} at step {self.step}/{self.total_steps}")
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train gdn {s.describe()}",
-                   unit="step", disable=not self.progress,
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        bar = self.progress_bar(f"train gdn {s.describe()}")
         t0, samples, steps_run = time.perf_counter(), 0, 0
         sums, count = np.zeros(3), 0
         elapsed_before = self.log_rows[-1]["elapsed_s"] if self.log_rows else 0.0
@@ -318,15 +311,11 @@ class GdnTrainer(ResumableTraining):
                     "samples_per_s": samples / max(time.perf_counter() - t0, 1e-9),
                     "elapsed_s": elapsed_before + time.perf_counter() - t0})
                 sums, count = np.zeros(3), 0
-            if done or self.step % s.checkpoint_every == 0:
-                self.save_state()
-            if stop_after is not None and steps_run >= stop_after and not done:
-                self.save_state()
+            if self.checkpoint(done, steps_run, stop_after):
                 bar.close()
                 return
         bar.close()
-        self.write_outputs()
-        self.state_path.unlink(missing_ok=True)  # finished: nothing left to resume
+        self.finish()
 
     def write_outputs(self) -> None:
         """Freeze the entropy tables; write the model file and the CSV log."""
@@ -340,13 +329,7 @@ class GdnTrainer(ResumableTraining):
                                     else {"lambda": self.settings.lmbda}),
                                  "preset": self.settings.preset,
                                  "steps": self.step})
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for row in self.log_rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                             for k, v in row.items()})
-        atomic_write_text(self.log_path, buf.getvalue())
+        self.write_log(LOG_COLUMNS)
 
 
 def _cmd_train_gdn(args: argparse.Namespace) -> int:
