@@ -18,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,9 +35,10 @@ GDN_FORMAT = "hsicomp-gdn"
 GDN_VERSION = 1
 
 
-def save_model(path: str | Path, model: LineRWKV, size: str, metadata: dict | None = None) -> None:
-    """Write a model file atomically."""
-    payload = {"format": FORMAT, "version": VERSION, "size": size,
+def _save(path: str | Path, fmt: str, version: int, model: torch.nn.Module,
+          metadata: dict | None, **extra: Any) -> None:
+    """Write a model file (format, version, ``extra`` fields, config, weights) atomically."""
+    payload = {"format": fmt, "version": version, **extra,
                "config": dataclasses.asdict(model.config),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                "metadata": metadata or {}}
@@ -53,21 +56,35 @@ def _load(path: Path) -> object:
         raise HsicompError(f"{path}: not a readable model file ({first[:200]})") from None
 
 
-def load_model(path: str | Path) -> tuple[LineRWKV, dict]:
-    """Load a model file; return the network (eval mode, float32, CPU) and the file's dict."""
-    path = Path(path)
+def _load_network(path: Path, fmt: str, version: int, kind: str, not_ours: str,
+                  build: Callable[[dict], torch.nn.Module]) -> tuple[Any, dict]:
+    """The file's dict and the network ``build(config)`` makes, with the file's weights;
+    one-line errors for another format (``not_ours``), version or configuration."""
     data = _load(path)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise HsicompError(f"{path}: not an hsicomp model file (use hsicomp import-checkpoint "
-                           "for released checkpoints)")
-    if data.get("version") != VERSION:
-        raise HsicompError(f"{path}: unsupported model file version {data.get('version')}")
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise HsicompError(f"{path}: {not_ours}")
+    if data.get("version") != version:
+        raise HsicompError(f"{path}: unsupported {kind}model file version {data.get('version')}")
     try:
-        model = LineRWKV(LineRWKVConfig(**data["config"]))
+        model = build(data["config"])
         model.load_state_dict(data["state_dict"], strict=True)
     except (TypeError, ValueError, RuntimeError, KeyError) as exc:
         raise HsicompError(f"{path}: model file does not match its configuration ({exc})"
                            .splitlines()[0]) from None
+    return model, data
+
+
+def save_model(path: str | Path, model: LineRWKV, size: str, metadata: dict | None = None) -> None:
+    """Write a model file atomically."""
+    _save(path, FORMAT, VERSION, model, metadata, size=size)
+
+
+def load_model(path: str | Path) -> tuple[LineRWKV, dict]:
+    """Load a model file; return the network (eval mode, float32, CPU) and the file's dict."""
+    model, data = _load_network(
+        Path(path), FORMAT, VERSION, "",
+        "not an hsicomp model file (use hsicomp import-checkpoint for released checkpoints)",
+        lambda config: LineRWKV(LineRWKVConfig(**config)))
     return model.eval(), data
 
 
@@ -75,28 +92,15 @@ def save_gdn_model(path: str | Path, model: TransformCodec, metadata: dict | Non
     """Write a GDN transform codec model file atomically (freeze its entropy tables first)."""
     if not model.entropy.frozen:
         raise ValueError("freeze the entropy tables before saving a GDN model")
-    payload = {"format": GDN_FORMAT, "version": GDN_VERSION,
-               "config": dataclasses.asdict(model.config),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "metadata": metadata or {}}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    _save(path, GDN_FORMAT, GDN_VERSION, model, metadata)
 
 
 def load_gdn_model(path: str | Path) -> tuple[TransformCodec, dict]:
     """Load a GDN model file; return the network (eval mode, CPU, frozen tables) and the dict."""
     path = Path(path)
-    data = _load(path)
-    if not isinstance(data, dict) or data.get("format") != GDN_FORMAT:
-        raise HsicompError(f"{path}: not an hsicomp GDN model file")
-    if data.get("version") != GDN_VERSION:
-        raise HsicompError(f"{path}: unsupported GDN model file version {data.get('version')}")
-    try:
-        model = TransformCodec(TransformCodecConfig(**data["config"]))
-        model.load_state_dict(data["state_dict"], strict=True)
-    except (TypeError, ValueError, RuntimeError, KeyError) as exc:
-        raise HsicompError(f"{path}: model file does not match its configuration ({exc})"
-                           .splitlines()[0]) from None
+    model, data = _load_network(path, GDN_FORMAT, GDN_VERSION, "GDN ",
+                                "not an hsicomp GDN model file",
+                                lambda config: TransformCodec(TransformCodecConfig(**config)))
     if not model.entropy.frozen:
         raise HsicompError(f"{path}: GDN model has no frozen entropy tables")
     return model.eval(), data
