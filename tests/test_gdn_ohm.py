@@ -169,3 +169,16 @@ def test_short_adaptive_training_gives_monotone_rd_over_fractions(tmp_path):
         points.append(rd_point(codec, data, 4095.0))
     rates, psnrs = zip(*points, strict=True)
     assert list(rates) == sorted(rates) and list(psnrs) == sorted(psnrs), points
+
+
+def test_only_an_ohm_model_takes_channels(models, cube):
+    plain, _ = load_gdn_model(models[1])
+    x = plain.normalize(torch.from_numpy(cube.astype(np.float32))[None])
+    for call in (lambda: plain(x, channels=2), lambda: plain.compress(x, channels=2),
+                 lambda: plain.latent_shape(13, 19, 2)):
+        with pytest.raises(ValueError, match="only an OHM model takes channels"):
+            call()
+    ohm, _ = load_gdn_model(models[0])
+    assert ohm.channels_sent(None) == 6 and plain.channels_sent(None) is None
+    with pytest.raises(ValueError, match=r"channels must be in 2\.\.6"):
+        ohm.compress(x, channels=1)

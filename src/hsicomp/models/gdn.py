@@ -324,15 +324,16 @@ class TransformCodec(nn.Module):
         With OHM the first entry is the number of channels sent (``channels``, default C).
         """
         f = self.config.downsampling
-        m = self.config.latent_channels
-        if self.config.ohm_symbols:
-            m = self._ohm_channels(channels)
-        elif channels is not None:
-            raise ValueError("only an OHM model takes channels")
-        return m, -(-rows // f), -(-cols // f)
+        n = self.channels_sent(channels)
+        return n or self.config.latent_channels, -(-rows // f), -(-cols // f)
 
-    def _ohm_channels(self, channels: int | None) -> int:
+    def channels_sent(self, channels: int | None) -> int | None:
+        """OHM channels a call sends (``channels``, checked; default all); None without OHM."""
         c = self.config
+        if not c.ohm_symbols:
+            if channels is not None:
+                raise ValueError("only an OHM model takes channels")
+            return None
         if channels is None:
             return c.ohm_channel_count
         if not c.ohm_fewest_channels <= channels <= c.ohm_channel_count:
@@ -368,13 +369,11 @@ class TransformCodec(nn.Module):
     def forward(self, x: Tensor, level: float | None = None,
                 channels: int | None = None) -> CodecOutput:
         """Noisy (training) or rounded (eval) latent, its likelihoods and the reconstruction."""
-        gains = self.gains(level)
+        gains, n = self.gains(level), self.channels_sent(channels)
         y = self.analyse(x)
         if isinstance(self.entropy, OneHotMax):
-            y_hat, likelihoods = self.entropy(y, self._ohm_channels(channels))
+            y_hat, likelihoods = self.entropy(y, n)
             return CodecOutput(self.synthesise(y_hat, *x.shape[-2:]), y_hat, likelihoods)
-        if channels is not None:
-            raise ValueError("only an OHM model takes channels")
         if gains is not None:
             y = y * gains[0].view(1, -1, 1, 1)
         noise = torch.empty_like(y).uniform_(-0.5, 0.5) if self.training else None
@@ -389,10 +388,9 @@ class TransformCodec(nn.Module):
         """Bytes of one normalised cube (1, bands, H, W); needs ``entropy.freeze()`` first."""
         if x.shape[0] != 1:
             raise ValueError("compress takes one cube (batch size 1)")
-        gains = self.gains(level)
+        gains, n = self.gains(level), self.channels_sent(channels)
         y = self.analyse(x)
         if isinstance(self.entropy, OneHotMax):
-            n = self._ohm_channels(channels)
             symbols = self.entropy.symbols_of(y, n)[0].to(torch.int64).numpy()
             return encode_latents(symbols, self.entropy.tables(n))
         if gains is not None:
