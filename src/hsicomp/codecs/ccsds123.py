@@ -90,8 +90,6 @@ LAYOUT_VERSION = 1  # without the second stage; 2 with it (one more byte: cascad
 CODERS = ("sample-adaptive", "arith")
 MODES = ("full", "reduced")
 LOCAL_SUMS = ("wide_neighbour", "narrow_neighbour", "wide_column", "narrow_column")
-#: Largest cube the decoder accepts (samples), so a damaged header cannot ask for a huge
-#: allocation.
 _SIDE = struct.Struct("<BBBBBBBbbHBBBB")
 
 # --------------------------------------------------------------------------- parameters

@@ -37,8 +37,6 @@ from hsicomp.codecs.base import Codec, register
 from hsicomp.errors import HsicompError
 
 LAYOUT_VERSION = 1
-#: Largest cube the decoder accepts (samples), so a damaged header cannot ask for a huge
-#: allocation.
 _HASH_BYTES = 32
 _FIXED_SIDE = 1 + _HASH_BYTES
 

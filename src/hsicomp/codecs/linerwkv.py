@@ -52,8 +52,6 @@ LAYOUT_VERSION = 1
 CODERS = ("arith", "ccsds")
 #: Fixed-point scale of the transmitted band statistics.
 STAT_SCALE = 16
-#: Largest cube the decoder accepts (samples), so a damaged header cannot ask for a huge
-#: allocation.
 _HASH_BYTES = 32
 _FIXED_SIDE = 3 + _HASH_BYTES
 
