@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -123,22 +122,3 @@ def prepare_synthetic(folder: Path, spec: dict) -> Path:
     assert cli.main(["prepare", "--spec", json.dumps({"kind": "synthetic", **spec}),
                      "--out", str(out), "--no-progress"]) == 0
     return out
-
-
-def rd_point(codec, data: Path, peak: float) -> tuple[float, float]:
-    """(bits per sample, PSNR in dB of the pooled MSE) of ``codec`` on the test patches of
-    the prepared dataset ``data``; every file is decoded."""
-    from hsicomp.bsq import read_bsq
-    from hsicomp.manifest import read_manifest
-    from hsicomp.metrics import compare
-
-    n_bytes = sse = samples = 0
-    for rec in read_manifest(data / "manifest.csv"):
-        if rec.split != "test":
-            continue
-        cube = read_bsq(data / rec.file, rec.bands, rec.rows, rec.cols)
-        encoded = codec.encode(cube, 0, rec.bit_depth)
-        m = compare(cube, codec.decode(encoded), peak)
-        n_bytes, sse, samples = n_bytes + len(encoded), sse + m["mse"] * cube.size, \
-            samples + cube.size
-    return 8 * n_bytes / samples, 10 * math.log10(peak**2 * samples / sse)

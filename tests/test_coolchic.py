@@ -195,18 +195,6 @@ def test_same_seed_same_bytes(cube, coded) -> None:
     assert get_codec("coolchic", {**FAST, "seed": 1}).encode(cube, 0, BIT_DEPTH) != data
 
 
-def test_rate_falls_and_distortion_rises_with_lambda() -> None:
-    cube = structured_cube(12, 24, BIT_DEPTH)
-    points = []
-    for lam in (0.001, 0.03, 1.0):
-        codec = get_codec("coolchic", {**FAST, "iterations": 300, "lam": lam})
-        data = codec.encode(cube, 0, BIT_DEPTH)
-        points.append((len(data), compare(cube, codec.decode(data), 4095.0)["mse"]))
-    sizes, mses = zip(*points, strict=True)
-    assert sizes[0] > sizes[1] > sizes[2], points
-    assert mses[0] < mses[1] < mses[2], points
-
-
 @pytest.mark.parametrize("case", ["truncated", "flipped", "extra_word", "short_payload",
                                   "side_version", "side_config", "side_extra"])
 def test_corrupt_input_is_a_one_line_error(coded, case) -> None:

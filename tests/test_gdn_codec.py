@@ -17,7 +17,6 @@ from helpers import (
     GDN_SHAPE,
     gdn_test_config,
     random_gdn_model_file,
-    rd_point,
     smooth_cube,
 )
 from helpers import one_line_error as _error
@@ -215,18 +214,3 @@ def test_training_is_deterministic_resumable_and_loadable(tmp_path, capsys):
     assert "unknown gdn preset" in _error(GdnTrainSettings.from_dict, {"preset": "huge"})
     assert "unknown gdn training settings: size" in _error(GdnTrainSettings.from_dict,
                                                            {"size": "XS"})
-
-
-def test_rate_and_psnr_grow_with_lambda(tmp_path):
-    data = _prepare(tmp_path, {"seed": 2, "bands": 8, "rows": 32, "cols": 32, "bit_depth": 12,
-                               "patches": {"train": 4, "val": 1, "test": 2}})
-    points = []
-    for lmbda in (0.03, 3.0, 300.0):
-        out = tmp_path / f"l{lmbda}.pt"
-        settings = {"epochs": 40, "batch": 4, "crop": 16, "lr_start": 5e-3, "lr_end": 5e-4,
-                    "lmbda": lmbda, "threads": 1, "seed": 0}
-        GdnTrainer(data, out, GdnTrainSettings.from_dict(settings), progress=False).run()
-        codec = get_codec("gdn", {"model": str(out)})
-        points.append(rd_point(codec, data, 4095.0))
-    rates, psnrs = zip(*points, strict=True)
-    assert list(rates) == sorted(rates) and list(psnrs) == sorted(psnrs), points
