@@ -122,3 +122,14 @@ def prepare_synthetic(folder: Path, spec: dict) -> Path:
     assert cli.main(["prepare", "--spec", json.dumps({"kind": "synthetic", **spec}),
                      "--out", str(out), "--no-progress"]) == 0
     return out
+
+
+def version1_file(data: bytes) -> bytes:
+    """The version-1 form of a version-2 .hsic file: no check value, version byte 1, crc32
+    recomputed (what hsicomp wrote before files carried a check value)."""
+    import struct
+    import zlib
+
+    body = bytearray(data[:-8])
+    body[4] = 1
+    return bytes(body) + struct.pack("<I", zlib.crc32(body))

@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import ENMAP_DIR, smooth_cube
+from helpers import ENMAP_DIR, smooth_cube, version1_file
 
 from hsicomp.codecs import decode_bytes, get_codec
 from hsicomp.codecs.ccsds123 import (
@@ -449,6 +449,14 @@ def test_damaged_second_stage_side_info() -> None:
 
 #: sha256 of the .hsic files (default parameters, bit depth 14) of the golden cube.
 GOLDEN = {
+    ("sample-adaptive", 0): "f782caac4ca1a24371c3d57fde2c32b108f881c80b66307e640de7934b20d35a",
+    ("sample-adaptive", 2): "7c37f88777dd82dd67639ecc89536e4c96187ab6b4ffc77b0ae42ddae9778b65",
+    ("arith", 0): "c1fcb2ea46d425075f9eb6479fe6e521c0d4fd48f2cb3e20fe483b65778d8ca9",
+    ("arith", 2): "152c14ebfd93c75497e2c3e6ed8e658bd9ae604e7157f4746e19b45322547431",
+}
+#: sha256 of the same files in container version 1 (no check value): the coded bits are
+#: unchanged since then.
+GOLDEN_V1 = {
     ("sample-adaptive", 0): "2497b490f0b969cbc4e31ae6e47781dbd466eebd757a7439370323cad474f6dc",
     ("sample-adaptive", 2): "a9516cad84d42dd8ad857a1cbe307c04bc091c4467de07e12e7ece93d988b3e2",
     ("arith", 0): "3be605dbc2e5c8bcb4290e222b8e0ab6b32127152d69c3f656897552e70116c7",
@@ -459,11 +467,17 @@ GOLDEN_CUBE = "9a5b38f179329e7195934d8782741a1d2e05ebd7c11607f82e17df2bcaae9280"
 
 @pytest.mark.parametrize(("coder", "delta"), sorted(GOLDEN))
 def test_golden_bitstream(coder: str, delta: int) -> None:
-    """Any change of the bitstream (predictor, coder, side info) must be deliberate."""
+    """Any change of the bitstream (predictor, coder, side info) must be deliberate; files
+    of container version 1 still decode."""
     cube = smooth_cube((6, 10, 12), 14, seed=10, noise=0.01)
     assert hashlib.sha256(cube.tobytes()).hexdigest() == GOLDEN_CUBE  # the input itself
     data = get_codec("ccsds123", {"coder": coder}).encode(cube, delta, 14)
     assert hashlib.sha256(data).hexdigest() == GOLDEN[coder, delta]
+    old = version1_file(data)
+    assert hashlib.sha256(old).hexdigest() == GOLDEN_V1[coder, delta]
+    header, decoded = decode_bytes(old)
+    assert header.version == 1 and header.check is None
+    assert np.array_equal(decoded, decode_bytes(data)[1])
 
 
 # --------------------------------------------------------------------------- real data

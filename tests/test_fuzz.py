@@ -1,19 +1,23 @@
-"""Fuzzing the decoders (linerwkv, ccsds123, gdn-ohm, coolchic, jpegls, raw): damaged,
-spliced and foreign files give one-line errors, never a crash, a hang or a huge allocation;
+"""Fuzzing the decoders (every codec): damaged, spliced and foreign files give one-line
+errors, never a crash, a hang or a huge allocation; forged files (damaged, then given a
+matching crc32) decode to the original cube or give a one-line error, never wrong samples;
 bad encoder inputs are refused the same way.
 
 The number of mutations per valid file is ``HSICOMP_FUZZ_ITERATIONS`` (default 25); set it to
-thousands for a long run.
+thousands for a long run (``-s`` prints the outcomes of the forged files per codec).
 """
 
 from __future__ import annotations
 
 import faulthandler
 import os
+import struct
 import subprocess
 import sys
 import time
 import tracemalloc
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +54,25 @@ def ohm_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def decode_params(model_path: Path, ohm_model_path: Path) -> dict[str, dict]:
-    """Decoder parameters per codec name (the model files the valid files were coded with)."""
-    return {"linerwkv": {"model": str(model_path)}, "gdn-ohm": {"model": str(ohm_model_path)}}
+def gdn_model_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("fuzz-gdn")
+    return {"gdn": random_gdn_model_file(folder / "gdn.pt", gdn_test_config()),
+            "gdn-gain": random_gdn_model_file(folder / "gain.pt", gdn_test_config(levels=2))}
 
 
 @pytest.fixture(scope="module")
-def valid_files(model_path: Path, ohm_model_path: Path) -> dict[str, bytes]:
+def decode_params(model_path: Path, ohm_model_path: Path,
+                  gdn_model_paths: dict[str, Path]) -> dict[str, dict]:
+    """Decoder parameters per codec name (the model files the valid files were coded with)."""
+    return {"linerwkv": {"model": str(model_path)}, "linerwkv-lms": {"model": str(model_path)},
+            "gdn-ohm": {"model": str(ohm_model_path)},
+            **{name: {"model": str(path)} for name, path in gdn_model_paths.items()}}
+
+
+@pytest.fixture(scope="module")
+def valid_files(model_path: Path, ohm_model_path: Path,
+                gdn_model_paths: dict[str, Path]) -> dict[str, bytes]:
+    """Valid files of every codec (lossless, near-lossless and lossy) of one small cube."""
     rng = np.random.default_rng(0)
     base = np.cumsum(rng.integers(-40, 41, size=(5, 7, 9)), axis=2) + 2000
     cube = np.clip(base, 0, 4095).astype(np.uint16)
@@ -65,11 +81,19 @@ def valid_files(model_path: Path, ohm_model_path: Path) -> dict[str, bytes]:
         codec = get_codec("linerwkv", {"model": str(model_path), "coder": coder})
         files[f"linerwkv-{coder}"] = codec.encode(cube, 0, 12)
         files[f"linerwkv-{coder}-d3"] = codec.encode(cube, 3, 12)
-    for name in ("jpegls", "raw"):
+    lms = get_codec("linerwkv-lms", {"model": str(model_path)})
+    files["linerwkv-lms"] = lms.encode(cube, 0, 12)
+    files["linerwkv-lms-d5"] = lms.encode(cube, 5, 12)
+    for name in ("jpegls", "jpeg2000", "jpegxl", "raw"):
         files[name] = get_codec(name).encode(cube, 0, 12)
+    files["jpegls-d2"] = get_codec("jpegls").encode(cube, 2, 12)
     files["ccsds123"] = get_codec("ccsds123").encode(cube, 2, 12)
+    files["ccsds123-d0"] = get_codec("ccsds123").encode(cube, 0, 12)
     files["ccsds123-cascade"] = get_codec("ccsds123", {"coder": "arith", "cascade": 5}).encode(
         cube, 0, 12)
+    files["gdn"] = get_codec("gdn", {"model": str(gdn_model_paths["gdn"])}).encode(cube, 0, 12)
+    files["gdn-gain"] = get_codec("gdn-gain", {"model": str(gdn_model_paths["gdn-gain"]),
+                                               "level": 0.7}).encode(cube, 0, 12)
     files["gdn-ohm"] = get_codec("gdn-ohm", {"model": str(ohm_model_path),
                                              "fraction": 0.5}).encode(cube, 0, 12)
     files["coolchic"] = get_codec("coolchic", {"iterations": 3}).encode(cube, 0, 12)
@@ -151,6 +175,123 @@ def test_damaged_files(valid_files: dict[str, bytes], decode_params: dict[str, d
                 _check_decode(damaged, decode_params.get(codec, {}), f"{name} {kind}")
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
+
+
+def _with_crc(body: bytes | bytearray) -> bytes:
+    """``body`` followed by its crc32: what a forger (or a buggy writer) produces."""
+    return bytes(body) + struct.pack("<I", zlib.crc32(body))
+
+
+def _forgeries(data: bytes, rng: np.random.Generator):
+    """Yield (part, forged bytes): one part of a valid file changed, the crc32 made to match."""
+    header, side, payload = unpack(data)
+    body = data[:-4]
+    tail = len(side) + _varint_size(len(side)) + len(payload) + _varint_size(len(payload)) + 4
+    header_end = len(body) - tail  # end of the band list
+    for _ in range(ITERATIONS):
+        part = ("header", "side info", "payload", "check", "anywhere")[int(rng.integers(5))]
+        if part == "side info" and not side:
+            part = "payload"
+        if part in ("side info", "payload"):
+            edited = bytearray(side if part == "side info" else payload)
+            if edited and rng.random() < 0.8:
+                for _ in range(int(rng.integers(1, 4))):
+                    pos = int(rng.integers(len(edited)))
+                    edited[pos] ^= 1 << int(rng.integers(8))
+            else:
+                edited = edited[: int(rng.integers(len(edited) + 1))]
+            new = (bytes(edited), payload) if part == "side info" else (side, bytes(edited))
+            yield part, pack(header, *new)  # keeps the file's check value
+            continue
+        start, stop = {"header": (5, header_end), "check": (len(body) - 4, len(body)),
+                       "anywhere": (0, len(body))}[part]
+        edited = bytearray(body)
+        pos = int(rng.integers(start, stop))
+        if rng.random() < 0.5:
+            edited[pos] ^= 1 << int(rng.integers(8))
+        else:
+            edited[pos] = (edited[pos] + int(rng.integers(1, 256))) % 256
+        yield part, _with_crc(edited)
+
+
+def test_forged_files_decode_to_the_original_or_fail(
+        valid_files: dict[str, bytes], decode_params: dict[str, dict]) -> None:
+    """Every codec: a file whose header, side info, payload or check value was changed and
+    whose crc32 was recomputed gives the original cube or a one-line error, never other
+    samples."""
+    rng = np.random.default_rng(int(os.environ.get("HSICOMP_FUZZ_SEED", "2")))
+    outcomes: dict[str, Counter] = {}
+    faulthandler.dump_traceback_later(600, exit=True)
+    try:
+        for name, data in valid_files.items():
+            original_header, original = decode_bytes(data, decode_params.get(
+                unpack(data)[0].codec, {}))
+            counts = outcomes.setdefault(name, Counter())
+            for part, forged in _forgeries(data, rng):
+                try:
+                    codec = unpack(forged)[0].codec
+                except HsicompError:
+                    codec = name
+                try:
+                    header, cube = decode_bytes(forged, decode_params.get(codec, {}), "f.hsic")
+                except HsicompError as exc:
+                    message = str(exc)
+                    assert message.startswith("f.hsic: ") and "\n" not in message, message
+                    counts["error"] += 1
+                    continue
+                same = header == original_header and np.array_equal(cube, original)
+                assert same, f"{name}: forged {part} decoded to other samples"
+                counts["original"] += 1
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    for name, counts in outcomes.items():
+        print(f"{name}: {counts['original']} original, {counts['error']} one-line errors")
+
+
+def _with_dims(data: bytes, bands: int, rows: int, cols: int) -> bytes:
+    """``data`` with other dimensions in its header (crc32 recomputed)."""
+    at = 4 + 2 + data[5] + 2  # magic, version, codec name, sample type and bit depth
+    return _with_crc(data[:at] + struct.pack("<HII", bands, rows, cols) + data[at + 10:-4])
+
+
+def _peak_of(call) -> int:
+    """Peak traced allocation (bytes) of ``call()``."""
+    tracemalloc.start()
+    try:
+        call()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_crafted_headers_do_not_exhaust_memory(valid_files: dict[str, bytes],
+                                               decode_params: dict[str, dict]) -> None:
+    """A band list of 65535 runs of 65535 bands, or dimensions of 2 x 2**20 x 2**20, give a
+    one-line error before anything of their size is allocated, whatever the codec."""
+    data = valid_files["raw"]
+    at = 4 + 2 + data[5] + 18  # after the flags: the band list
+    runs = struct.pack("<H", 0xFFFF) + struct.pack("<HH", 0, 0xFFFF) * 0xFFFF
+    bomb = _with_crc(data[:at] + runs + data[at + 2:-4])
+
+    def unpack_bomb() -> None:
+        with pytest.raises(HsicompError, match="band list has 4294836225 bands, header says 5"):
+            unpack(bomb, "f.hsic")
+
+    assert _peak_of(unpack_bomb) < 8 << 20
+    for name, valid in valid_files.items():
+        huge = _with_dims(valid, 2, 1 << 20, 1 << 20)
+        params = decode_params.get(unpack(valid)[0].codec, {})
+
+        def decode_huge(huge: bytes = huge, params: dict = params) -> None:
+            with pytest.raises(HsicompError, match=r"^f\.hsic: corrupt header \(2x1048576x"):
+                decode_bytes(huge, params, "f.hsic")
+
+        assert _peak_of(decode_huge) < 8 << 20, name
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import perturbed_model, smooth_cube, tool_env
+from helpers import perturbed_model, smooth_cube, tool_env, version1_file
 
 from hsicomp.codecs import get_codec
 from hsicomp.codecs.ccsds123 import Ccsds123Codec
@@ -183,14 +183,14 @@ def test_second_stage_is_on_by_default_and_version_1_files_are_read(model_path: 
     fields = dict(LineRWKVLmsCodec.describe_side_info(unpack(data)[1]))
     assert fields["cascade"] == "5" and fields["P"] == "3"
     assert _roundtrip(_codec(model_path, cascade=0), cube, 2, 12) != data
-    # a layout version 1 file (15-byte ccsds123 settings, no second stage)
+    # a side-info layout 1 file (15-byte ccsds123 settings, no second stage, container 1)
     plain = _roundtrip(_codec(model_path, cascade=0), cube, 2, 12)
     header, side, payload = unpack(plain)
     fixed = _FIXED_SIDE - 16
     old = bytes([1]) + side[1:fixed] + b"\x01" + side[fixed + 1:_FIXED_SIDE - 1] \
         + side[_FIXED_SIDE:]
     assert side[fixed] == 2 and side[_FIXED_SIDE - 1] == 0
-    out = _codec(model_path).decode(pack(header, old, payload))
+    out = _codec(model_path).decode(version1_file(pack(header, old, payload)))
     assert np.array_equal(out, _codec(model_path).decode(plain))
     assert "cascade" not in dict(LineRWKVLmsCodec.describe_side_info(old))
 

@@ -17,7 +17,16 @@ Layout (all integers little-endian, ``varint`` = unsigned LEB128)::
                (original 0-based band indices; 0 runs = bands 0..bands-1)
     side info  varint length + bytes (codec-defined: parameters, statistics, model hash)
     payload    varint length + bytes (codec-defined entropy-coded data)
+    check      u32 (version 2) CRC-32 of every byte from magic to the end of the side info,
+               followed by the decoded data (see :func:`check_value`)
     crc32      u32 over every byte before it
+
+The crc32 catches damage to the file; the check catches a file that is intact but decodes to
+something else than the encoder produced (a forged or mis-written file whose crc32 was made to
+match). What "the decoded data" is depends on the codec (``Codec.check_covers``): the decoded
+samples for codecs whose decoder is exact on every machine, the entropy-decoded integers a
+floating-point synthesis consumes for the lossy learned codecs. Version 1 files (no check)
+still decode.
 
 The rate of a cube is the size of this whole file.
 """
@@ -26,12 +35,17 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from hsicomp.errors import HsicompError
 
 MAGIC = b"HSIC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this hsicomp reads (version 1 has no check field).
+READABLE_VERSIONS = (1, 2)
 SAMPLE_UINT16 = 0
 MAX_VARINT_BYTES = 10
 #: Header flag of a lossy codec: the file guarantees no maximum error (its delta is 0).
@@ -51,6 +65,11 @@ class Header:
     delta: int = 0
     flags: int = 0
     band_list: list[int] | None = field(default=None)
+    #: The file's check value (None for a version-1 file, or before packing).
+    check: int | None = field(default=None, compare=False)
+    #: CRC-32 of the file's bytes from magic to the end of the side info (set by unpack).
+    check_seed: int = field(default=0, compare=False, repr=False)
+    version: int = field(default=FORMAT_VERSION, compare=False)
 
     @property
     def lossy(self) -> bool:
@@ -92,15 +111,42 @@ def _band_runs(band_list: list[int] | None, bands: int) -> list[tuple[int, int]]
     return [(s, n) for s, n in runs]
 
 
-def pack(header: Header, side_info: bytes, payload: bytes) -> bytes:
-    """Serialise a header, side information and payload into .hsic bytes."""
+def canonical_bytes(part: np.ndarray | bytes) -> bytes:
+    """The bytes a decoded array (or raw bytes) contributes to a check value: uint16 samples
+    as little-endian uint16, any other integer array as little-endian int64, C order."""
+    if isinstance(part, bytes | bytearray | memoryview):
+        return bytes(part)
+    array = np.asarray(part)
+    if array.dtype.kind not in "iub":
+        raise TypeError(f"check values cover integer data, not {array.dtype}")
+    dtype = "<u2" if array.dtype == np.uint16 else "<i8"
+    return np.ascontiguousarray(array, dtype=dtype).tobytes()
+
+
+def check_value(seed: int, decoded: Iterable[np.ndarray | bytes]) -> int:
+    """CRC-32 continuing ``seed`` over the canonical bytes of every decoded part."""
+    crc = seed
+    for part in decoded:
+        crc = zlib.crc32(canonical_bytes(part), crc)
+    return crc
+
+
+def pack(header: Header, side_info: bytes, payload: bytes,
+         decoded: Iterable[np.ndarray | bytes] | None = None) -> bytes:
+    """Serialise a header, side information and payload into .hsic bytes.
+
+    The check value is computed from ``decoded`` (what the decoder must reproduce, see the
+    module doc) when it is given, else taken from ``header.check``.
+    """
     name = header.codec.encode("ascii")
     if not 0 < len(name) < 256:
         raise ValueError("codec name must be 1..255 ASCII characters")
     if not 1 <= header.bit_depth <= 16:
         raise ValueError(f"bit depth {header.bit_depth} not in 1..16")
     runs = _band_runs(header.band_list, header.bands)
-    parts = [
+    if not 0 <= header.delta <= 0xFFFFFFFF:
+        raise ValueError(f"delta {header.delta} does not fit in the header")
+    checked = b"".join([
         MAGIC,
         bytes([FORMAT_VERSION, len(name)]),
         name,
@@ -110,10 +156,12 @@ def pack(header: Header, side_info: bytes, payload: bytes) -> bytes:
         b"".join(struct.pack("<HH", s, n) for s, n in runs),
         _varint(len(side_info)),
         side_info,
-        _varint(len(payload)),
-        payload,
-    ]
-    body = b"".join(parts)
+    ])
+    seed = zlib.crc32(checked)
+    check = check_value(seed, decoded) if decoded is not None else header.check
+    if check is None:
+        raise ValueError("pack needs the decoded data (or a header check value)")
+    body = b"".join([checked, _varint(len(payload)), payload, struct.pack("<I", check)])
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -155,9 +203,9 @@ def unpack(data: bytes, source: str = "input") -> tuple[Header, bytes, bytes]:
     r = _Reader(body, source)
     r.take(len(MAGIC), "magic")
     version = r.take(1, "version")[0]
-    if version != FORMAT_VERSION:
-        raise HsicompError(f"{source}: unsupported format version {version} "
-                           f"(this hsicomp reads version {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise HsicompError(f"{source}: unsupported format version {version} (this hsicomp "
+                           f"reads versions {', '.join(map(str, READABLE_VERSIONS))})")
     name_len = r.take(1, "codec name")[0]
     try:
         codec = r.take(name_len, "codec name").decode("ascii")
@@ -175,17 +223,18 @@ def unpack(data: bytes, source: str = "input") -> tuple[Header, bytes, bytes]:
     (n_runs,) = struct.unpack("<H", r.take(2, "band list"))
     band_list: list[int] | None = None
     if n_runs:
-        band_list = []
-        for _ in range(n_runs):
-            start, count = struct.unpack("<HH", r.take(4, "band list"))
-            band_list.extend(range(start, start + count))
-        if len(band_list) != bands:
-            raise HsicompError(f"{source}: band list has {len(band_list)} bands, "
-                               f"header says {bands}")
+        runs = [struct.unpack("<HH", r.take(4, "band list")) for _ in range(n_runs)]
+        total = sum(count for _, count in runs)  # before building the list: runs may be huge
+        if total != bands:
+            raise HsicompError(f"{source}: band list has {total} bands, header says {bands}")
+        band_list = [b for start, count in runs for b in range(start, start + count)]
     side_info = r.take(r.varint("side info length"), "side info")
+    seed = zlib.crc32(body[:r.pos])
     payload = r.take(r.varint("payload length"), "payload")
+    check = struct.unpack("<I", r.take(4, "check value"))[0] if version >= 2 else None
     if r.pos != len(body):
         raise HsicompError(f"{source}: {len(body) - r.pos} unexpected trailing bytes")
     header = Header(codec=codec, bands=bands, rows=rows, cols=cols, bit_depth=bit_depth,
-                    delta=delta, flags=flags, band_list=band_list)
+                    delta=delta, flags=flags, band_list=band_list, check=check,
+                    check_seed=seed, version=version)
     return header, side_info, payload

@@ -17,6 +17,7 @@ import numpy as np
 
 from hsicomp.bsq import BSQ_DTYPE, bsq_bytes
 from hsicomp.codecs.base import Codec, one_line, register
+from hsicomp.container import Header
 from hsicomp.errors import HsicompError
 
 #: Largest NEAR parameter JPEG-LS accepts.
@@ -87,7 +88,10 @@ class PerBandCodec(Codec):
         # Statistics of the last encode: ``band_bits``, each band's codestream size in bits.
         self.last_stats = {"band_bits": np.array([8 * len(s) for s in segments], np.int64)}
         header = self.make_header(cube, delta, bit_depth, band_list)
-        return self.pack(header, encode_varints(len(s) for s in segments), b"".join(segments))
+        # lossy bands: the check covers what the decoder will output
+        rec = self._decode_bands(segments, header, f"codec {self.name!r}") if delta else cube
+        return self.pack(header, encode_varints(len(s) for s in segments), b"".join(segments),
+                         [rec])
 
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
         """Decode .hsic bytes written by this codec."""
@@ -97,11 +101,14 @@ class PerBandCodec(Codec):
         if sum(lengths) != len(payload):
             raise HsicompError(f"{source}: corrupt side info (segments total {sum(lengths)} "
                                f"bytes, payload has {len(payload)})")
+        ends = np.cumsum([0, *lengths]).tolist()
+        segments = [payload[a:b] for a, b in zip(ends[:-1], ends[1:], strict=True)]
+        return self.check_output(self._decode_bands(segments, header, source), header, source)
+
+    def _decode_bands(self, segments: list[bytes], header: Header, source: str) -> np.ndarray:
+        """The cube of the band codestreams ``segments`` (clipped to the bit depth)."""
         out = np.empty(header.shape, dtype=np.uint16)
-        pos = 0
-        for i, length in enumerate(lengths):
-            segment = payload[pos:pos + length]
-            pos += length
+        for i, segment in enumerate(segments):
             try:
                 band = np.asarray(self.decode_band(segment))
             except Exception as exc:
@@ -116,7 +123,7 @@ class PerBandCodec(Codec):
             # Near-lossless reconstructions may overshoot the declared range; clipping to it
             # only moves values towards the original ones.
             np.minimum(out, (1 << header.bit_depth) - 1, out=out)
-        return self.check_output(out, header, source)
+        return out
 
 
 @register
@@ -185,7 +192,7 @@ class Raw(Codec):
         self.last_stats = {"band_bits": np.full(bands, 8 * BSQ_DTYPE.itemsize * rows * cols,
                                                 np.int64)}
         return self.pack(self.make_header(cube, delta, bit_depth, band_list), b"",
-                         bsq_bytes(cube))
+                         bsq_bytes(cube), [cube])
 
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
         """Read the BSQ payload back."""

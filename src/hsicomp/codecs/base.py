@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hsicomp.container import FLAG_LOSSY, Header, pack, unpack
+from hsicomp.container import FLAG_LOSSY, Header, check_value, pack, unpack
 from hsicomp.errors import HsicompError
 
 #: Modules that define (and register) the project's codecs.
@@ -25,7 +25,8 @@ CODEC_MODULES: tuple[str, ...] = ("hsicomp.codecs.anchors", "hsicomp.codecs.line
                                   "hsicomp.codecs.gdn_ohm", "hsicomp.codecs.coolchic")
 
 MAX_BANDS = 0xFFFF
-#: Most samples a header may declare to codecs that allocate the whole cube before decoding.
+#: Most samples a cube may have (2**28, 512 MiB of samples): decoders allocate the whole cube
+#: before decoding, so a header declaring more is refused, and so is a larger cube to encode.
 MAX_DECODE_SAMPLES = 1 << 28
 MAX_SIDE = 0xFFFFFFFF
 _TRUE = {"1", "true", "yes", "on"}
@@ -67,11 +68,18 @@ class Codec(ABC):
 
     A ``lossy`` codec guarantees no maximum error: it accepts only delta 0 (meaning "no
     bound"), and its files carry :data:`~hsicomp.container.FLAG_LOSSY` in the header.
+
+    Every file carries a check value over its header, side info and decoded data (see
+    :mod:`hsicomp.container`); ``check_covers`` says what the decoded data is: ``"samples"``
+    (the decoded cube, verified by :meth:`check_output`) for decoders that are exact on every
+    machine, ``"symbols"`` (the entropy-decoded integers, verified by the codec with
+    :meth:`verify_check` before its floating-point synthesis) for the others.
     """
 
     name: ClassVar[str]
     lossless_only: ClassVar[bool] = False
     lossy: ClassVar[bool] = False
+    check_covers: ClassVar[str] = "samples"
     defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any) -> None:
@@ -119,8 +127,10 @@ class Codec(ABC):
             raise HsicompError(f"expected uint16 samples, got {cube.dtype}")
         if 0 in cube.shape:
             raise HsicompError(f"empty cube of shape {cube.shape}")
-        if cube.shape[0] > MAX_BANDS or max(cube.shape[1:]) > MAX_SIDE:
-            raise HsicompError(f"cube of shape {cube.shape} is too large for the container")
+        if cube.shape[0] > MAX_BANDS or max(cube.shape[1:]) > MAX_SIDE \
+                or cube.size > MAX_DECODE_SAMPLES:
+            raise HsicompError(f"cube of shape {cube.shape} is too large for the container "
+                               f"(at most {MAX_DECODE_SAMPLES} samples; code it in tiles)")
         if isinstance(bit_depth, bool) or not isinstance(bit_depth, int | np.integer) \
                 or not 1 <= bit_depth <= 16:
             raise HsicompError(f"bit depth must be an integer in 1..16, got {bit_depth!r}")
@@ -154,12 +164,29 @@ class Codec(ABC):
                       bit_depth=int(bit_depth), delta=int(delta), flags=flags,
                       band_list=None if band_list is None else [int(b) for b in band_list])
 
-    def pack(self, header: Header, side_info: bytes, payload: bytes) -> bytes:
-        """Serialise a .hsic file (see :func:`hsicomp.container.pack`)."""
-        return pack(header, side_info, payload)
+    def pack(self, header: Header, side_info: bytes, payload: bytes,
+             decoded: list[np.ndarray]) -> bytes:
+        """Serialise a .hsic file (see :func:`hsicomp.container.pack`); ``decoded`` is what
+        the decoder will reproduce: ``[reconstruction]`` (uint16, the shape of the cube) when
+        ``check_covers`` is ``"samples"``, the decoded integer arrays when ``"symbols"``."""
+        if self.check_covers == "samples":
+            (cube,) = decoded
+            if cube.dtype != np.uint16 or cube.shape != header.shape:
+                raise TypeError(f"codec {self.name!r}: the check covers a uint16 cube of "
+                                f"shape {header.shape}, got {cube.dtype} {cube.shape}")
+        return pack(header, side_info, payload, decoded)
+
+    def verify_check(self, header: Header, decoded: list[np.ndarray], source: str) -> None:
+        """Raise a one-line error when ``decoded`` is not what the encoder of ``source``
+        produced (files of version 1 carry no check and pass)."""
+        if header.check is not None and check_value(header.check_seed, decoded) != header.check:
+            what = "samples" if self.check_covers == "samples" else "data"
+            raise HsicompError(f"{source}: decoded {what} do not match the file's check value "
+                               f"(the file is corrupt or was not written by this codec)")
 
     def read_container(self, data: bytes, source: str) -> tuple[Header, bytes, bytes]:
-        """Unpack .hsic bytes and check that this codec wrote them."""
+        """Unpack .hsic bytes and check that this codec wrote them (refusing headers of more
+        than MAX_DECODE_SAMPLES samples, which the decoders allocate at once)."""
         header, side_info, payload = unpack(data, source)
         if header.codec != self.name:
             raise HsicompError(f"{source}: written by codec {header.codec!r}, "
@@ -167,11 +194,6 @@ class Codec(ABC):
         if header.lossy != self.lossy:
             raise HsicompError(f"{source}: corrupt header (lossy flag "
                                f"{'set' if header.lossy else 'missing'} for codec {self.name!r})")
-        return header, side_info, payload
-
-    def read_sized_container(self, data: bytes, source: str) -> tuple[Header, bytes, bytes]:
-        """:meth:`read_container`, refusing headers of more than MAX_DECODE_SAMPLES samples."""
-        header, side_info, payload = self.read_container(data, source)
         if header.samples > MAX_DECODE_SAMPLES:
             bands, rows, cols = header.shape
             raise HsicompError(f"{source}: corrupt header ({bands}x{rows}x{cols} is too large)")
@@ -201,6 +223,8 @@ class Codec(ABC):
         if int(cube.max()) >= 1 << header.bit_depth:
             raise HsicompError(f"{source}: corrupt payload (decoded values exceed "
                                f"{header.bit_depth} bits)")
+        if self.check_covers == "samples":
+            self.verify_check(header, [cube], source)
         return cube
 
 
@@ -250,5 +274,8 @@ def decode_bytes(data: bytes, params: dict[str, Any] | None = None,
                  source: str = "input") -> tuple[Header, np.ndarray]:
     """Decode .hsic bytes with the codec named in their header; return (header, cube)."""
     header, _, _ = unpack(data, source)
+    if codec_class(header.codec) is None:
+        raise HsicompError(f"{source}: written by an unknown codec {header.codec!r} (known: "
+                           f"{', '.join(available_codecs())})")
     cube = get_codec(header.codec, params).decode(data, source)
     return header, cube

@@ -248,7 +248,7 @@ class Ccsds123Codec(Codec):
         payload, band_bits = self._entropy_encode(settings, codes, dbits)
         self.last_stats = {"band_bits": band_bits}
         header = self.make_header(cube, delta, bit_depth, band_list)
-        return self.pack(header, settings.pack(), payload)
+        return self.pack(header, settings.pack(), payload, [rec.astype(np.uint16)])
 
     @staticmethod
     def _entropy_encode(settings: _Settings, codes: np.ndarray,
@@ -273,7 +273,7 @@ class Ccsds123Codec(Codec):
 
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
         """Decode .hsic bytes written by this codec (with the parameters stored in them)."""
-        header, side, payload = self.read_sized_container(data, source)
+        header, side, payload = self.read_container(data, source)
         bands, rows, cols = header.shape
         dbits = header.bit_depth
         settings = _Settings.unpack(side, source)

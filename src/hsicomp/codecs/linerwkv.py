@@ -150,6 +150,11 @@ def _load_predictor(path: str, mtime_ns: int, size: int) -> tuple[Any, bytes]:
     return weights, bytes.fromhex(model_hash(model))
 
 
+def _dequantise(xq: np.ndarray, q: int, bit_depth: int) -> np.ndarray:
+    """The decoder's output of pre-quantised samples: ``q * xq`` clipped to the bit depth."""
+    return np.minimum(xq.astype(np.int64) * q, (1 << bit_depth) - 1).astype(np.uint16)
+
+
 def band_statistics(xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per band ``round(16 mean)`` and ``max(1, round(16 std))`` of an integer cube."""
     flat = xq.reshape(xq.shape[0], -1).astype(np.float64)
@@ -275,7 +280,7 @@ class LineRWKVCodec(Codec):
             if self.track_ideal:
                 self.last_stats["ideal_bits"] = float(ideal)
         header = self.make_header(cube, delta, bit_depth, band_list)
-        return self.pack(header, side, payload)
+        return self.pack(header, side, payload, [_dequantise(xq, q, bit_depth)])
 
     def _predictions(self, weights: Any, xq: np.ndarray, stats: _Stats,
                      max_q: int) -> np.ndarray:
@@ -310,7 +315,7 @@ class LineRWKVCodec(Codec):
 
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
         """Decode .hsic bytes written by this codec (needs the same model file)."""
-        header, side, payload = self.read_sized_container(data, source)
+        header, side, payload = self.read_container(data, source)
         bands, rows, cols = header.shape
         coder, digest, mean16, std16 = self._read_side(side, bands, source)
         q = 2 * header.delta + 1
@@ -325,9 +330,7 @@ class LineRWKVCodec(Codec):
                 raise HsicompError(f"{source}: corrupt payload ({exc})") from None
         elif payload:
             raise HsicompError(f"{source}: corrupt payload (data where none is expected)")
-        out = xq * q
-        np.minimum(out, (1 << header.bit_depth) - 1, out=out)
-        return self.check_output(out.astype(np.uint16), header, source)
+        return self.check_output(_dequantise(xq, q, header.bit_depth), header, source)
 
     def _read_side(self, side: bytes, bands: int,
                    source: str) -> tuple[int, bytes, np.ndarray, np.ndarray]:

@@ -162,7 +162,7 @@ class LineRWKVLmsCodec(LineRWKVCodec):
             + encode_varints(v for pair in zip(mean16.tolist(), std16.tolist(), strict=True)
                              for v in pair)
         header = self.make_header(cube, delta, bit_depth, band_list)
-        return self.pack(header, side, payload)
+        return self.pack(header, side, payload, [rec.astype(np.uint16)])
 
     def _lossless_predictions(self, weights: Any, cube: np.ndarray, stats: _Stats,
                               dbits: int) -> np.ndarray | None:
@@ -226,7 +226,7 @@ class LineRWKVLmsCodec(LineRWKVCodec):
 
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
         """Decode .hsic bytes written by this codec (needs the same model file)."""
-        header, side, payload = self.read_sized_container(data, source)
+        header, side, payload = self.read_container(data, source)
         bands, rows, cols = header.shape
         dbits = header.bit_depth
         digest, ext_init, settings, mean16, std16 = self._read_side(side, bands, dbits, source)

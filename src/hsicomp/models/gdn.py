@@ -46,7 +46,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hsicomp.entropy.factorized import FactorizedEntropyModel, decode_latents, encode_latents
+from hsicomp.entropy.factorized import (
+    FactorizedEntropyModel,
+    FrozenTables,
+    decode_latents,
+    encode_latents,
+)
 from hsicomp.models.gain import GainUnits
 from hsicomp.models.ohm import OneHotMax
 
@@ -383,35 +388,59 @@ class TransformCodec(nn.Module):
         return CodecOutput(self.synthesise(y_syn, *x.shape[-2:]), y_hat, likelihoods)
 
     @torch.no_grad()
-    def compress(self, x: Tensor, level: float | None = None,
-                 channels: int | None = None) -> bytes:
-        """Bytes of one normalised cube (1, bands, H, W); needs ``entropy.freeze()`` first."""
+    def symbols(self, x: Tensor, level: float | None = None,
+                channels: int | None = None) -> np.ndarray:
+        """The integer latent symbols (channels, h, w) of one normalised cube (1, bands, H,
+        W): what ``compress`` codes and ``decode_symbols`` gives back."""
         if x.shape[0] != 1:
             raise ValueError("compress takes one cube (batch size 1)")
         gains, n = self.gains(level), self.channels_sent(channels)
         y = self.analyse(x)
         if isinstance(self.entropy, OneHotMax):
-            symbols = self.entropy.symbols_of(y, n)[0].to(torch.int64).numpy()
-            return encode_latents(symbols, self.entropy.tables(n))
+            return self.entropy.symbols_of(y, n)[0].to(torch.int64).numpy()
         if gains is not None:
             y = y * gains[0].view(1, -1, 1, 1)
-        return encode_latents(torch.round(y)[0].to(torch.int64).numpy(), self.entropy.tables())
+        return torch.round(y)[0].to(torch.int64).numpy()
+
+    def _tables(self, channels: int) -> FrozenTables:
+        return (self.entropy.tables(channels) if isinstance(self.entropy, OneHotMax)
+                else self.entropy.tables())
+
+    @torch.no_grad()
+    def compress(self, x: Tensor, level: float | None = None,
+                 channels: int | None = None) -> bytes:
+        """Bytes of one normalised cube (1, bands, H, W); needs ``entropy.freeze()`` first."""
+        return self.encode_symbols(self.symbols(x, level, channels))
+
+    def encode_symbols(self, symbols: np.ndarray) -> bytes:
+        """Bytes of latent symbols (channels, h, w) from ``symbols``."""
+        return encode_latents(symbols, self._tables(symbols.shape[0]))
+
+    def decode_symbols(self, data: bytes, rows: int, cols: int,
+                       channels: int | None = None) -> np.ndarray:
+        """The latent symbols coded in ``data`` (the output of ``compress``)."""
+        shape = self.latent_shape(rows, cols, channels)
+        return decode_latents(data, shape, self._tables(shape[0]))
+
+    @torch.no_grad()
+    def reconstruct(self, symbols: np.ndarray, rows: int, cols: int,
+                    level: float | None = None) -> Tensor:
+        """Normalised reconstruction (1, bands, rows, cols) of decoded latent symbols."""
+        if isinstance(self.entropy, OneHotMax):
+            one_hot = self.entropy.one_hot(torch.from_numpy(symbols.astype(np.int64))[None])
+            return self.synthesise(self.entropy.dequantize(one_hot), rows, cols)
+        y_hat = torch.from_numpy(symbols.astype(np.float32)).unsqueeze(0)
+        gains = self.gains(level)
+        if gains is not None:
+            y_hat = y_hat * gains[1].view(1, -1, 1, 1)
+        return self.synthesise(y_hat, rows, cols)
 
     @torch.no_grad()
     def decompress(self, data: bytes, rows: int, cols: int, level: float | None = None,
                    channels: int | None = None) -> Tensor:
         """Normalised reconstruction (1, bands, rows, cols) of ``compress`` output."""
-        gains = self.gains(level)
-        shape = self.latent_shape(rows, cols, channels)
-        if isinstance(self.entropy, OneHotMax):
-            symbols = decode_latents(data, shape, self.entropy.tables(shape[0]))
-            one_hot = self.entropy.one_hot(torch.from_numpy(symbols.astype(np.int64))[None])
-            return self.synthesise(self.entropy.dequantize(one_hot), rows, cols)
-        y = decode_latents(data, shape, self.entropy.tables())
-        y_hat = torch.from_numpy(y.astype(np.float32)).unsqueeze(0)
-        if gains is not None:
-            y_hat = y_hat * gains[1].view(1, -1, 1, 1)
-        return self.synthesise(y_hat, rows, cols)
+        return self.reconstruct(self.decode_symbols(data, rows, cols, channels), rows, cols,
+                                level)
 
 
 def band_statistics(x: Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
