@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import io
 import os
+import re
 import socket
 import tarfile
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from hyspecnet_fixture import build_hyspecnet_archives, build_hyspecnet_tree
 
 from hsicomp import download as dl
+from hsicomp.cli import main
 from hsicomp.errors import HsicompError
 
 
@@ -138,13 +140,12 @@ def test_invalid_md5_argument(tmp_path):
 
 # --- safe extraction ---------------------------------------------------------------------
 
-def _tar_with(path: Path, *members: tarfile.TarInfo) -> Path:
-    with tarfile.open(path, "w:gz") as tf:
-        for info in members:
-            if info.isfile():
-                tf.addfile(info, io.BytesIO(b"x" * info.size))
-            else:
-                tf.addfile(info)
+def _tar_with(path: Path, *members: tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]) -> Path:
+    """Write a tar (gzipped for a .gz name); a file member without data holds b"x" * size."""
+    with tarfile.open(path, "w:gz" if path.suffix == ".gz" else "w") as tf:
+        for member in members:
+            info, data = member if isinstance(member, tuple) else (member, b"x" * member.size)
+            tf.addfile(info, io.BytesIO(data) if info.isfile() else None)
     return path
 
 
@@ -188,13 +189,175 @@ def test_safe_extract_refuses_unsafe_members(tmp_path, member, reason):
     assert not os.path.lexists(dest / "passwd")
 
 
-def test_safe_extract_allows_internal_links(tmp_path):
-    archive = _tar_with(tmp_path / "ok.tar", _file("d/a.txt"), _link("d/b.txt", "a.txt"),
-                        _link("d/c.txt", "d/a.txt", tarfile.LNKTYPE))
+@pytest.mark.parametrize("link", [_link("d/b.txt", "a.txt"),
+                                  _link("d/c.txt", "d/a.txt", tarfile.LNKTYPE)])
+def test_safe_extract_refuses_internal_links_too(tmp_path, link):
+    archive = _tar_with(tmp_path / "ok.tar", _file("d/a.txt"), link)
     dest = tmp_path / "dest"
-    assert dl.safe_extract(archive, dest) == 3
-    assert (dest / "d" / "b.txt").read_bytes() == b"xxx"
-    assert (dest / "d" / "c.txt").read_bytes() == b"xxx"
+    with pytest.raises(HsicompError) as info:
+        dl.safe_extract(archive, dest)
+    assert str(info.value).startswith(f"{archive}: unsafe member {link.name!r} (")
+    assert "links are never extracted" in str(info.value)
+    assert not dest.exists()
+
+
+def _listing(folder: Path) -> list[str]:
+    """Every path below ``folder`` (links not followed), relative, sorted."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def _dir(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    return info
+
+
+def _data(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _path_max_escape(path: Path, dest: Path, hard_link: bool) -> Path:
+    """The archive of CVE-2025-4517: links through a chain longer than PATH_MAX escape dest.
+
+    Non-strict ``realpath`` stops resolving once the path passes PATH_MAX, so ``escape``
+    (which the kernel resolves to ``dest/..``) looks like a folder inside ``dest``.
+    """
+    comp = "d" * min(247, (4000 - len(str(dest))) // 16 - 1)
+    steps = "abcdefghijklmnop"
+    members, parent = [], ""
+    for step in steps:
+        members += [_dir(os.path.join(parent, comp)), _link(os.path.join(parent, step), comp)]
+        parent = os.path.join(parent, comp)
+    chain = os.path.join(*steps, "l" * 254)
+    members += [_link(chain, "../" * len(steps)), _link("escape", chain + "/..")]
+    if hard_link:
+        members += [_link("victim", "escape/outside.txt", tarfile.LNKTYPE),
+                    _data("victim", b"overwritten")]
+    else:
+        members.append(_data("escape/outside.txt", b"written outside"))
+    return _tar_with(path, *members)
+
+
+@pytest.mark.parametrize("hard_link", [False, True])
+def test_path_max_link_chain_cannot_escape(tmp_path, hard_link):
+    outside = tmp_path / "outside.txt"
+    if hard_link:
+        outside.write_bytes(b"original")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "keep.txt").write_bytes(b"kept")
+    archive = _path_max_escape(tmp_path / "escape.tar", dest, hard_link)
+    with pytest.raises(HsicompError) as info:
+        dl.safe_extract(archive, dest)
+    assert str(info.value).startswith(f"{archive}: unsafe member 'a' (symlink to 'ddd")
+    assert str(info.value).endswith("links are never extracted)")
+    assert outside.read_bytes() == b"original" if hard_link else not outside.exists()
+    assert _listing(dest) == ["keep.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["dest", "escape.tar"] + (["outside.txt"]
+                                                                      if hard_link else [])
+
+
+def test_repointed_link_cannot_escape(tmp_path):
+    archive = _tar_with(tmp_path / "repoint.tar", _link("p/q", "r/s"),
+                         _link("l", "p/q/../../.."), _link("p/q", "."))
+    dest = tmp_path / "dest"
+    with pytest.raises(HsicompError) as info:
+        dl.safe_extract(archive, dest)
+    assert str(info.value) == (f"{archive}: unsafe member 'p/q' (symlink to 'r/s'; links are "
+                               "never extracted)")
+    assert not os.path.lexists(dest)
+    assert sorted(os.listdir(tmp_path)) == ["repoint.tar"]
+
+
+@pytest.mark.parametrize("failure", ["unsafe", "truncated", "conflict"])
+def test_failed_extraction_leaves_nothing_behind(tmp_path, failure):
+    dest = tmp_path / "dest"
+    (dest / "old").mkdir(parents=True)
+    (dest / "old" / "keep.txt").write_bytes(b"kept")
+    members = [_dir("new"), _file("new/a.txt"), _file("old/b.txt"), _file("old/sub/c.txt")]
+    archive = tmp_path / "bad.tar.gz"
+    if failure == "unsafe":
+        _tar_with(archive, *members, _file("../evil"))
+    elif failure == "truncated":
+        good = _tar_with(tmp_path / "good.tar.gz", *members, _data("z", os.urandom(1 << 16)))
+        archive.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    else:  # a folder where dest holds a file: found when moving into place
+        _tar_with(archive, *members, _file("old/keep.txt/x"))
+    with pytest.raises(HsicompError) as info:
+        dl.safe_extract(archive, dest)
+    msg = str(info.value)
+    assert msg.startswith(f"{archive}: ") and "\n" not in msg
+    if failure == "conflict":
+        assert msg == (f"{archive}: 'old/keep.txt' already exists in {dest} as another kind "
+                       "of entry; nothing was moved")
+    assert _listing(dest) == ["old", "old/keep.txt"]
+    assert (dest / "old" / "keep.txt").read_bytes() == b"kept"
+    assert not (tmp_path / "evil").exists()
+
+
+def test_existing_link_in_dest_is_not_written_through(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "a").symlink_to(elsewhere)
+    archive = _tar_with(tmp_path / "ok.tar", _file("a/x.txt"))
+    with pytest.raises(HsicompError, match="'a' already exists in .* as another kind of entry"):
+        dl.safe_extract(archive, dest)
+    assert _listing(elsewhere) == []
+    assert _listing(dest) == ["a"]
+
+
+@pytest.mark.parametrize("members", [
+    [_data("bomb.bin", bytes(4 << 20))],  # one member: 4 MiB of zeros, a 4 KiB gzip
+    [_data(f"part{i}.bin", bytes(300_000)) for i in range(5)],  # each below the cap
+])
+def test_size_cap_stops_a_decompression_bomb(tmp_path, members):
+    archive = _tar_with(tmp_path / "bomb.tar.gz", _file("first.txt"), *members)
+    assert archive.stat().st_size < 20_000
+    dest = tmp_path / "dest"
+    with pytest.raises(HsicompError) as info:
+        dl.safe_extract(archive, dest, max_bytes=1 << 20)
+    assert re.fullmatch(rf"{re.escape(str(archive))}: member '\w+\.bin' takes the extracted "
+                        "size past the limit of 1048576 bytes; nothing was extracted",
+                        str(info.value))
+    assert not dest.exists()
+    assert dl.safe_extract(archive, dest, max_bytes=5 << 20) == len(members) + 1
+
+
+def test_member_count_cap(tmp_path):
+    archive = _tar_with(tmp_path / "many.tar", *[_file(f"f{i}") for i in range(5)])
+    with pytest.raises(HsicompError) as info:
+        dl.safe_extract(archive, tmp_path / "dest", max_members=4)
+    assert str(info.value) == (f"{archive}: more than 4 members (the member limit); nothing "
+                               "was extracted")
+    assert not (tmp_path / "dest").exists()
+    assert dl.safe_extract(archive, tmp_path / "dest", max_members=5) == 5
+
+
+def test_oversized_tar_header_is_refused(tmp_path):
+    info = tarfile.TarInfo("big-header.txt")
+    info.size = 3
+    info.pax_headers = {"comment": "c" * (2 << 20)}  # a 2 MiB pax header
+    archive = tmp_path / "pax.tar"
+    with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tf:
+        tf.addfile(info, io.BytesIO(b"abc"))
+    with pytest.raises(HsicompError, match="the tar headers of a member take more than"):
+        dl.safe_extract(archive, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_stale_staging_folder_is_removed(tmp_path):
+    archive = _tar_with(tmp_path / "good.tar.gz", _file("a/x.txt"))
+    dest = tmp_path / "dest"
+    stale = dest / ".good.tar.gz.k3j4h5g6.extracting"
+    stale.mkdir(parents=True)
+    (stale / "junk").write_bytes(b"left by a killed run")
+    assert dl.safe_extract(archive, dest) == 1
+    assert _listing(dest) == ["a", "a/x.txt"]
 
 
 def test_safe_extract_corrupt_archive(tmp_path):
@@ -307,6 +470,7 @@ def test_cli_extract_writes_stamp_only_on_success(tmp_path):
     assert args.func(args) == 0
     assert stamp.read_text() == "archive: good.tar.gz\nmembers: 2\n"
     assert (tmp_path / "d" / "a" / "y.txt").read_bytes() == b"xxx"
+    assert _listing(tmp_path / "d") == ["a", "a/x.txt", "a/y.txt"]  # no staging folder left
 
     bad = _tar_with(tmp_path / "bad.tar.gz", _file("a/z.txt"), _file("../evil"))
     args = parser.parse_args(["extract", str(bad), "--dest", str(tmp_path / "d"),
@@ -314,3 +478,31 @@ def test_cli_extract_writes_stamp_only_on_success(tmp_path):
     with pytest.raises(HsicompError, match="unsafe member"):
         args.func(args)
     assert not stamp.exists()
+
+
+@pytest.mark.parametrize("case", ["path_max", "hard_link", "repoint", "bomb", "members"])
+def test_cli_extract_refuses_hostile_archives(tmp_path, capsys, case):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    options = []
+    if case in ("path_max", "hard_link"):
+        archive = _path_max_escape(tmp_path / "a.tar", dest, case == "hard_link")
+    elif case == "repoint":
+        archive = _tar_with(tmp_path / "a.tar", _link("p/q", "r/s"), _link("l", "p/q/../../.."),
+                            _link("p/q", "."))
+    elif case == "bomb":
+        archive = _tar_with(tmp_path / "a.tar.gz", _data("z.bin", bytes(1 << 20)))
+        options = ["--max-bytes", "65536"]
+    else:
+        archive = _tar_with(tmp_path / "a.tar.gz", _file("x"), _file("y"))
+        options = ["--max-members", "1"]
+    stamp = tmp_path / "stamps" / "a.done"
+    stamp.parent.mkdir()
+    stamp.write_text("from an earlier run\n")
+    rc = main(["extract", str(archive), "--dest", str(dest), "--stamp", str(stamp), *options])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith(f"hsicomp: error: {archive}: ") and err.count("\n") == 1
+    assert not stamp.exists()
+    assert _listing(dest) == []
+    assert sorted(os.listdir(tmp_path)) == sorted([archive.name, "dest", "stamps"])

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import bz2
+import contextlib
+import glob
 import gzip
 import hashlib
 import http.client
 import lzma
 import os
 import re
+import shutil
+import stat
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from hsicomp import __version__
 from hsicomp.atomic import atomic_write_text
@@ -25,6 +31,13 @@ from hsicomp.errors import HsicompError
 USER_AGENT = f"hsicomp/{__version__} (+python-urllib)"
 CHUNK = 1 << 20
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
+
+# Default bounds of an extraction. The HySpecNet-11k parts are 5.8-6.9 GB each and unpack
+# to about their own size (deflated GeoTIFFs): 32 GB leaves room for any of them.
+DEFAULT_MAX_EXTRACTED_BYTES = 32_000_000_000
+DEFAULT_MAX_MEMBERS = 200_000  # a HySpecNet part holds about 14,000
+_HEADER_BUDGET = 1 << 20  # tar stream bytes one member's headers (pax, long names) may take
+_COPY_CHUNK = 1 << 15  # extraction copies in cache-sized pieces (faster than 1 MiB)
 
 
 class _Retryable(Exception):
@@ -164,67 +177,224 @@ def download(url: str, dest: Path, md5: str, *, retries: int = 5, timeout: float
     return dest
 
 
-def _is_within(path: Path, root: Path) -> bool:
-    return path == root or path.is_relative_to(root)
-
-
-def _unsafe_reason(member: tarfile.TarInfo, root: Path) -> str | None:
-    """Return why ``member`` may not be extracted into ``root``, or None if it is safe."""
-    name = member.name
-    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
-        return "absolute path"
-    if ".." in PurePosixPath(name.replace("\\", "/")).parts:
-        return "path traversal"
+def _refusal(member: tarfile.TarInfo) -> str | None:
+    """Return why ``member`` may not be extracted, or None if it is a plain file or folder."""
+    if member.issym():
+        return f"symlink to {member.linkname!r}; links are never extracted"
+    if member.islnk():
+        return f"hard link to {member.linkname!r}; links are never extracted"
     if member.ischr() or member.isblk() or member.isfifo():
         return "device or fifo"
-    target = (root / name).resolve()
-    if not _is_within(target, root):
-        return "outside the destination"
-    if member.issym():
-        link = Path(member.linkname)
-        resolved = (link if link.is_absolute() else (root / name).parent / link).resolve()
-        if not _is_within(resolved, root):
-            return f"symlink to {member.linkname!r} outside the destination"
-    elif member.islnk():
-        resolved = (root / member.linkname).resolve()
-        if member.linkname.startswith("/") or not _is_within(resolved, root):
-            return f"hard link to {member.linkname!r} outside the destination"
+    if not (member.isreg() or member.isdir()):
+        return f"unsupported member type {member.type!r}"
+    name = member.name
+    if "\x00" in name:
+        return "NUL in name"
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "absolute path"
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if ".." in parts:
+        return "path traversal"
+    if member.isreg() and not parts:
+        return "empty name"
     return None
 
 
-def safe_extract(archive: Path, dest: Path) -> int:
+class _StreamBudget(Exception):
+    """The tar stream runs past what the members read so far allow."""
+
+
+class _MeteredReader:
+    """A read-only stream for :mod:`tarfile` that refuses to read past an allowance."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.pos = 0
+        self._limit = 0
+
+    def allow(self, n: int) -> None:
+        """Allow ``n`` more bytes from the current position."""
+        self._limit = self.pos + n
+
+    def read(self, n: int = -1) -> bytes:
+        room = self._limit - self.pos + 1
+        try:
+            data = self._raw.read(room if n < 0 else min(n, room))
+        except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            raise tarfile.ReadError(str(exc) or type(exc).__name__) from None
+        self.pos += len(data)
+        if self.pos > self._limit:
+            raise _StreamBudget
+        return data
+
+
+def _open_decompressed(path: Path) -> BinaryIO:
+    """Open a plain, gzip, bzip2 or xz file for reading its decompressed bytes."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.open(path, "rb")
+    if head.startswith(b"BZh"):
+        return bz2.open(path, "rb")
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return lzma.open(path, "rb")
+    return open(path, "rb")
+
+
+def _extract_members(archive: Path, staging: Path, max_bytes: int, max_members: int) -> int:
+    """Stream the members of ``archive`` into the empty folder ``staging``; return the count.
+
+    Only folders and regular files are written (links are never created, so no path under
+    ``staging`` can lead elsewhere); the bytes written, the member count and the tar headers
+    are counted as they stream and stopped at their caps.
+    """
+    try:
+        with _open_decompressed(archive) as raw:
+            return _stream_members(archive, raw, staging, max_bytes, max_members)
+    except _StreamBudget:
+        raise HsicompError(f"{archive}: the tar headers of a member take more than "
+                           f"{_HEADER_BUDGET} bytes; nothing was extracted") from None
+    except tarfile.FilterError as exc:
+        name = exc.tarinfo.name if exc.tarinfo is not None else "?"
+        raise HsicompError(f"{archive}: unsafe member {name!r} ({exc})") from None
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        text = str(exc).replace("\n", " ") or type(exc).__name__
+        raise HsicompError(f"{archive}: corrupt or not a tar archive ({text})") from None
+
+
+def _stream_members(archive: Path, raw: BinaryIO, staging: Path, max_bytes: int,
+                    max_members: int) -> int:
+    count = total = 0
+    reader = _MeteredReader(raw)
+    reader.allow(_HEADER_BUDGET)
+    with tarfile.open(fileobj=reader, mode="r|") as tf:
+        for member in tf:
+            count += 1
+            if count > max_members:
+                raise HsicompError(f"{archive}: more than {max_members} members (the member "
+                                   "limit); nothing was extracted")
+            reason = _refusal(member)
+            if reason:
+                raise HsicompError(f"{archive}: unsafe member {member.name!r} ({reason})")
+            tarfile.data_filter(member, str(staging))  # a second opinion
+            target = staging.joinpath(*PurePosixPath(member.name).parts)
+            size = member.size if member.isreg() else 0
+            if size > max_bytes - total:
+                raise _over_cap(archive, member.name, max_bytes)
+            reader.allow(size + _HEADER_BUDGET)  # this member's data and the next headers
+            try:
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                with os.fdopen(os.open(target, flags, 0o666), "wb") as out, \
+                        tf.extractfile(member) as data:
+                    while chunk := data.read(_COPY_CHUNK):
+                        total += len(chunk)  # counted as written, not taken from the header
+                        if total > max_bytes:
+                            raise _over_cap(archive, member.name, max_bytes)
+                        out.write(chunk)
+            except OSError as exc:
+                raise HsicompError(f"{archive}: cannot extract member {member.name!r} "
+                                   f"({exc.strerror or exc})") from None
+    return count
+
+
+def _over_cap(archive: Path, name: str, max_bytes: int) -> HsicompError:
+    return HsicompError(f"{archive}: member {name!r} takes the extracted size past the limit "
+                        f"of {max_bytes} bytes; nothing was extracted")
+
+
+def _check_tree(archive: Path, staging: Path) -> None:
+    """Check with strict ``realpath`` that every path under ``staging`` stays inside it."""
+    real = os.path.realpath(staging, strict=True)
+    for folder, dirs, files in os.walk(staging):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            try:
+                mode = os.lstat(path).st_mode
+                inside = os.path.commonpath([os.path.realpath(path, strict=True), real]) == real
+            except OSError:
+                inside = False
+            if not inside or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                rel = os.path.relpath(path, staging)
+                raise HsicompError(f"{archive}: {rel!r} is not a plain file or folder inside "
+                                   "the destination; nothing was extracted")
+
+
+def _move_into_place(archive: Path, staging: Path, root: Path) -> None:
+    """Move the tree under ``staging`` into ``root``, merging with folders already there.
+
+    Every move is planned (and every conflict refused) before the first one is made; existing
+    files are replaced by rename, so a link already in ``root`` is never written through.
+    """
+    real_root = os.path.realpath(root, strict=True)
+    moves: list[tuple[str, str]] = []
+
+    def plan(src_dir: str, dst_dir: str) -> None:
+        real = os.path.realpath(dst_dir, strict=True)
+        if os.path.commonpath([real, real_root]) != real_root:
+            raise HsicompError(f"{archive}: {dst_dir} leads outside {root}; nothing was moved")
+        for entry in sorted(os.scandir(src_dir), key=lambda e: e.name):
+            dst = os.path.join(dst_dir, entry.name)
+            try:
+                existing = os.lstat(dst).st_mode
+            except FileNotFoundError:
+                moves.append((entry.path, dst))
+                continue
+            if entry.is_dir(follow_symlinks=False) and stat.S_ISDIR(existing):
+                plan(entry.path, dst)
+            elif entry.is_file(follow_symlinks=False) and stat.S_ISREG(existing):
+                moves.append((entry.path, dst))
+            else:
+                raise HsicompError(f"{archive}: {os.path.relpath(dst, root)!r} already exists "
+                                   f"in {root} as another kind of entry; nothing was moved")
+
+    plan(str(staging), str(root))
+    for src, dst in moves:
+        os.replace(src, dst)
+
+
+def safe_extract(archive: Path, dest: Path, *, max_bytes: int = DEFAULT_MAX_EXTRACTED_BYTES,
+                 max_members: int = DEFAULT_MAX_MEMBERS) -> int:
     """Extract a tar (optionally compressed) archive into ``dest``; return the member count.
 
-    Absolute names, ``..`` components, links leading outside ``dest`` and device or fifo
-    members are refused with :class:`HsicompError`; members are checked one by one before
-    being written, and the standard library's ``"data"`` filter is applied as well.
+    Only folders and regular files are extracted: links, devices, fifos, absolute names and
+    ``..`` components are refused with :class:`HsicompError`, as is an archive holding more
+    than ``max_members`` members or unpacking to more than ``max_bytes``. Members go to a
+    fresh temporary folder inside ``dest``, which is checked with strict ``realpath`` and
+    moved into place only when every member is in; a failure leaves ``dest`` as it was.
     """
     archive = Path(archive)
     if not archive.is_file():
         raise HsicompError(f"{archive}: archive not found")
+    if max_bytes < 0 or max_members < 1:
+        raise HsicompError(f"{archive}: invalid extraction limits (max_bytes {max_bytes}, "
+                           f"max_members {max_members})")
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
-    count = 0
-
-    def checked(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
-        nonlocal count
-        for member in tf:
-            reason = _unsafe_reason(member, root)
-            if reason:
-                raise HsicompError(f"{archive}: unsafe member {member.name!r} ({reason})")
-            count += 1
-            yield member
-
+    created = not os.path.lexists(dest)
+    prefix = f".{archive.name}."
+    done = False
     try:
-        with tarfile.open(archive, "r:*") as tf:
-            tf.extractall(root, members=checked(tf), filter="data")
-    except tarfile.FilterError as exc:
-        name = exc.tarinfo.name if exc.tarinfo is not None else "?"
-        raise HsicompError(f"{archive}: unsafe member {name!r} ({exc})") from None
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
-        text = str(exc).replace("\n", " ") or type(exc).__name__
-        raise HsicompError(f"{archive}: corrupt or not a tar archive ({text})") from None
+        dest.mkdir(parents=True, exist_ok=True)
+        root = Path(os.path.realpath(dest, strict=True))
+        for stale in glob.glob(glob.escape(str(root / prefix)) + "*.extracting"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed extraction
+        staging = Path(tempfile.mkdtemp(prefix=prefix, suffix=".extracting", dir=root))
+        try:
+            count = _extract_members(archive, staging, max_bytes, max_members)
+            _check_tree(archive, staging)
+            _move_into_place(archive, staging, root)
+            done = True
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as exc:
+        raise HsicompError(f"{archive}: cannot extract into {dest} ({exc})") from None
+    finally:
+        if created and not done:
+            with contextlib.suppress(OSError):
+                dest.rmdir()  # made by this call and left empty by the failure
     return count
 
 
@@ -239,7 +409,8 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     archive = Path(args.archive)
     stamp = Path(args.stamp)
     stamp.unlink(missing_ok=True)  # a stamp only ever describes a finished extraction
-    count = safe_extract(archive, Path(args.dest))
+    count = safe_extract(archive, Path(args.dest), max_bytes=args.max_bytes,
+                         max_members=args.max_members)
     atomic_write_text(stamp, f"archive: {archive.name}\nmembers: {count}\n")
     print(f"{archive.name}: extracted {count} members into {args.dest}")
     return 0
@@ -261,10 +432,16 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_download)
 
     p = sub.add_parser("extract", help="safely extract a tar archive and write a stamp file",
-                       description="Extract ARCHIVE into DIR, refusing unsafe members; write "
-                                   "the stamp file once the extraction is complete.")
+                       description="Extract ARCHIVE into DIR: only folders and regular files, "
+                                   "through a temporary folder moved into place when complete; "
+                                   "write the stamp file once the extraction is complete.")
     p.add_argument("archive", metavar="ARCHIVE", help="tar or tar.gz archive")
     p.add_argument("--dest", required=True, metavar="DIR", help="destination folder")
     p.add_argument("--stamp", required=True, metavar="FILE",
                    help="file written after a complete extraction")
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_EXTRACTED_BYTES, metavar="N",
+                   help="refuse an archive that unpacks to more than N bytes "
+                        "(default: %(default)s)")
+    p.add_argument("--max-members", type=int, default=DEFAULT_MAX_MEMBERS, metavar="N",
+                   help="refuse an archive of more than N members (default: %(default)s)")
     p.set_defaults(func=_cmd_extract)
