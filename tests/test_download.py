@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,187 @@ def test_retries_exhausted_keeps_part(tmp_path):
 def test_invalid_md5_argument(tmp_path):
     with pytest.raises(HsicompError, match="invalid md5"):
         dl.download("http://127.0.0.1:9/x", tmp_path / "x", "xyz", progress=False)
+
+
+# --- bounded downloads ----------------------------------------------------------------------
+
+def _answer(handler, body, *, status=200, length=None, pause=0.0, headers=()):
+    """Send ``body`` (an iterable of byte strings), pausing between pieces; always True."""
+    handler.send_response(status)
+    if length is not None:
+        handler.send_header("Content-Length", str(length))
+    for key, value in headers:
+        handler.send_header(key, value)
+    handler.end_headers()
+    handler.close_connection = True
+    try:
+        for piece in body:
+            handler.wfile.write(piece)
+            time.sleep(pause)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the client gave up, as it should
+    return True
+
+
+def _cut_then(data, later):
+    """A script: the first request gets the first 100,000 bytes of a 200; the others, later."""
+    def script(handler):
+        if len(handler.server.requests) == 1:
+            return _answer(handler, [data[:100_000]], length=len(data))
+        return later(handler)
+    return script
+
+
+def test_server_errors_message_says_no_part_is_kept(server, payload, tmp_path):
+    name, _, md5 = payload
+    server.script = lambda handler: handler.send_error(503) or True
+    dest = tmp_path / "blob.bin"
+    with pytest.raises(HsicompError) as info:
+        _get(server, name, dest, md5, retries=1)
+    msg = str(info.value)
+    assert msg == (f"{server.url(name)}: download failed after 2 attempts (HTTP 503 Service "
+                   "Unavailable); no partial file was kept")
+    assert not dest.with_name("blob.bin.part").exists()
+
+
+def test_server_errors_after_a_partial_body_keep_the_part(server, payload, tmp_path):
+    name, data, md5 = payload
+    server.script = _cut_then(data, lambda handler: handler.send_error(503) or True)
+    dest = tmp_path / "blob.bin"
+    with pytest.raises(HsicompError) as info:
+        _get(server, name, dest, md5, retries=1)
+    part = dest.with_name("blob.bin.part")
+    assert str(info.value).endswith(
+        f"(HTTP 503 Service Unavailable); the partial file blob.bin.part "
+        f"({part.stat().st_size} bytes) is kept for resuming")
+    assert part.read_bytes() == data[:part.stat().st_size]
+
+
+def _wrong_resume(data, cut_first=True):
+    """A script: range requests get a 206 that starts at byte 0; others get the whole body."""
+    def script(handler):
+        if handler.headers.get("Range"):
+            return _answer(handler, [data], status=206, length=len(data),
+                           headers=[("Content-Range", f"bytes 0-{len(data) - 1}/{len(data)}")])
+        return _answer(handler, [data], length=len(data))
+    return _cut_then(data, script) if cut_first else script
+
+
+def test_wrong_resume_start_removes_the_part_so_a_rerun_succeeds(server, payload, tmp_path):
+    name, data, md5 = payload
+    server.script = _wrong_resume(data)
+    dest = tmp_path / "blob.bin"
+    part = dest.with_name("blob.bin.part")
+    with pytest.raises(HsicompError) as info:
+        _get(server, name, dest, md5, retries=1)
+    assert str(info.value) == (
+        f"{server.url(name)}: download failed after 2 attempts (server resumed at byte 0 "
+        "instead of byte 100000, so blob.bin.part was removed to start again from byte 0); "
+        "no partial file was kept")
+    assert not part.exists()
+    for script in (_wrong_resume(data, cut_first=False), None):  # then a good server
+        server.requests.clear()
+        server.script = script
+        assert _get(server, name, dest, md5, retries=0) == dest
+        assert dest.read_bytes() == data
+        assert server.requests == [("/blob.bin", None)]
+        dest.unlink()
+
+
+def test_wrong_resume_start_recovers_within_the_retries(server, payload, tmp_path):
+    name, data, md5 = payload
+    server.script = _wrong_resume(data)
+    dest = tmp_path / "blob.bin"
+    _get(server, name, dest, md5, retries=2)
+    assert dest.read_bytes() == data
+    assert server.requests == [("/blob.bin", None), ("/blob.bin", "bytes=100000-"),
+                               ("/blob.bin", None)]
+
+
+@pytest.mark.parametrize("announced", [False, True])
+def test_body_longer_than_max_bytes_is_stopped_and_removed(server, payload, tmp_path,
+                                                          announced):
+    name, _, md5 = payload
+    piece, pieces = b"\0" * 65536, 128  # 8 MiB, with or without a Content-Length
+    server.script = lambda handler: _answer(handler, [piece] * pieces,
+                                            length=len(piece) * pieces if announced else None)
+    dest = tmp_path / "blob.bin"
+    with pytest.raises(HsicompError) as info:
+        _get(server, name, dest, md5, max_bytes=200_000)
+    msg = str(info.value)
+    what = "the server announces 8388608" if announced else r"received at least \d+"
+    assert re.fullmatch(f"{re.escape(server.url(name))}: {what} bytes, more than the limit of "
+                        "200000 bytes for this file; the download was stopped and "
+                        r"blob.bin.part removed", msg)
+    assert len(server.requests) == 1
+    assert sorted(os.listdir(tmp_path)) == ["served"]
+
+
+def test_slow_server_is_dropped(server, payload, tmp_path):
+    name, data, md5 = payload
+    # a byte every 50 ms (20 bytes/s) for 600 bytes: 30 s when nothing stops it
+    server.script = lambda handler: _answer(handler, [bytes([b]) for b in data[:600]],
+                                            length=600, pause=0.05)
+    dest = tmp_path / "blob.bin"
+    with pytest.raises(HsicompError) as info:
+        _get(server, name, dest, md5, retries=1, min_rate=100, rate_window=0.3)
+    msg = str(info.value)
+    assert msg.startswith(f"{server.url(name)}: download failed after 2 attempts (less than "
+                          "100 bytes/s over 0.3 s); the partial file blob.bin.part (")
+    assert len(server.requests) == 2
+    assert not dest.exists()
+
+
+def test_deadline_stops_a_steady_endless_body(server, payload, tmp_path):
+    name, data, md5 = payload
+    # 1 KiB every 20 ms (50 KiB/s, fast enough for the rate) for 30 s, no Content-Length
+    server.script = lambda handler: _answer(handler, [b"x" * 1024] * 1500, pause=0.02)
+    dest = tmp_path / "blob.bin"
+    with pytest.raises(HsicompError) as info:
+        _get(server, name, dest, md5, deadline=0.5, min_rate=1, rate_window=0.2)
+    msg = str(info.value)
+    part = dest.with_name("blob.bin.part")
+    assert msg == (f"{server.url(name)}: download not finished within the 0.5 s deadline; "
+                   f"the partial file blob.bin.part ({part.stat().st_size} bytes) is kept "
+                   "for resuming")
+    assert part.stat().st_size > 0
+    assert not dest.exists()
+
+
+def test_deadline_stops_a_server_trickling_its_headers(server, payload, tmp_path):
+    name, _, md5 = payload
+
+    def trickle(handler):  # a byte every 50 ms of an endless header: 30 s for 600 bytes
+        try:
+            for byte in b"HTTP/1.0 200 OK\r\nX-Pad: " + b"a" * 600:
+                handler.wfile.write(bytes([byte]))
+                time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return True
+
+    server.script = trickle
+    dest = tmp_path / "blob.bin"
+    with pytest.raises(HsicompError) as info:
+        _get(server, name, dest, md5, deadline=0.5)
+    assert str(info.value) == (f"{server.url(name)}: download not finished within the 0.5 s "
+                               "deadline; no partial file was kept")
+    assert len(server.requests) == 1
+    assert sorted(os.listdir(tmp_path)) == ["served"]
+
+
+def test_deadline_ends_the_retries(server, payload, tmp_path):
+    name, _, md5 = payload
+    server.script = lambda handler: handler.send_error(503) or True
+    dest = tmp_path / "blob.bin"
+    with pytest.raises(HsicompError, match=r"and the 0.5 s deadline is near \(HTTP 503"):
+        _get(server, name, dest, md5, retries=30, backoff=0.1, deadline=0.5)
+    assert 1 <= len(server.requests) <= 4  # pauses of 0.1, 0.2, 0.4 s fit in 0.5 s at most
+
+
+def test_invalid_download_limits(tmp_path):
+    with pytest.raises(HsicompError, match="invalid download limits"):
+        dl.download("http://127.0.0.1:9/x", tmp_path / "x", "0" * 32, deadline=0)
 
 
 # --- safe extraction ---------------------------------------------------------------------
@@ -454,8 +636,11 @@ def test_cli_download(server, payload, tmp_path, capsys):
     out = tmp_path / "o" / "blob.bin"
     args = _parser().parse_args(["download", "--url", server.url(name), "--md5", md5.upper(),
                                  "--out", str(out), "--retries", "1", "--timeout", "5",
-                                 "--no-progress"])
+                                 "--max-bytes", "300000", "--deadline", "30", "--min-rate",
+                                 "1000", "--rate-window", "2", "--no-progress"])
     assert (args.retries, args.timeout, args.no_progress) == (1, 5.0, True)
+    assert (args.max_bytes, args.deadline, args.min_rate, args.rate_window) == (300000, 30.0,
+                                                                               1000.0, 2.0)
     assert args.func(args) == 0
     assert out.read_bytes() == data
     assert capsys.readouterr().err == ""

@@ -1,4 +1,4 @@
-"""Resumable, checksum-verified downloads and safe extraction of tar archives."""
+"""Resumable, checksum-verified, bounded downloads and safe extraction of tar archives."""
 
 from __future__ import annotations
 
@@ -13,14 +13,17 @@ import lzma
 import os
 import re
 import shutil
+import socket
 import stat
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import zlib
+from collections import deque
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -32,8 +35,13 @@ USER_AGENT = f"hsicomp/{__version__} (+python-urllib)"
 CHUNK = 1 << 20
 _MD5_RE = re.compile(r"^[0-9a-f]{32}$")
 
-# Default bounds of an extraction. The HySpecNet-11k parts are 5.8-6.9 GB each and unpack
-# to about their own size (deflated GeoTIFFs): 32 GB leaves room for any of them.
+# Default bounds (also the workflow's defaults in workflow/schemas/config.schema.yaml). The
+# HySpecNet-11k parts are 5.8-6.9 GB each and unpack to about their own size (deflated
+# GeoTIFFs): 16 GB per download and 32 GB per extraction leave room for any of them.
+DEFAULT_MAX_DOWNLOAD_BYTES = 16_000_000_000
+DEFAULT_DEADLINE = 12 * 3600.0  # seconds for one file, retries included
+DEFAULT_MIN_RATE = 10_000.0  # bytes/s, averaged over DEFAULT_RATE_WINDOW seconds
+DEFAULT_RATE_WINDOW = 60.0
 DEFAULT_MAX_EXTRACTED_BYTES = 32_000_000_000
 DEFAULT_MAX_MEMBERS = 200_000  # a HySpecNet part holds about 14,000
 _HEADER_BUDGET = 1 << 20  # tar stream bytes one member's headers (pax, long names) may take
@@ -42,6 +50,10 @@ _COPY_CHUNK = 1 << 15  # extraction copies in cache-sized pieces (faster than 1 
 
 class _Retryable(Exception):
     """A transient failure: the download is tried again after a pause."""
+
+
+class _OutOfTime(Exception):
+    """The overall deadline of a download has passed."""
 
 
 def md5_file(path: str | os.PathLike) -> str:
@@ -53,19 +65,115 @@ def md5_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _content_range_start(value: str | None) -> int | None:
-    """Return the first byte position of a ``Content-Range: bytes A-B/N`` header."""
+def _content_range(value: str | None) -> tuple[int, int | None] | None:
+    """Return (first byte, total or None) of a ``Content-Range: bytes A-B/N`` header."""
     if not value:
         return None
-    m = re.match(r"\s*bytes\s+(\d+)-\d+/(?:\d+|\*)\s*$", value)
-    return int(m.group(1)) if m else None
+    m = re.match(r"\s*bytes\s+(\d+)-\d+/(\d+|\*)\s*$", value)
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2)) if m.group(2).isdigit() else None
 
 
-def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
+class _Pace:
+    """The overall deadline of a download and its minimum average rate (sliding window)."""
+
+    def __init__(self, deadline: float, min_rate: float, window: float) -> None:
+        self.end = time.monotonic() + deadline
+        self.min_rate, self.window = min_rate, window
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def left(self) -> float:
+        """Seconds left before the deadline."""
+        return self.end - time.monotonic()
+
+    def restart(self) -> None:
+        """Measure the rate afresh (a new connection)."""
+        self.samples = deque([(time.monotonic(), 0)])
+
+    def check(self, received: int) -> None:
+        """Raise when the deadline has passed or the last window was too slow."""
+        now = time.monotonic()
+        if now >= self.end:
+            raise _OutOfTime
+        samples = self.samples
+        if now - samples[-1][0] >= self.window / 16:
+            samples.append((now, received))
+        while len(samples) > 1 and samples[1][0] <= now - self.window:
+            samples.popleft()
+        since, before = samples[0]
+        if now - since >= self.window and received - before < self.min_rate * (now - since):
+            raise _Retryable(f"less than {self.min_rate:g} bytes/s over {self.window:g} s")
+
+
+class _Watchdog:
+    """Shuts the connections of one download down once its deadline has passed.
+
+    A socket timeout applies to each ``recv``, so it never fires on a server that trickles
+    bytes (status line and headers included); shutting the socket down from a timer thread
+    ends any read blocked on it.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):  # the socket's own method, even for TLS
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut ``sock`` down at the deadline (at once if it has passed)."""
+        with self._lock:
+            self._sockets = [s for s in self._sockets if s.fileno() >= 0] + [sock]
+        if self.expired:
+            self._expire()
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """A urllib opener (proxies and redirects as usual) whose connections are watched."""
+        watchdog = self
+
+        class Watched(urllib.request.AbstractHTTPHandler):
+            def do_open(self, http_class: type[http.client.HTTPConnection],
+                        req: urllib.request.Request, **kwargs: object) -> http.client.HTTPResponse:
+                class Connection(http_class):
+                    def connect(self) -> None:
+                        super().connect()
+                        watchdog.watch(self.sock)
+
+                return super().do_open(Connection, req, **kwargs)
+
+        return urllib.request.build_opener(
+            type("HTTPHandler", (Watched, urllib.request.HTTPHandler), {}),
+            type("HTTPSHandler", (Watched, urllib.request.HTTPSHandler), {}))
+
+
+def _too_long(url: str, part: Path, size: int, max_bytes: int, what: str) -> HsicompError:
+    part.unlink(missing_ok=True)
+    return HsicompError(f"{url}: {what} {size} bytes, more than the limit of {max_bytes} "
+                        f"bytes for this file; the download was stopped and {part.name} removed")
+
+
+def _fetch_once(url: str, part: Path, timeout: float, progress: bool, max_bytes: int,
+                pace: _Pace, watchdog: _Watchdog) -> None:
     """Fetch the rest of ``url`` into ``part``, resuming from its current size.
 
     Returns when the body is complete (or the server says the range is past the end);
-    raises :class:`_Retryable` on transient failures and :class:`HsicompError` otherwise.
+    raises :class:`_Retryable` on transient failures, :class:`_OutOfTime` at the deadline
+    and :class:`HsicompError` otherwise. ``part`` never grows past ``max_bytes``.
     """
     from tqdm import tqdm
 
@@ -75,7 +183,7 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
         headers["Range"] = f"bytes={offset}-"
     request = urllib.request.Request(url, headers=headers)
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = watchdog.opener().open(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
         if exc.code == 416 and offset > 0:
@@ -83,16 +191,19 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
         if exc.code >= 500:
             raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
         raise HsicompError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError,
-            http.client.HTTPException) as exc:
-        raise _Retryable(_describe(exc)) from None
+    except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
+        raise _OutOfTime if watchdog.expired else _Retryable(_describe(exc)) from None
 
     with response:
         status = response.status
+        announced = None
         if status == 206:
-            start = _content_range_start(response.headers.get("Content-Range"))
+            start, announced = _content_range(response.headers.get("Content-Range")) or (-1, 0)
             if start != offset:
-                raise HsicompError(f"{url}: server resumed at byte {start} instead of {offset}")
+                part.unlink(missing_ok=True)
+                got = "no usable Content-Range" if start < 0 else f"byte {start}"
+                raise _Retryable(f"server resumed at {got} instead of byte {offset}, so "
+                                 f"{part.name} was removed to start again from byte 0")
             mode = "ab"
         elif status == 200:
             mode, offset = "wb", 0  # range not honoured: start again from zero
@@ -100,24 +211,35 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:
             raise HsicompError(f"{url}: unexpected HTTP status {status} for a download")
         length = response.headers.get("Content-Length")
         expected = int(length) if length and length.isdigit() else None
-        total = offset + expected if expected is not None else None
+        total = offset + expected if expected is not None else announced
+        if total is not None and total > max_bytes:
+            raise _too_long(url, part, total, max_bytes, "the server announces")
         received = 0
         bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                    desc=part.name.removesuffix(".part"), file=sys.stderr,
                    disable=not progress, leave=False)
+        pace.restart()
         try:
             with open(part, mode) as f:
                 while True:
                     try:
-                        chunk = response.read(CHUNK)
-                    except (ConnectionError, TimeoutError, http.client.HTTPException,
-                            urllib.error.URLError) as exc:
+                        chunk = response.read1(CHUNK)
+                    except (OSError, http.client.HTTPException) as exc:
+                        if watchdog.expired:
+                            raise _OutOfTime from None
                         raise _Retryable(_describe(exc)) from None
                     if not chunk:
+                        if watchdog.expired:  # the shutdown looks like the end of the body
+                            raise _OutOfTime
                         break
+                    if offset + received + len(chunk) > max_bytes:
+                        f.close()
+                        raise _too_long(url, part, offset + received + len(chunk), max_bytes,
+                                        "received at least")
                     f.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+                    pace.check(received)
         finally:
             bar.close()
     if expected is not None and received < expected:
@@ -132,36 +254,65 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _part_note(part: Path) -> str:
+    """Say what is left of a partial download (an empty part is removed)."""
+    size = part.stat().st_size if part.exists() else 0
+    if size:
+        return f"the partial file {part.name} ({size} bytes) is kept for resuming"
+    part.unlink(missing_ok=True)
+    return "no partial file was kept"
+
+
 def download(url: str, dest: Path, md5: str, *, retries: int = 5, timeout: float = 60.0,
-             backoff: float = 1.0, progress: bool = True) -> Path:
+             backoff: float = 1.0, progress: bool = True,
+             max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES, deadline: float = DEFAULT_DEADLINE,
+             min_rate: float = DEFAULT_MIN_RATE,
+             rate_window: float = DEFAULT_RATE_WINDOW) -> Path:
     """Download ``url`` to ``dest`` and verify its MD5; return ``dest``.
 
     A ``dest`` that already matches ``md5`` is returned without network access. The body is
     written to ``<dest>.part`` and resumed with an HTTP range request after interruptions;
-    transient failures are retried ``retries`` times with exponential backoff.
+    transient failures are retried ``retries`` times with exponential backoff. A body longer
+    than ``max_bytes`` is stopped and its part removed; a connection averaging less than
+    ``min_rate`` bytes/s over ``rate_window`` seconds is dropped (a transient failure); the
+    whole call, retries included, is stopped once ``deadline`` seconds have passed (setting
+    up a connection, bounded by ``timeout``, may add to that).
     """
     dest = Path(dest)
     md5 = md5.strip().lower()
     if not _MD5_RE.match(md5):
         raise HsicompError(f"{dest.name}: invalid md5 {md5!r} (expected 32 hex digits)")
+    if max_bytes < 0 or deadline <= 0 or min_rate < 0 or rate_window <= 0:
+        raise HsicompError(f"{dest.name}: invalid download limits (max_bytes {max_bytes}, "
+                           f"deadline {deadline}, min_rate {min_rate}, rate_window "
+                           f"{rate_window}); each must be positive, min_rate may be 0")
     if dest.is_file() and md5_file(dest) == md5:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
 
+    pace = _Pace(deadline, min_rate, rate_window)
     attempt = 0
     while True:
         try:
-            _fetch_once(url, part, timeout, progress)
+            with _Watchdog(pace.left()) as watchdog:
+                _fetch_once(url, part, timeout, progress, max_bytes, pace, watchdog)
             break
         except _Retryable as exc:
             attempt += 1
-            if attempt > retries:
+            pause = backoff * 2 ** (attempt - 1)
+            if attempt > retries or pause >= pace.left():
+                why = "" if attempt > retries else f" and the {deadline:g} s deadline is near"
                 raise HsicompError(
-                    f"{url}: download failed after {attempt} attempts ({exc}); "
-                    f"the partial file {part.name} is kept for resuming"
+                    f"{url}: download failed after {attempt} attempts{why} ({exc}); "
+                    f"{_part_note(part)}"
                 ) from None
-            time.sleep(backoff * 2 ** (attempt - 1))
+            time.sleep(pause)
+        except _OutOfTime:
+            raise HsicompError(
+                f"{url}: download not finished within the {deadline:g} s deadline; "
+                f"{_part_note(part)}"
+            ) from None
 
     if not part.exists():
         part.touch()  # an empty body
@@ -400,7 +551,9 @@ def safe_extract(archive: Path, dest: Path, *, max_bytes: int = DEFAULT_MAX_EXTR
 
 def _cmd_download(args: argparse.Namespace) -> int:
     path = download(args.url, Path(args.out), args.md5, retries=args.retries,
-                    timeout=args.timeout, progress=not args.no_progress)
+                    timeout=args.timeout, progress=not args.no_progress,
+                    max_bytes=args.max_bytes, deadline=args.deadline, min_rate=args.min_rate,
+                    rate_window=args.rate_window)
     print(path)
     return 0
 
@@ -428,6 +581,17 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                    help="retries on network errors (default: 5)")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S",
                    help="socket timeout in seconds (default: 60)")
+    p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_DOWNLOAD_BYTES, metavar="N",
+                   help="stop (and remove the partial file) once the body passes N bytes "
+                        "(default: %(default)s)")
+    p.add_argument("--deadline", type=float, default=DEFAULT_DEADLINE, metavar="S",
+                   help="give up after S seconds, retries included; the partial file is kept "
+                        "for resuming (default: %(default)g)")
+    p.add_argument("--min-rate", type=float, default=DEFAULT_MIN_RATE, metavar="B",
+                   help="drop and retry a connection averaging under B bytes/s over the rate "
+                        "window; 0 = no minimum (default: %(default)g)")
+    p.add_argument("--rate-window", type=float, default=DEFAULT_RATE_WINDOW, metavar="S",
+                   help="seconds over which --min-rate is averaged (default: %(default)g)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_download)
 
