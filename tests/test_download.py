@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from helpers import REPO
 from hyspecnet_fixture import build_hyspecnet_archives, build_hyspecnet_tree
 
 from hsicomp import download as dl
@@ -313,6 +315,16 @@ def test_deadline_ends_the_retries(server, payload, tmp_path):
     with pytest.raises(HsicompError, match=r"and the 0.5 s deadline is near \(HTTP 503"):
         _get(server, name, dest, md5, retries=30, backoff=0.1, deadline=0.5)
     assert 1 <= len(server.requests) <= 4  # pauses of 0.1, 0.2, 0.4 s fit in 0.5 s at most
+
+
+def test_download_limit_defaults_match_the_workflow_schema():
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    props = schema["$defs"]["hyspecnet"]["properties"]
+    assert props["max_archive_bytes"]["default"] == dl.DEFAULT_MAX_DOWNLOAD_BYTES
+    assert props["download_deadline"]["default"] == dl.DEFAULT_DEADLINE
+    assert props["download_min_rate"]["default"] == dl.DEFAULT_MIN_RATE
+    assert props["download_rate_window"]["default"] == dl.DEFAULT_RATE_WINDOW
+    assert props["max_extracted_bytes"]["default"] == dl.DEFAULT_MAX_EXTRACTED_BYTES
 
 
 def test_invalid_download_limits(tmp_path):
