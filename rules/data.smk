@@ -11,6 +11,10 @@ rule download_archive:
         url=archive_url,
         md5=lambda w: download_root(w.root)["archives"][w.archive],
         retries=lambda w: download_root(w.root)["retries"],
+        max_bytes=lambda w: download_root(w.root)["max_archive_bytes"],
+        deadline=lambda w: download_root(w.root)["download_deadline"],
+        min_rate=lambda w: download_root(w.root)["download_min_rate"],
+        rate_window=lambda w: download_root(w.root)["download_rate_window"],
     log:
         "logs/download/{root}/{archive}.log",
     retries: 1
@@ -20,7 +24,8 @@ rule download_archive:
         ENV
     shell:
         "python -m hsicomp download --url {params.url:q} --md5 {params.md5} --out {output:q}"
-        " --retries {params.retries} > {log:q} 2>&1"
+        " --retries {params.retries} --max-bytes {params.max_bytes} --deadline {params.deadline}"
+        " --min-rate {params.min_rate} --rate-window {params.rate_window} > {log:q} 2>&1"
 
 
 rule extract_archive:
@@ -28,6 +33,8 @@ rule extract_archive:
         "{root}/archives/{archive}",
     output:
         "{root}/.extracted/{archive}.done",
+    params:
+        max_bytes=lambda w: download_root(w.root)["max_extracted_bytes"],
     log:
         "logs/extract/{root}/{archive}.log",
     benchmark:
@@ -35,7 +42,8 @@ rule extract_archive:
     conda:
         ENV
     shell:
-        "python -m hsicomp extract {input:q} --dest {wildcards.root:q} --stamp {output:q} > {log:q} 2>&1"
+        "python -m hsicomp extract {input:q} --dest {wildcards.root:q} --stamp {output:q}"
+        " --max-bytes {params.max_bytes} > {log:q} 2>&1"
 
 
 rule prepare_dataset:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
         with srv.lock:
             srv.requests.append((self.path, rng))
             first = len(srv.requests) == 1
+        if srv.script is not None and srv.script(self):
+            return
         if first and srv.fail_first_status:
             self.send_error(srv.fail_first_status)
             return
@@ -67,6 +70,8 @@ class FileServer(http.server.ThreadingHTTPServer):
         self.cut_after: int | None = None  # first response stops after this many body bytes
         self.ignore_range = False
         self.fail_first_status: int | None = None
+        # called first for every request; returns True when it has answered it
+        self.script: Callable[[RangeHandler], bool] | None = None
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/{name}"
