@@ -14,7 +14,7 @@ from helpers import ENMAP_DIR
 from hsicomp import cli
 from hsicomp.bands import ENMAP_202
 from hsicomp.codec_cli import register_cli
-from hsicomp.codecs import available_codecs, decode_bytes, get_codec
+from hsicomp.codecs import available_codecs, codec_class, decode_bytes, get_codec
 from hsicomp.container import Header, pack, unpack
 from hsicomp.errors import HsicompError
 
@@ -140,6 +140,40 @@ def test_encode_rejects_bad_arguments(cube: np.ndarray, delta: int, bit_depth: i
                                       match: str) -> None:
     with pytest.raises(HsicompError, match=match):
         get_codec("jpeg2000").encode(cube, delta, bit_depth)
+
+
+@pytest.mark.parametrize("delta, bit_depth", [(1 << 14, 14), (2**32, 16), (2**63, 16), (2, 1)])
+def test_delta_must_be_below_two_to_the_bit_depth(delta: int, bit_depth: int) -> None:
+    """A larger delta would overflow the header's u32 field or the coders' int64 arithmetic,
+    and bounds nothing more than ``2**bit_depth - 1`` does."""
+    cube = np.ones((2, 3, 4), np.uint16)
+    for name in ("ccsds123", "jpegls", "raw"):
+        with pytest.raises(HsicompError, match=f"delta {delta} is too large for {bit_depth}-bit"):
+            get_codec(name).encode(cube, delta, bit_depth)
+    top = (1 << bit_depth) - 1
+    header, out = decode_bytes(get_codec("ccsds123").encode(cube, top, bit_depth))
+    assert header.delta == top and max_error(out, cube) <= top
+
+
+@pytest.mark.parametrize("effort", [0, -1, 11, "12"])
+def test_jpegxl_effort_outside_1_to_10_is_refused(effort: object) -> None:
+    """imagecodecs clamps it silently to 1..10; the codec refuses it instead."""
+    with pytest.raises(HsicompError, match="effort must be an integer in 1..10"):
+        get_codec("jpegxl", {"effort": effort})
+
+
+def test_jpegxl_effort_range_is_accepted(cube: np.ndarray) -> None:
+    for effort in (1, 10):
+        _, out = decode_bytes(get_codec("jpegxl", {"effort": effort}).encode(cube[:1], 0, 14))
+        np.testing.assert_array_equal(out, cube[:1])
+
+
+def test_negative_threads_are_refused_by_every_codec_that_takes_threads() -> None:
+    names = [n for n in available_codecs() if "threads" in codec_class(n).defaults]
+    assert {"linerwkv", "linerwkv-lms", "gdn", "gdn-gain", "gdn-ohm", "coolchic"} <= set(names)
+    for name in names:
+        with pytest.raises(HsicompError, match="threads must be >= 0"):
+            get_codec(name, {"threads": "-1"})
 
 
 def test_band_list_is_kept_and_checked(cube: np.ndarray) -> None:

@@ -22,7 +22,7 @@ from hsicomp.entropy.laplace_tables import (
 )
 from hsicomp.errors import HsicompError
 from hsicomp.metrics import compare
-from hsicomp.models.coolchic import CoolChicConfig, decoder_macs
+from hsicomp.models.coolchic import CoolChic, CoolChicConfig, decoder_macs, quantize
 
 torch.set_num_threads(1)
 SHAPE = (8, 16, 16)
@@ -230,6 +230,35 @@ def test_wrong_delta_and_bad_params(cube) -> None:
                    {"arm_hidden": 500}, {"wrong": 1}, {"context": 30}):
         with pytest.raises(HsicompError):
             get_codec("coolchic", params)
+
+
+def test_learning_rate_is_bounded() -> None:
+    for lr in ("1000", "1e308", "inf", "nan", "0", "-0.1", "1.5"):
+        with pytest.raises(HsicompError, match=r"lr must be in \(0, 1\]"):
+            get_codec("coolchic", {**FAST, "lr": lr})
+    assert get_codec("coolchic", {**FAST, "lr": "1"}).params["lr"] == 1.0
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("huge_synthesis", "network tensor 6 is not finite or too large"),
+    ("nan_arm", "network tensor 0 is not finite or too large"),
+    ("nan_latents", "latents are not finite"),
+])
+def test_diverged_fit_is_a_one_line_error(damage: str, match: str) -> None:
+    """A model whose weights blew up (as a fit with a huge lr leaves them) is refused."""
+    config = CoolChicConfig(grids=2, channels=1, context=4, channel_context=0, arm_hidden=3,
+                            synth_hidden=5, synth_layers=1)
+    model = CoolChic(config, 2, 4, 4)
+    with torch.no_grad():
+        if damage == "huge_synthesis":
+            model.synth[0].weight.fill_(1e9)
+        elif damage == "nan_arm":
+            model.arm[0].weight[0, 0] = float("nan")
+        else:
+            model.latents[0][0, 0, 0] = float("nan")
+    with pytest.raises(HsicompError, match=f"fit diverged .*{match}") as err:
+        quantize(model, torch.zeros(2, 4, 4), 0.01)
+    assert "\n" not in str(err.value) and "smaller lr" in str(err.value)
 
 
 def test_decoder_macs_count_every_part() -> None:

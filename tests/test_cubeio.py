@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import h5py
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import ENMAP_DIR
 
-from hsicomp.cubeio import read_cube, write_cube
+from hsicomp.cubeio import cube_files, read_cube, write_cube
 from hsicomp.errors import HsicompError
 
 SHAPE = (4, 5, 7)
@@ -172,6 +174,44 @@ def test_raw_errors(cube: np.ndarray, tmp_path: Path) -> None:
 def test_missing_file(name: str, tmp_path: Path) -> None:
     with pytest.raises(HsicompError, match="file not found"):
         read_cube(tmp_path / name, dims=SHAPE)
+
+
+@pytest.mark.parametrize("name", ["c.npy", "c.tif", "c.h5", "c.bsq", "c.hdr"])
+def test_input_that_is_not_a_regular_file(name: str, tmp_path: Path) -> None:
+    (tmp_path / name).mkdir()
+    with pytest.raises(HsicompError, match=f"{name}: is a directory"):
+        read_cube(tmp_path / name, dims=SHAPE)
+    fifo = tmp_path / ("f" + Path(name).suffix)
+    os.mkfifo(fifo)
+    with pytest.raises(HsicompError, match="not a regular file"):
+        read_cube(fifo, dims=SHAPE)
+
+
+@pytest.mark.parametrize("name", ["c.npy", "c.tif", "c.h5", "c.bsq", "c.hdr"])
+def test_output_that_is_not_a_regular_file_is_left_alone(name: str, cube: np.ndarray,
+                                                         tmp_path: Path) -> None:
+    suffix = Path(name).suffix
+    (tmp_path / name).mkdir()
+    fifo = tmp_path / ("f" + suffix)
+    os.mkfifo(fifo)
+    (tmp_path / "file").write_bytes(b"x")
+    for target, message in ((tmp_path / name, "is a directory"),
+                            (fifo, "not a regular file"),
+                            (tmp_path / "file" / name, "file is not a directory")):
+        with pytest.raises(HsicompError, match=message):
+            write_cube(target, cube)
+    assert (tmp_path / name).is_dir() and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert (tmp_path / "file").read_bytes() == b"x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, fifo.name, "file"])
+
+
+def test_cube_files_name_the_envi_data_file(cube: np.ndarray, tmp_path: Path) -> None:
+    header = tmp_path / "c.hdr"
+    assert cube_files(header) == [header]
+    assert cube_files(header, written=True) == [tmp_path / "c.img", header]
+    write_cube(header, cube)
+    assert cube_files(header) == [header, tmp_path / "c.img"]
+    assert cube_files(tmp_path / "c.npy", written=True) == [tmp_path / "c.npy"]
 
 
 @pytest.mark.parametrize("name", ["c.npy", "c.tif", "c.h5"])

@@ -1,4 +1,9 @@
-"""Atomic file output: write to a temporary file beside the target, then rename."""
+"""Atomic file output: write to a temporary file beside the target, then rename.
+
+Only a regular file (or nothing) is ever replaced: a directory, device, pipe or socket at
+the target is refused with a one-line :class:`HsicompError` (see
+:func:`hsicomp.paths.check_output`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,9 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from hsicomp.errors import HsicompError
+from hsicomp.paths import check_output
 
 
 def _current_umask() -> int:
@@ -24,11 +32,17 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
     On an exception the temporary file is removed and ``path`` is left untouched.
     ``suffix`` keeps a file extension on the temporary name for libraries that need it.
+    HsicompError when ``path`` is not a regular file or its folder cannot be written.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp",
-                                    dir=target.parent)
+    check_output(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp",
+                                        dir=target.parent)
+    except OSError as exc:
+        raise HsicompError(f"{target}: cannot write in {target.parent} "
+                           f"({exc.strerror or exc})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions

@@ -2,17 +2,22 @@
 
 Every module listed in ``COMMAND_MODULES`` defines ``register_cli(subparsers)``, which adds
 its sub-commands and sets ``func`` (taking the parsed arguments, returning an exit code).
-User errors (:class:`HsicompError`) are printed as one line, without a traceback.
+User errors (:class:`HsicompError`, OS errors such as a full disk, bad command-line
+arguments) are printed as one line ``hsicomp: error: ...``, without a traceback. Before a
+command runs, each of its output files (:data:`OUTPUTS`) is checked not to be one of its
+input files and not to be a directory, device or pipe (:func:`hsicomp.paths.check_output`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from hsicomp import __version__
 from hsicomp.errors import HsicompError
+from hsicomp.paths import check_output, os_error_text
 
 COMMAND_MODULES = (
     "hsicomp.codec_cli",
@@ -27,10 +32,28 @@ COMMAND_MODULES = (
     "hsicomp.model_cli",
 )
 
+#: Output file arguments (``dest`` names) of each command that reads and writes files.
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "encode": ("output",), "decode": ("output",), "import-checkpoint": ("out",),
+    "download": ("out",), "extract": ("stamp",), "encode-shard": ("timings",),
+    "verify-shard": ("out",), "aggregate": ("rd", "per_patch"), "bdrate": ("out",),
+    "plot-rd": ("png", "pdf"), "plot-rate-error": ("png", "pdf"),
+    "plot-lossless": ("png", "pdf"), "band-rates": ("out",), "plot-band-rates": ("png", "pdf"),
+    "error-image": ("png", "pdf"), "train": ("out",), "train-gdn": ("out",),
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser that reports a bad command line in one line ``hsicomp: error:``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Print the one-line error with a pointer to ``--help``; exit with status 2."""
+        self.exit(2, f"hsicomp: error: {message} (see '{self.prog} --help')\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every registered sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="hsicomp",
         description="Hyperspectral image compression: codecs, datasets and evaluation.")
     parser.add_argument("--version", action="version", version=f"hsicomp {__version__}")
@@ -40,11 +63,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _paths(value: object) -> list[str | os.PathLike]:
+    """The path-like values among a parsed argument (a list for ``nargs`` arguments)."""
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if isinstance(v, str | os.PathLike)]
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """HsicompError when an output file of the command is one of its inputs or cannot be
+    replaced by a regular file (every other path-like argument counts as an input)."""
+    outputs = OUTPUTS.get(args.command, ())
+    inputs = [p for key, value in vars(args).items() if key not in outputs
+              for p in _paths(value)]
+    for key in outputs:
+        for path in _paths(getattr(args, key, None)):
+            check_output(path, inputs)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad command line (already printed)
+        return int(exc.code or 0)
+    try:
+        check_outputs(args)
         return int(args.func(args) or 0)
     except HsicompError as exc:
         print(f"hsicomp: error: {exc}", file=sys.stderr)
@@ -54,3 +98,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except OSError as exc:
+        print(f"hsicomp: error: {os_error_text(exc)}", file=sys.stderr)
+        return 2

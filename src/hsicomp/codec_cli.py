@@ -10,9 +10,10 @@ from pathlib import Path
 from hsicomp.atomic import atomic_write_bytes
 from hsicomp.codecs import available_codecs, codec_class, decode_bytes, get_codec
 from hsicomp.container import unpack
-from hsicomp.cubeio import SUFFIXES, cube_format, read_cube, write_cube
+from hsicomp.cubeio import SUFFIXES, cube_files, cube_format, read_cube, write_cube
 from hsicomp.errors import HsicompError
 from hsicomp.metrics import bits_per_sample
+from hsicomp.paths import check_output, input_file
 
 
 def parse_dims(text: str) -> tuple[int, int, int]:
@@ -27,6 +28,17 @@ def parse_dims(text: str) -> tuple[int, int, int]:
     return dims  # type: ignore[return-value]
 
 
+def parse_threads(text: str) -> int:
+    """Parse a thread count: a non-negative integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def parse_param(text: str) -> tuple[str, str]:
     """Parse ``key=value``."""
     key, sep, value = text.partition("=")
@@ -37,22 +49,23 @@ def parse_param(text: str) -> tuple[str, str]:
 
 def read_hsic(path: str | Path) -> bytes:
     """The bytes of a .hsic file; HsicompError when it cannot be read."""
-    path = Path(path)
+    path = input_file(path)
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        raise HsicompError(f"{path}: file not found") from None
     except OSError as exc:
         raise HsicompError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
-def _params(args: argparse.Namespace) -> dict[str, str]:
-    """Codec parameters: the --param pairs plus the --model/--coder/--threads shortcuts."""
+def _params(args: argparse.Namespace, codec: str) -> dict[str, str]:
+    """Codec parameters: the --param pairs plus the --model/--coder/--threads shortcuts
+    (--threads goes only to a codec with a ``threads`` parameter; the others ignore it)."""
     params = dict(args.param)
+    cls = codec_class(codec)
     for key in ("model", "coder", "threads"):
         value = getattr(args, key, None)
-        if value is not None:
-            params[key] = str(value)
+        if value is None or (key == "threads" and "threads" not in getattr(cls, "defaults", {})):
+            continue
+        params[key] = str(value)
     return params
 
 
@@ -61,7 +74,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     name = args.codec or ("linerwkv" if args.model else None)
     if name is None:
         raise HsicompError("give --codec NAME (or --model PATH for the linerwkv codec)")
-    codec = get_codec(name, _params(args))
+    check_output(args.output, cube_files(args.input))
+    codec = get_codec(name, _params(args, name))
     cube = read_cube(args.input, dims=args.dims, dataset=args.dataset)
     start = time.perf_counter()
     data = codec.encode(cube, args.delta, args.bit_depth)
@@ -77,9 +91,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_decode(args: argparse.Namespace) -> int:
     """Decode a .hsic file into a cube file of the format given by OUTPUT's extension."""
     cube_format(args.output)
+    for path in cube_files(args.output, written=True):
+        check_output(path, [args.input])
     data = read_hsic(args.input)
+    codec = unpack(data, str(args.input))[0].codec
     start = time.perf_counter()
-    header, cube = decode_bytes(data, _params(args), source=str(args.input))
+    header, cube = decode_bytes(data, _params(args, codec), source=str(args.input))
     seconds = time.perf_counter() - start
     write_cube(args.output, cube)
     print(f"{args.output}: {header.bands}x{header.rows}x{header.cols} {header.codec} "
@@ -152,6 +169,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     """Add the ``encode``, ``decode``, ``info`` and ``codecs`` sub-commands."""
     formats = ", ".join(SUFFIXES)
     param_help = "codec parameter (repeatable)"
+    threads_help = ("the threads parameter of the codecs that have one (linerwkv, linerwkv-lms, "
+                    "gdn, gdn-gain, gdn-ohm, coolchic); the others ignore it")
 
     p = sub.add_parser("encode", help="compress a cube into one .hsic file",
                        description=f"Compress a cube ({formats}) into one .hsic file.")
@@ -164,8 +183,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                    help="model file (linerwkv, linerwkv-lms and the gdn codecs)")
     p.add_argument("--coder", choices=("arith", "ccsds"), default=None,
                    help="linerwkv residual coder (default arith)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="linerwkv prediction / gdn torch threads (default: every CPU)")
+    p.add_argument("--threads", type=parse_threads, default=None, metavar="N", help=threads_help)
     p.add_argument("--delta", type=int, default=0,
                    help="maximum absolute error per sample (0 = lossless, default; a lossy "
                         "codec takes only 0 = no bound)")
@@ -185,6 +203,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", help="output cube")
     p.add_argument("--model", default=None,
                    help="model file the input was coded with (linerwkv and gdn files)")
+    p.add_argument("--threads", type=parse_threads, default=None, metavar="N", help=threads_help)
     p.add_argument("--param", type=parse_param, action="append", default=[],
                    metavar="KEY=VALUE", help=param_help)
     p.set_defaults(func=cmd_decode)

@@ -18,6 +18,7 @@ import numpy as np
 from hsicomp.atomic import atomic_path, atomic_write_text
 from hsicomp.bsq import read_bsq, write_bsq
 from hsicomp.errors import HsicompError
+from hsicomp.paths import check_output, input_file
 
 RAW_SUFFIXES = (".bsq", ".raw")
 NPY_SUFFIXES = (".npy",)
@@ -85,8 +86,7 @@ def read_cube(path: str | os.PathLike, dims: tuple[int, int, int] | None = None,
     """
     path = Path(path)
     suffix = cube_format(path)
-    if not path.is_file():
-        raise HsicompError(f"{path}: file not found")
+    input_file(path)
     if suffix in RAW_SUFFIXES:
         if dims is None:
             raise HsicompError(f"{path}: raw cube needs its dimensions (bands, rows, cols)")
@@ -169,6 +169,21 @@ def _envi_int(fields: dict[str, str], key: str, path: Path, default: int | None 
         return int(fields[key])
     except ValueError:
         raise HsicompError(f"{path}: bad ENVI '{key}' value {fields[key]!r}") from None
+
+
+def cube_files(path: str | os.PathLike, written: bool = False) -> list[Path]:
+    """The files of the cube at ``path``: ``path`` itself and, for an ENVI header, its data
+    file (the one :func:`read_cube` reads, when it exists, or with ``written`` the one
+    :func:`write_cube` writes)."""
+    path = Path(path)
+    if path.suffix.lower() not in ENVI_SUFFIXES:
+        return [path]
+    if written:
+        return [path.with_suffix(ENVI_DATA_SUFFIX), path]
+    try:
+        return [path, _envi_data_file(path)]
+    except HsicompError:
+        return [path]
 
 
 def _envi_data_file(header: Path) -> Path:
@@ -256,6 +271,7 @@ def _write_tiff(path: Path, cube: np.ndarray) -> None:
 
 def _write_envi(path: Path, cube: np.ndarray) -> None:
     bands, rows, cols = cube.shape
+    check_output(path)  # before the data file, so a refused header leaves nothing behind
     write_bsq(path.with_suffix(ENVI_DATA_SUFFIX), cube)
     header = (
         "ENVI\n"

@@ -22,6 +22,8 @@ from hsicomp.errors import HsicompError
 
 #: Largest NEAR parameter JPEG-LS accepts.
 JPEGLS_MAX_DELTA = 255
+#: libjxl encoder efforts (imagecodecs clamps other values silently, so they are refused).
+JPEGXL_EFFORTS = range(1, 11)
 
 
 def encode_varints(values: Iterable[int]) -> bytes:
@@ -168,6 +170,12 @@ class JpegXL(PerBandCodec):
     lossless_only = True
     feature = imagecodecs.JPEGXL
     defaults: ClassVar[dict[str, object]] = {"effort": 5}
+
+    def __init__(self, **params: object) -> None:
+        super().__init__(**params)
+        if self.params["effort"] not in JPEGXL_EFFORTS:
+            raise HsicompError(f"codec 'jpegxl': effort must be an integer in 1..10, got "
+                               f"{self.params['effort']!r}")
 
     def encode_band(self, band: np.ndarray, delta: int, bit_depth: int) -> bytes:
         return imagecodecs.jpegxl_encode(band, lossless=True, effort=self.params["effort"])

@@ -136,6 +136,10 @@ class Codec(ABC):
             raise HsicompError(f"bit depth must be an integer in 1..16, got {bit_depth!r}")
         if isinstance(delta, bool) or not isinstance(delta, int | np.integer) or delta < 0:
             raise HsicompError(f"delta must be a non-negative integer, got {delta!r}")
+        if delta >= 1 << bit_depth:
+            # Every reconstruction in 0 .. 2**bit_depth - 1 is already within that error.
+            raise HsicompError(f"delta {delta} is too large for {bit_depth}-bit samples "
+                               f"(at most {(1 << bit_depth) - 1})")
         if not self.supports(int(delta)):
             kind = ("is lossy (no error bound: use delta 0)" if self.lossy else
                     "is lossless only" if self.lossless_only else "does not support this delta")

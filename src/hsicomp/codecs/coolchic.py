@@ -50,6 +50,8 @@ _CONFIG_FIELDS = ("grids", "channels", "context", "channel_context", "arm_hidden
                   "synth_hidden", "synth_layers")
 _NORM = struct.Struct("<ff")
 _FIXED_SIDE = 1 + _NORM.size
+#: Largest Adam learning rate accepted (the default is 0.04; far larger ones diverge).
+MAX_LR = 1.0
 
 
 @register
@@ -60,8 +62,8 @@ class CoolChicCodec(Codec):
     ``preset`` (``default`` or ``paper``: architecture and iterations; the architecture
     parameters below override it when non-zero), ``grids``, ``channels`` (features per
     grid), ``context`` (spatial ARM context), ``channel_context``, ``arm_hidden``,
-    ``synth_hidden``, ``synth_layers`` (-1 = preset), ``lr``, ``seed`` and ``threads``
-    (torch threads; 0 = leave torch's setting).
+    ``synth_hidden``, ``synth_layers`` (-1 = preset), ``lr`` (Adam learning rate, at most
+    1), ``seed`` and ``threads`` (torch threads; 0 = leave torch's setting).
     """
 
     name = "coolchic"
@@ -100,8 +102,11 @@ class CoolChicCodec(Codec):
         if iterations < 1 or iterations > 10**7:
             raise HsicompError(f"codec {self.name!r}: iterations must be positive")
         lam, lr = float(p["lam"]), float(p["lr"])
-        if not (np.isfinite(lam) and lam >= 0 and np.isfinite(lr) and lr > 0):
-            raise HsicompError(f"codec {self.name!r}: lam must be >= 0 and lr > 0")
+        if not (np.isfinite(lam) and lam >= 0):
+            raise HsicompError(f"codec {self.name!r}: lam must be >= 0, got {lam:g}")
+        if not 0 < lr <= MAX_LR:
+            raise HsicompError(f"codec {self.name!r}: lr must be in (0, {MAX_LR:g}], got "
+                               f"{lr:g}")
         if int(p["threads"]) < 0:
             raise HsicompError(f"codec {self.name!r}: threads must be >= 0")
         return config, iterations

@@ -65,6 +65,9 @@ class GdnCodec(Codec):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
+        if int(self.params["threads"]) < 0:
+            raise HsicompError(f"codec {self.name!r}: threads must be >= 0 (0 = torch's "
+                               "setting)")
         self.last_stats: dict[str, Any] = {}
 
     #: Varints after the model hash: the latent shape (a subclass may add its own).

@@ -213,6 +213,8 @@ class LineRWKVCodec(Codec):
         if self.params["coder"] not in CODERS:
             raise HsicompError(f"codec 'linerwkv': coder must be one of {', '.join(CODERS)}, "
                                f"got {self.params['coder']!r}")
+        if int(self.params["threads"]) < 0:
+            raise HsicompError(f"codec {self.name!r}: threads must be >= 0 (0 = every CPU)")
         #: Statistics of the last encode: predicted samples, how many lay within 0.001 of a
         #: rounding boundary, ``band_bits`` (payload bits of every band: arith, the growth of
         #: the range coder's output in 32-bit words while coding the band's lines; ccsds, the

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import pickle
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from hsicomp.atomic import atomic_path
 from hsicomp.errors import HsicompError
 from hsicomp.models.gdn import TransformCodec, TransformCodecConfig
 from hsicomp.models.linerwkv import SIZES, LineRWKV, LineRWKVConfig
+from hsicomp.paths import input_file
 
 FORMAT = "hsicomp-linerwkv"
 VERSION = 1
@@ -47,10 +50,17 @@ def _save(path: str | Path, fmt: str, version: int, model: torch.nn.Module,
 
 
 def _load(path: Path) -> object:
-    if not path.is_file():
-        raise HsicompError(f"{path}: model file not found")
+    input_file(path, "model file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's advice to load with weights_only=False is dropped: model files never need it.
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|$)",
+                          str(exc), re.MULTILINE)
+        reason = found.group(1).strip() if found else "not a plain torch.save file"
+        raise HsicompError(f"{path}: not a weights-only hsicomp model file ({reason})") from None
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HsicompError(f"{path}: not a readable model file ({first[:200]})") from None

@@ -50,6 +50,7 @@ from hsicomp.entropy.laplace_tables import (
     NGEOMETRIC,
     geometric_scale,
 )
+from hsicomp.errors import HsicompError
 
 __all__ = [
     "PRESETS",
@@ -379,11 +380,15 @@ def weight_code(symbols: np.ndarray) -> tuple[int, int, float]:
 
 def quantize(model: CoolChic, target: Tensor, lam: float) -> tuple[QuantizedCoolChic, float]:
     """Round the latents, choose a step per network tensor (see module doc); returns the
-    quantised model and its loss estimate ``D + lam * R`` (R in bits per sample)."""
+    quantised model and its loss estimate ``D + lam * R`` (R in bits per sample).
+    HsicompError when the fit diverged (non-finite latents, a tensor too large to code)."""
     bands, rows, cols = target.shape
     flat = target.reshape(bands, -1).T.contiguous()
     samples = target.numel()
     with torch.no_grad():
+        if not all(bool(torch.isfinite(y).all()) for y in model.latents):
+            raise HsicompError("coolchic: the fit diverged (latents are not finite); use a "
+                               "smaller lr")
         grids = [torch.round(y.clamp(-LATENT_MAX, LATENT_MAX)) for y in model.latents]
         params = [p.detach().clone() for m in model.arm for p in (m.weight, m.bias)]
         params += [p.detach().clone() for m in model.synth for p in (m.weight, m.bias)]
@@ -414,7 +419,7 @@ def quantize(model: CoolChic, target: Tensor, lam: float) -> tuple[QuantizedCool
                 if idx < 6 and idx % 2 and k > chosen[idx - 1][1] + FRAC_BITS:
                     continue
                 q = torch.round(params[idx] * 2.0 ** k)
-                if float(q.abs().max()) > MAX_WEIGHT:
+                if not float(q.abs().max()) <= MAX_WEIGHT:  # too large, or NaN
                     continue
                 current[idx] = q * 2.0 ** -k
                 qi = q.to(torch.int64).numpy()
@@ -427,7 +432,8 @@ def quantize(model: CoolChic, target: Tensor, lam: float) -> tuple[QuantizedCool
                 if best is None or loss < best[0]:
                     best = (loss, k, qi, lat_bits, dist, w_bits)
             if best is None:
-                raise ValueError(f"network tensor {idx} is too large to quantise")
+                raise HsicompError(f"coolchic: the fit diverged (network tensor {idx} is not "
+                                   f"finite or too large to quantise); use a smaller lr")
             _, k, qi, lat_bits, dist, _ = best
             current[idx] = torch.from_numpy(qi.astype(np.float32)) * 2.0 ** -k
             chosen.append((qi, k))
