@@ -292,6 +292,18 @@ def dataset_spec(name):
     return config["datasets"][name]
 
 
+#: Keys of a hyspecnet entry that only the download and extraction use: changing them does
+#: not prepare the data again.
+DOWNLOAD_ONLY_KEYS = ("base_url", "archives", "retries", "max_archive_bytes",
+                      "download_deadline", "download_min_rate", "download_rate_window",
+                      "max_extracted_bytes")
+
+
+def prepare_spec(name):
+    """The dataset entry as `hsicomp prepare` takes it (without the download-only keys)."""
+    return {k: v for k, v in dataset_spec(name).items() if k not in DOWNLOAD_ONLY_KEYS}
+
+
 def psnr_peak(name):
     spec = dataset_spec(name)
     return spec.get("psnr_peak", (1 << spec["bit_depth"]) - 1)
@@ -390,6 +402,19 @@ def download_root(root):
         if spec["kind"] == "hyspecnet" and spec.get("download") and spec["root"] == root:
             return spec
     raise ValueError(f"no hyspecnet dataset with download: true has root {root!r}")
+
+
+class Untracked:
+    """A rule parameter that does not change the rule's output (an address, a retry count, a
+    time or size bound): Snakemake's params rerun trigger compares only parameters of
+    builtin types, so changing this one does not make the job (and all after it) run again.
+    """
+
+    def __init__(self, value):
+        self.value = value
+
+    def __str__(self):
+        return str(self.value)
 
 
 def archive_url(wildcards):

@@ -8,13 +8,14 @@ rule download_archive:
     wildcard_constraints:
         archive=r"[A-Za-z0-9_.-]+\.tar(\.gz)?",
     params:
-        url=archive_url,
+        # the md5 defines the archive; the address and the bounds do not change it
         md5=lambda w: download_root(w.root)["archives"][w.archive],
-        retries=lambda w: download_root(w.root)["retries"],
-        max_bytes=lambda w: download_root(w.root)["max_archive_bytes"],
-        deadline=lambda w: download_root(w.root)["download_deadline"],
-        min_rate=lambda w: download_root(w.root)["download_min_rate"],
-        rate_window=lambda w: download_root(w.root)["download_rate_window"],
+        url=lambda w: Untracked(archive_url(w)),
+        retries=lambda w: Untracked(download_root(w.root)["retries"]),
+        max_bytes=lambda w: Untracked(download_root(w.root)["max_archive_bytes"]),
+        deadline=lambda w: Untracked(download_root(w.root)["download_deadline"]),
+        min_rate=lambda w: Untracked(download_root(w.root)["download_min_rate"]),
+        rate_window=lambda w: Untracked(download_root(w.root)["download_rate_window"]),
     log:
         "logs/download/{root}/{archive}.log",
     retries: 1
@@ -34,7 +35,7 @@ rule extract_archive:
     output:
         "{root}/.extracted/{archive}.done",
     params:
-        max_bytes=lambda w: download_root(w.root)["max_extracted_bytes"],
+        max_bytes=lambda w: Untracked(download_root(w.root)["max_extracted_bytes"]),
     log:
         "logs/extract/{root}/{archive}.log",
     benchmark:
@@ -55,7 +56,7 @@ rule prepare_dataset:
         train="data/{dataset}/train.h5",
         val="data/{dataset}/val.h5",
     params:
-        spec=lambda w: quoted_json(dataset_spec(w.dataset)),
+        spec=lambda w: quoted_json(prepare_spec(w.dataset)),
     log:
         "logs/prepare/{dataset}.log",
     benchmark:

@@ -298,6 +298,13 @@ def test_hyspecnet_download_prepare_and_evaluate(server, tmp_path):
     rd = read_csv(work / "results" / "rd_all.csv")
     assert [(r["delta"], r["patches"], r["all_ok"]) for r in rd] == [("0", "2", "true"),
                                                                      ("3", "2", "true")]
+    # the address, retries and bounds of the downloads do not change what they produce
+    changed = yaml.safe_load((tmp_path / "hsn.yaml").read_text())
+    changed["datasets"]["hsn"] |= {"download_deadline": 99, "max_extracted_bytes": 10**9,
+                                   "retries": 3, "base_url": server.url("") + "mirror/"}
+    dry = run_snakemake(work, "-n", "results/rd_all.csv", "--configfile",
+                        str(write_config(tmp_path / "hsn2.yaml", changed)))
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout + dry.stderr
 
 
 def test_hyspecnet_md5_mismatch_fails_the_download_job(server, tmp_path):
