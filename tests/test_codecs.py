@@ -336,6 +336,9 @@ def test_cli_encode_decode_info(tmp_path: Path, cube: np.ndarray, capsys) -> Non
     assert args.func(args) == 0
     info = capsys.readouterr().out
     assert "codec: jpegls" in info and "delta: 2" in info and "bit_depth: 14" in info
+    check = unpack(hsic.read_bytes())[0].check
+    assert "format_version: 2" in info
+    assert f"check: 0x{check:08x} (CRC-32 of the decoded samples" in info
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.hsic", "in.npy", "out.npy",
                                                            "out.tif"]
 

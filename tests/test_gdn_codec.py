@@ -87,6 +87,7 @@ def test_rate_is_the_file_size_and_info_shows_lossy(models, cube, tmp_path, caps
     assert cli.main(["info", str(out)]) == 0
     info = capsys.readouterr().out
     assert "lossy: yes" in info and "latent_shape: 4x4x5" in info and "flags: 0x8000" in info
+    assert "(CRC-32 of the decoded symbols, verified on decode)" in info
     assert cli.main(["decode", str(out), str(tmp_path / "d.npy"), "--model",
                      str(models[0])]) == 0
     assert np.load(tmp_path / "d.npy").shape == SHAPE

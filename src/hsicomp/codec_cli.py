@@ -125,6 +125,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     bands = "all" if header.band_list is None else _runs(header.band_list)
     rows = [
         ("file", str(args.input)),
+        ("format_version", str(header.version)),
         ("codec", header.codec),
         ("dims", f"{header.bands}x{header.rows}x{header.cols} (bands x rows x cols)"),
         ("bit_depth", str(header.bit_depth)),
@@ -138,6 +139,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("bits_per_sample", f"{bits_per_sample(len(data), header.shape):.4f}"),
     ]
     cls = codec_class(header.codec)
+    if header.check is not None:
+        covers = f" of the decoded {cls.check_covers}" if cls is not None else ""
+        rows.append(("check", f"0x{header.check:08x} (CRC-32{covers}, verified on decode)"))
     if cls is not None:
         rows += cls.describe_side_info(side_info)
     for key, value in rows:
