@@ -1,13 +1,18 @@
 # Configuration loading and validation, and the helpers the rules share.
 
+import csv
+import hashlib
 import json
+import os
 import re
 import shlex
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
+from snakemake.logging import logger
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import update_config, validate
 
@@ -388,12 +393,99 @@ def evaluation_points():
                     yield dataset, codec, model, delta
 
 
-def metric_files():
-    return [
-        f"results/metrics/{d}/{c}/{m}/d{delta}/shard{k}.csv"
-        for d, c, m, delta in evaluation_points()
-        for k in range(SHARDS)
-    ]
+# The check of every verified shard against its record, before aggregate (see
+# rules/evaluate.smk).
+
+
+class ShardProblem(NamedTuple):
+    reason: str  # one line naming the file
+    remove: list  # the shard's outputs to remove, its record last
+    stamp: int  # modification time (ns) of the record the files no longer match
+
+
+def _bitstream_problem(path, size, sha256, since, when):
+    """Why the bitstream ``path`` is not the file recorded ``when`` (verified, encoded), or
+    None; the sha256 (if recorded) is compared for files modified after ``since`` (ns)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"{path}: missing"
+    if st.st_size != size:
+        return f"{path}: {st.st_size} bytes, {size} when {when}"
+    if sha256 is not None and st.st_mtime_ns > since:
+        with open(path, "rb") as f:
+            if hashlib.file_digest(f, "sha256").hexdigest() != sha256:
+                return f"{path}: changed since it was {when}"
+    return None
+
+
+def _read_record(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def shard_problem(dataset, codec, model, delta, shard, hash_all=False):
+    """A ShardProblem when a shard's bitstreams no longer match their record (its metrics
+    CSV; before it is verified, its timings CSV), else None. ``hash_all``: compare the
+    sha256 of every file, not only of those modified after the record."""
+    keys = dict(dataset=dataset, codec=codec, model=model, delta=delta, shard=shard)
+    bits, timings, metrics = (p.format(**keys) for p in (BITSTREAMS, TIMINGS, METRICS))
+    if os.path.exists(metrics):
+        record, when, remove = metrics, "verified", [bits, timings, metrics]
+        read = lambda r: (r["patch_id"], int(r["bytes"]), r["sha256"])
+    elif os.path.exists(timings) and os.path.isdir(bits):
+        record, when, remove = timings, "encoded", [bits, timings]
+        read = lambda r: (r["patch_id"], int(r["bytes"]), None)
+    else:
+        return None
+    stamp = os.stat(record).st_mtime_ns
+    try:
+        files = [read(row) for row in _read_record(record)]
+    except (OSError, csv.Error, KeyError, TypeError, ValueError):
+        if record == metrics:  # or written before metrics recorded checksums: verify again
+            return ShardProblem(f"{metrics}: unreadable or without bitstream checksums",
+                                [metrics], stamp)
+        return ShardProblem(f"{timings}: unreadable", remove, stamp)
+    for patch_id, size, sha256 in files:
+        reason = _bitstream_problem(f"{bits}/{patch_id}.hsic", size, sha256,
+                                    -1 if hash_all else stamp, when)
+        if reason:
+            return ShardProblem(reason, remove, stamp)
+    return None
+
+
+# invalidate_shards stamp -> the problems it handles (filled by aggregate_inputs)
+_PROBLEMS = {}
+
+
+def aggregate_inputs(wildcards):
+    """The metrics CSV of every shard that still matches its record, and for the others
+    the invalidate_shards output (after which their metrics are built again)."""
+    files, problems = [], []
+    hash_all = not os.path.exists(rules.aggregate.output.rd)
+    for dataset, codec, model, delta in evaluation_points():
+        for shard in range(SHARDS):
+            keys = dict(dataset=dataset, codec=codec, model=model, delta=delta, shard=shard)
+            problem = shard_problem(**keys, hash_all=hash_all)
+            if problem is None:
+                files.append(METRICS.format(**keys))
+            else:
+                problems.append(problem)
+    if problems:
+        for problem in problems:
+            logger.warning(f"{problem.reason}: the shard is encoded and verified again")
+        text = "\n".join(f"{p.reason} {p.stamp}" for p in problems)
+        stamp = hashlib.sha256(text.encode()).hexdigest()[:16]
+        _PROBLEMS[stamp] = problems
+        files.append(INVALIDATED.format(stamp=stamp))
+    return files
+
+
+def invalidated(wildcards):
+    """The problems behind one invalidate_shards job."""
+    if wildcards.stamp not in _PROBLEMS:
+        aggregate_inputs(wildcards)
+    return _PROBLEMS.get(wildcards.stamp, [])
 
 
 def download_root(root):

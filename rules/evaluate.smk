@@ -1,5 +1,18 @@
 # Evaluation stage: decode every bitstream and compare with the original, then aggregate
 # per-patch metrics into rd_all.csv and draw the rate-distortion figure.
+#
+# A result never outlives its bitstream: the metrics CSV of a shard records each file's
+# size and sha256. Whenever aggregate is part of the run (`-n` included), every verified
+# shard is checked against that record (sizes of all files; the sha256 of files modified
+# after the record, of every file while rd_all.csv is missing); if a file is missing or
+# changed, the checkpoint invalidate_shards removes the bitstreams, timings and metrics of
+# those shards and rd_all.csv, and Snakemake then encodes and verifies those shards again
+# before aggregate. aggregate itself checks every file's sha256 (and removes rd_all.csv
+# when one differs, so that the next run rebuilds that shard). The check: shard_problem and
+# aggregate_inputs in rules/common.smk.
+
+METRICS = "results/metrics/{dataset}/{codec}/{model}/d{delta}/shard{shard}.csv"
+INVALIDATED = "results/invalidated/{stamp}.txt"
 
 
 rule verify_shard:
@@ -10,7 +23,7 @@ rule verify_shard:
         timings=TIMINGS,
         model=model_input,
     output:
-        "results/metrics/{dataset}/{codec}/{model}/d{delta}/shard{shard}.csv",
+        METRICS,
     params:
         shards=SHARDS,
         codec=lambda w: codec_name(w.codec),
@@ -37,7 +50,7 @@ rule verify_shard:
 
 rule aggregate:
     input:
-        metric_files(),
+        aggregate_inputs,
     output:
         rd=report(
             "results/rd_all.csv",
@@ -52,6 +65,28 @@ rule aggregate:
     shell:
         "python -m hsicomp aggregate {input:q} --rd {output.rd:q} --per-patch {output.per_patch:q}"
         " > {log:q} 2>&1"
+
+
+checkpoint invalidate_shards:
+    """Remove the shards whose bitstreams no longer match their record, and the tables that
+    describe them; the DAG is then updated, so that those shards are encoded and verified
+    again. The output lists the files found wrong."""
+    output:
+        INVALIDATED,
+    wildcard_constraints:
+        stamp=r"[0-9a-f]{16}",
+    params:
+        reasons=lambda w: [p.reason for p in invalidated(w)],
+        paths=lambda w: [path for p in invalidated(w) for path in p.remove],
+        tables=[rules.aggregate.output.rd, rules.aggregate.output.per_patch],
+    localrule: True
+    log:
+        "logs/invalidate_shards/{stamp}.log",
+    conda:
+        ENV
+    shell:
+        "rm -rfv -- {params.paths:q} {params.tables:q} > {log:q} 2>&1"
+        " && printf '%s\\n' {params.reasons:q} > {output:q}"
 
 
 rule plot_rd:

@@ -1,12 +1,15 @@
 """Shard encoding and verification, aggregation and the rate-distortion figure, end to end."""
 
 import csv
+import hashlib
 import math
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_line_error
 
 from hsicomp import cli, evaluate
 from hsicomp.aggregate import aggregate
@@ -86,6 +89,8 @@ def test_encode_verify_roundtrip(dataset: Path, tmp_path: Path, codec: str, delt
     for r in rows:
         size = (out_dir / f"{r['patch_id']}.hsic").stat().st_size
         assert int(r["bytes"]) == size
+        assert r["file"] == str(out_dir / f"{r['patch_id']}.hsic")
+        assert r["sha256"] == hashlib.sha256(Path(r["file"]).read_bytes()).hexdigest()
         assert float(r["bpppc"]) == pytest.approx(8 * size / math.prod(SHAPE))
         assert r["roundtrip_ok"] == "true"
         assert int(r["max_abs_error"]) <= delta
@@ -169,6 +174,13 @@ def _metric_row(dataset: str, codec: str, delta: int, patch: str, n_bytes: int, 
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
+    """Write the metrics CSV, and beside it a bitstream of each row's size that it records."""
+    for row in rows:
+        data = bytes(range(256)) * (row["bytes"] // 256) + bytes(row["bytes"] % 256)
+        bits = path.parent / "bits" / f"{row['codec']}-{row['delta']}-{row['patch_id']}.hsic"
+        bits.parent.mkdir(exist_ok=True)
+        bits.write_bytes(data)
+        row.update(file=str(bits), sha256=hashlib.sha256(data).hexdigest())
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=PATCH_COLUMNS)
         writer.writeheader()
@@ -214,6 +226,48 @@ def test_aggregate_rejects_duplicate_patch(tmp_path: Path):
     with pytest.raises(HsicompError, match="more than once"):
         aggregate([a, a], tmp_path / "rd.csv", tmp_path / "pp.csv")
     assert not (tmp_path / "rd.csv").exists()
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate", "flip"])
+def test_aggregate_refuses_a_bitstream_that_changed_since_verified(tmp_path: Path, damage):
+    a = tmp_path / "a.csv"
+    _write_metrics(a, [_metric_row("toy", "jpegls", 0, "p1", 300, 0.0, 0),
+                       _metric_row("toy", "jpegls", 0, "p2", 200, 0.0, 0)])
+    rd, per_patch = tmp_path / "rd.csv", tmp_path / "pp.csv"
+    aggregate([a], rd, per_patch)
+    assert [r["total_bytes"] for r in _read_csv(rd)] == ["500"]
+    target = tmp_path / "bits" / "jpegls-0-p2.hsic"
+    stat = target.stat()
+    data = bytearray(target.read_bytes())
+    if damage == "delete":
+        target.unlink()
+    elif damage == "truncate":
+        target.write_bytes(data[:-1])
+    else:  # same size and modification time, one byte changed
+        data[100] ^= 0x01
+        target.write_bytes(data)
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    expected = {"delete": f"{target}: bitstream missing (verified in {a})",
+                "truncate": f"{target}: 199 bytes, 200 when verified in {a}",
+                "flip": f"{target}: not the file verified in {a} (sha256 differs)"}[damage]
+    assert one_line_error(aggregate, [a], rd, per_patch) == expected
+    # the tables of the earlier run are not left describing other files
+    assert not rd.exists() and not per_patch.exists()
+
+
+def test_aggregate_names_metrics_without_checksums(tmp_path: Path, capsys):
+    a = tmp_path / "a.csv"
+    _write_metrics(a, [_metric_row("toy", "jpegls", 0, "p1", 300, 0.0, 0)])
+    rows = _read_csv(a)
+    with open(a, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PATCH_COLUMNS[:-2], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    rd = tmp_path / "rd.csv"
+    assert main(["aggregate", str(a), "--rd", str(rd), "--per-patch", str(tmp_path / "pp")]) == 2
+    assert capsys.readouterr().err == (f"hsicomp: error: {a}: metrics without bitstream "
+                                       "checksums (written by an older hsicomp): verify the "
+                                       "shard again\n")
 
 
 def test_pipeline_cli_and_plot(dataset: Path, tmp_path: Path):

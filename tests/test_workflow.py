@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -160,6 +162,87 @@ def test_tiny_workflow_end_to_end(tmp_path):
         assert int(row["max_abs_error"]) <= int(row["delta"])
     assert (tmp_path / "results" / "figures" / "rd_psnr.png").stat().st_size > 1000
     nothing = run_snakemake(tmp_path, "-n", "results/rd_all.csv", "--configfile", str(cfg))
+    assert "Nothing to be done" in nothing.stdout + nothing.stderr
+
+
+def _bitstreams(work: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted((work / "results" / "bitstreams").rglob("*.hsic"))}
+
+
+def _assert_tables_match_the_files(work: Path) -> None:
+    """rd_all.csv and per_patch.csv describe the bitstreams on disk, every row all_ok."""
+    rd = read_csv(work / "results" / "rd_all.csv")
+    assert [(r["codec"], r["delta"], r["patches"], r["all_ok"]) for r in rd] == [
+        ("jpeg2000", "0", "3", "true"), ("jpegls", "0", "3", "true"), ("jpegls", "2", "3", "true")]
+    per_patch = read_csv(work / "results" / "per_patch.csv")
+    assert len(per_patch) == 9
+    for row in per_patch:
+        data = (work / row["file"]).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (int(row["bytes"]), row["sha256"])
+    for r in rd:
+        assert int(r["total_bytes"]) == sum(int(p["bytes"]) for p in per_patch
+                                            if (p["codec"], p["delta"]) == (r["codec"], r["delta"]))
+
+
+def _flip_a_byte(path: Path, keep_mtime: bool = False) -> None:
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(data)
+    if keep_mtime:
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_results_never_outlive_their_bitstreams(tmp_path):
+    cfg = write_config(tmp_path / "tiny.yaml", TINY)
+    target = ("--cores", "2", "results/rd_all.csv", "--configfile", str(cfg))
+    run_snakemake(tmp_path, *target)
+    original = _bitstreams(tmp_path)
+    bits = tmp_path / "results" / "bitstreams" / "tiny"
+    deleted = bits / "jpegls" / "-" / "d0" / "shard0" / "synth-test-0000.hsic"
+    truncated = bits / "jpegls" / "-" / "d2" / "shard1" / "synth-test-0001.hsic"
+    corrupted = bits / "jpeg2000" / "-" / "d0" / "shard0" / "synth-test-0002.hsic"
+    untouched = sorted((bits / "jpegls" / "-" / "d0" / "shard1").glob("*.hsic"))
+    mtimes = [p.stat().st_mtime_ns for p in untouched]
+    deleted.unlink()
+    truncated.write_bytes(truncated.read_bytes()[:-7])
+    _flip_a_byte(corrupted)
+
+    dry = run_snakemake(tmp_path, "-n", *target[2:])
+    out = dry.stdout + dry.stderr
+    for path in (deleted, truncated, corrupted):
+        assert str(path.relative_to(tmp_path)) in out
+    assert re.search(r"invalidate_shards\s+1\n", out)
+    proc = run_snakemake(tmp_path, *target)
+    # only the three damaged shards are encoded again
+    assert len(re.findall(r"rule encode_shard:", proc.stdout + proc.stderr)) == 3
+    assert _bitstreams(tmp_path) == original  # encoded again: the same bytes
+    assert [p.stat().st_mtime_ns for p in untouched] == mtimes
+    _assert_tables_match_the_files(tmp_path)
+
+    # every bitstream and metrics file of one codec deleted (folders and timings kept)
+    for path in (bits / "jpeg2000").rglob("*.hsic"):
+        path.unlink()
+    for path in (tmp_path / "results" / "metrics" / "tiny" / "jpeg2000").rglob("*.csv"):
+        path.unlink()
+    run_snakemake(tmp_path, *target)
+    assert _bitstreams(tmp_path) == original
+    _assert_tables_match_the_files(tmp_path)
+
+    # a change that keeps size and modification time is found when aggregate runs: it fails
+    # naming the file and removes rd_all.csv; the next run encodes that shard again
+    hidden = bits / "jpegls" / "-" / "d2" / "shard0" / "synth-test-0000.hsic"
+    _flip_a_byte(hidden, keep_mtime=True)
+    proc = run_snakemake(tmp_path, *target, "--forcerun", "aggregate", check=False)
+    assert proc.returncode != 0
+    assert (f"hsicomp: error: {hidden.relative_to(tmp_path)}: not the file verified in "
+            f"results/metrics/tiny/jpegls/-/d2/shard0.csv (sha256 differs)") in (
+        proc.stdout + proc.stderr)
+    assert not (tmp_path / "results" / "rd_all.csv").exists()
+    run_snakemake(tmp_path, *target)
+    assert _bitstreams(tmp_path) == original
+    _assert_tables_match_the_files(tmp_path)
+    nothing = run_snakemake(tmp_path, "-n", *target[2:])
     assert "Nothing to be done" in nothing.stdout + nothing.stderr
 
 

@@ -1,12 +1,15 @@
 """Aggregate per-patch metrics CSVs into rate-distortion rows, one per dataset/codec/model/delta.
 
 A lossy codec's point (``lossy`` true, empty ``delta``) is one row per dataset/codec/model.
+Every bitstream a metrics row describes is checked first: it must still have the size and
+sha256 recorded when it was verified.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import math
 import sys
@@ -36,6 +39,9 @@ def _read_rows(path: Path) -> list[dict]:
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
+            if reader.fieldnames == PATCH_COLUMNS[:-2]:
+                raise HsicompError(f"{path}: metrics without bitstream checksums (written by "
+                                   f"an older hsicomp): verify the shard again")
             if reader.fieldnames != PATCH_COLUMNS:
                 raise HsicompError(f"{path}: not a per-patch metrics file "
                                    f"(columns {reader.fieldnames})")
@@ -51,10 +57,32 @@ def _read_rows(path: Path) -> list[dict]:
             parse_bool(row["roundtrip_ok"])
             if parse_bool(row["lossy"]) != (row["delta"] == ""):
                 raise ValueError("a lossy row has an empty delta, others an integer")
+            if not row["file"] or len(row["sha256"]) != 64:
+                raise ValueError("no bitstream file or sha256")
+            int(row["sha256"], 16)
             _sort_key(row)
         except (TypeError, ValueError):
             raise HsicompError(f"{path}:{line}: malformed row") from None
     return rows
+
+
+def _check_bitstream(row: dict, source: Path) -> None:
+    """Raise when the row's bitstream is gone or is not the file verified in ``source``."""
+    path = Path(row["file"])
+    verified = int(row["bytes"])
+    try:
+        size = path.stat().st_size
+        if size == verified:
+            with open(path, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        raise HsicompError(f"{path}: bitstream missing (verified in {source})") from None
+    except OSError as exc:
+        raise HsicompError(f"{path}: cannot read the bitstream ({exc.strerror})") from None
+    if size != verified:
+        raise HsicompError(f"{path}: {size} bytes, {verified} when verified in {source}")
+    if digest != row["sha256"]:
+        raise HsicompError(f"{path}: not the file verified in {source} (sha256 differs)")
 
 
 def _safe_div(a: float, b: float) -> float:
@@ -113,9 +141,24 @@ def aggregate(metric_csvs: list[Path], rd_out: Path, per_patch_out: Path) -> Non
     """Concatenate per-patch metrics into ``per_patch_out`` and summarise them into ``rd_out``.
 
     Both outputs are sorted by dataset, codec, model, delta (and patch_id); lossy rows keep
-    their empty delta.
+    their empty delta. Each row's bitstream must still be the verified file (size and
+    sha256). Both outputs are written atomically; on any error both are removed, so that
+    neither is left describing other files.
     """
-    rows = [row for path in metric_csvs for row in _read_rows(Path(path))]
+    try:
+        _aggregate(metric_csvs, Path(rd_out), Path(per_patch_out))
+    except BaseException:
+        Path(rd_out).unlink(missing_ok=True)
+        Path(per_patch_out).unlink(missing_ok=True)
+        raise
+
+
+def _aggregate(metric_csvs: list[Path], rd_out: Path, per_patch_out: Path) -> None:
+    rows = []
+    for path in map(Path, metric_csvs):
+        for row in _read_rows(path):
+            _check_bitstream(row, path)
+            rows.append(row)
     rows.sort(key=_sort_key)
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -151,7 +194,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     """Add the ``aggregate`` command."""
     p = sub.add_parser("aggregate", help="summarise per-patch metrics into rate-distortion rows")
     p.add_argument("metrics", nargs="+", type=Path, metavar="METRICS_CSV",
-                   help="per-patch metrics CSVs written by verify-shard")
+                   help="per-patch metrics CSVs written by verify-shard (each row's bitstream "
+                   "is checked against its recorded size and sha256; on any error both "
+                   "outputs are removed)")
     p.add_argument("--rd", type=Path, required=True, help="rate-distortion summary CSV")
     p.add_argument("--per-patch", type=Path, required=True, help="combined per-patch CSV")
     p.set_defaults(func=_cmd_aggregate)

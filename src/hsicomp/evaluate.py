@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import sys
@@ -106,8 +107,8 @@ def _read_timings(path: Path) -> dict[str, float]:
 
 
 def _verify_patch(path: Path, rec: PatchRecord, original: np.ndarray, coder: Codec,
-                  delta: int, peak: float, label: str | None = None) -> tuple[dict, float, int]:
-    """Decode one bitstream and check it; return (metrics, decode seconds, file bytes).
+                  delta: int, peak: float, label: str | None = None) -> tuple[dict, float, bytes]:
+    """Decode one bitstream and check it; return (metrics, decode seconds, the file's bytes).
 
     Every file must decode to the original's shape within the bit depth; files of a
     near-lossless codec must also stay within ``delta`` (equal the original at delta 0),
@@ -147,13 +148,13 @@ def _verify_patch(path: Path, rec: PatchRecord, original: np.ndarray, coder: Cod
         raise HsicompError(f"{what} decoded samples are not {rec.bit_depth}-bit unsigned")
     m = compare(original, decoded, peak)
     if coder.lossy:
-        return m, seconds, len(data)
+        return m, seconds, data
     if delta == 0 and not (decoded == original).all():
         raise HsicompError(f"{what} decoded cube differs from the original "
                            f"(max error {m['max_abs_error']})")
     if m["max_abs_error"] > delta:
         raise HsicompError(f"{what} decoded max error {m['max_abs_error']} > {delta}")
-    return m, seconds, len(data)
+    return m, seconds, data
 
 
 def verify_shard(manifest: Path, shard: int, shards: int, bitstreams: Path, timings_csv: Path,
@@ -163,8 +164,9 @@ def verify_shard(manifest: Path, shard: int, shards: int, bitstreams: Path, timi
 
     ``codec`` is the registry name; the CSV's ``codec`` column holds ``label`` (default
     ``codec``), the name of the configuration entry. Rows of a lossy codec have an empty
-    ``delta`` and ``lossy`` true. Raises :class:`HsicompError` on the first failed patch,
-    before anything is written.
+    ``delta`` and ``lossy`` true. Each row records the bitstream's path, size and sha256, so
+    that ``aggregate`` can check the files are still the ones verified. Raises
+    :class:`HsicompError` on the first failed patch, before anything is written.
     """
     manifest, bitstreams = Path(manifest), Path(bitstreams)
     records = _shard_records(manifest, shard, shards)
@@ -176,7 +178,8 @@ def verify_shard(manifest: Path, shard: int, shards: int, bitstreams: Path, timi
         if rec.patch_id not in timings:
             raise HsicompError(f"{timings_csv}: no encode time for patch {rec.patch_id}")
         original = _read_patch(manifest, rec)
-        m, decode_s, n_bytes = _verify_patch(path, rec, original, coder, delta, peak, label)
+        m, decode_s, data = _verify_patch(path, rec, original, coder, delta, peak, label)
+        n_bytes = len(data)
         rows.append({
             "dataset": dataset, "codec": label or codec, "model": model,
             "delta": "" if coder.lossy else delta, "lossy": coder.lossy,
@@ -184,6 +187,7 @@ def verify_shard(manifest: Path, shard: int, shards: int, bitstreams: Path, timi
             "bytes": n_bytes, "bpppc": bits_per_sample(n_bytes, rec.shape),
             **m,
             "encode_s": timings[rec.patch_id], "decode_s": decode_s, "roundtrip_ok": True,
+            "file": str(path), "sha256": hashlib.sha256(data).hexdigest(),
         })
     atomic_write_text(out_csv, _csv_text(PATCH_COLUMNS, rows, 10))
     return rows

@@ -7,11 +7,12 @@ import math
 import numpy as np
 
 #: Columns of the per-patch metrics CSV written by ``verify-shard``. A lossy codec's rows
-#: (no maximum-error guarantee) have an empty ``delta`` and ``lossy`` true.
+#: (no maximum-error guarantee) have an empty ``delta`` and ``lossy`` true; ``file`` is the
+#: verified bitstream (as the path was given) and ``sha256`` the hash of its bytes.
 PATCH_COLUMNS = [
     "dataset", "codec", "model", "delta", "lossy", "patch_id", "bands", "rows", "cols", "bytes",
     "bpppc", "mse", "psnr", "mae", "max_abs_error", "sam_deg", "encode_s", "decode_s",
-    "roundtrip_ok",
+    "roundtrip_ok", "file", "sha256",
 ]
 
 
