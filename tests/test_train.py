@@ -134,6 +134,9 @@ def test_import_released_checkpoint(tmp_path):
     loaded, data = load_model(tmp_path / "s.pt")
     assert data["size"] == "S"
     assert model_hash(loaded) == model_hash(model)
+    first = (tmp_path / "s.pt").read_bytes()
+    import_checkpoint(tmp_path / "release.pth", tmp_path / "s.pt")
+    assert (tmp_path / "s.pt").read_bytes() == first  # same input, same bytes
 
 
 def test_import_rejects_foreign_or_mismatched_files(tmp_path):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import pickle
 import re
 import warnings
@@ -26,7 +27,7 @@ from typing import Any
 
 import torch
 
-from hsicomp.atomic import atomic_path
+from hsicomp.atomic import atomic_write_bytes
 from hsicomp.errors import HsicompError
 from hsicomp.models.gdn import TransformCodec, TransformCodecConfig
 from hsicomp.models.linerwkv import SIZES, LineRWKV, LineRWKVConfig
@@ -45,8 +46,11 @@ def _save(path: str | Path, fmt: str, version: int, model: torch.nn.Module,
                "config": dataclasses.asdict(model.config),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                "metadata": metadata or {}}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    # through memory: torch.save names its archive after the file, and the temporary file's
+    # name is random, so writing to it directly would give other bytes every time
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _load(path: Path) -> object:
