@@ -29,11 +29,15 @@ lint: env
 	$(BIN)/ruff check src tests benchmarks
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --lint
 
-# Fetch the DVC-tracked data and models, then mark them up to date for Snakemake
-# (pulled files get arbitrary modification times).
+# Fetch the DVC-tracked files, then mark them up to date for Snakemake (pulled files get
+# arbitrary modification times): the released LineRWKV checkpoints from the authors'
+# repository (network access), the data and models from the project's remote when one is
+# configured. CONFIG=config/hyspecnet.yaml touches that configuration's models.
 pull: env
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc pull
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 1 --touch data models
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc pull checkpoints/linerwkv-release/*.pth.dvc
+	if [ -n "$$($(BIN)/dvc remote list)" ]; then PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc pull; fi
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 1 --touch data models \
+		$(if $(CONFIG),--configfile $(CONFIG))
 
 clean:
 	rm -rf results logs .snakemake

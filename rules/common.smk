@@ -42,9 +42,28 @@ def _apply_dataset_defaults():
 
 _apply_dataset_defaults()
 
+def size_weights(size):
+    """Where a LineRWKV size's weights come from: `train` or `release`."""
+    weights = config["linerwkv"].get("weights", "train")
+    return weights.get(size, "train") if isinstance(weights, dict) else weights
+
+
+def trained_sizes():
+    """The configured LineRWKV sizes that are trained (not released weights)."""
+    return [size for size in config["linerwkv"]["sizes"] if size_weights(size) == "train"]
+
+
 def _check_train_datasets():
     if "linerwkv" not in config:
         return
+    if "release" in config["datasets"]:
+        raise ValueError("datasets: the name 'release' is reserved (models/release/ holds "
+                         "the released LineRWKV weights)")
+    if not trained_sizes():
+        return
+    if "train_dataset" not in config["linerwkv"]:
+        raise ValueError(f"linerwkv: sizes {', '.join(trained_sizes())} are trained: give "
+                         f"train_dataset (or weights: release)")
     train = config["linerwkv"]["train_dataset"]
     pairs = train.items() if isinstance(train, dict) else [(d, train) for d in config["datasets"]]
     for evaluated, source in pairs:
@@ -275,8 +294,19 @@ def train_dataset(dataset):
 
 
 def model_file(size, dataset):
-    """The trained LineRWKV model of one size that codes ``dataset``."""
+    """The LineRWKV model of one size that codes ``dataset``: trained on its training
+    dataset, or the released weights converted (models/release/)."""
+    if size_weights(size) == "release":
+        return f"models/release/linerwkv-{size}.pt"
     return f"models/{train_dataset(dataset)}/linerwkv-{size}.pt"
+
+
+#: The DVC imports of the released LineRWKV checkpoints (see checkpoints/linerwkv-release/).
+RELEASE_CHECKPOINT = "checkpoints/linerwkv-release/{lower}.pth"
+
+
+def release_checkpoint(wildcards):
+    return RELEASE_CHECKPOINT.format(lower=wildcards.size.lower())
 
 
 def model_files():

@@ -1,6 +1,7 @@
 # Training stage: one LineRWKV predictor per size, one gdn transform codec per gdn entry
 # and lambda, and one model per gdn-gain / gdn-ohm entry, on the training split of one
-# dataset. Interrupted jobs resume from <model>.pt.state on rerun.
+# dataset. Interrupted jobs resume from <model>.pt.state on rerun. LineRWKV sizes with
+# `weights: release` are not trained: the authors' checkpoints are fetched and converted.
 
 
 rule train:
@@ -95,6 +96,45 @@ rule train_gdn_curve:
     shell:
         "python -m hsicomp train-gdn --data data/{wildcards.dataset} --out {output.model:q}"
         " --settings {params.settings} --threads {threads} > {log:q} 2>&1"
+
+
+ruleorder: import_release > train
+
+
+rule fetch_release:
+    """A released LineRWKV checkpoint, fetched from the authors' repository by DVC (the
+    import is pinned to one commit; needs network access)."""
+    output:
+        "checkpoints/linerwkv-release/{lower}.pth",
+    wildcard_constraints:
+        lower=r"xs|s|m|l",
+    resources:
+        dvc=1,
+    localrule: True
+    log:
+        "logs/fetch_release/{lower}.log",
+    conda:
+        "../envs/dvc.yaml"
+    shell:
+        "dvc pull {output:q}.dvc > {log:q} 2>&1"
+
+
+rule import_release:
+    """A LineRWKV size with the authors' published weights (linerwkv.weights: release):
+    the checkpoint, checked against the published sha256 and converted (no training)."""
+    input:
+        release_checkpoint,
+    output:
+        "models/release/linerwkv-{size}.pt",
+    wildcard_constraints:
+        size=r"XS|S|M|L",
+    log:
+        "logs/import_release/{size}.log",
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp import-checkpoint {input:q} {output:q} --release {wildcards.size}"
+        " > {log:q} 2>&1"
 
 
 rule models:

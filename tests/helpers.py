@@ -133,3 +133,33 @@ def version1_file(data: bytes) -> bytes:
     body = bytearray(data[:-8])
     body[4] = 1
     return bytes(body) + struct.pack("<I", zlib.crc32(body))
+
+
+def write_config(path: Path, config: dict) -> Path:
+    """Write a workflow configuration as YAML; return its path."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a CSV file as dictionaries."""
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def dvc(cwd: Path, *args: str) -> str:
+    """Run dvc in ``cwd`` (it must succeed); return its output."""
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=tool_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"dvc {' '.join(args)}: {proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def git(cwd: Path, *args: str) -> None:
+    """Run git in ``cwd`` with a fixed identity (it must succeed)."""
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd,
+                   check=True, capture_output=True)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, run_snakemake, tool_env
+from helpers import REPO, dvc, git, read_csv, run_snakemake, write_config
 
 TINY = {
     "datasets": {"tiny": {"kind": "synthetic", "seed": 5, "bands": 6, "rows": 12, "cols": 10,
@@ -22,16 +19,6 @@ TINY = {
     "codecs": {"jpegls": {}, "jpeg2000": {"deltas": [0]}},
     "evaluation": {"shards": 2},
 }
-
-
-def write_config(path: Path, config: dict) -> Path:
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_lint_has_no_errors(tmp_path):
@@ -55,10 +42,12 @@ def test_hyspecnet_dry_run_without_data(tmp_path):
     assert re.search(r"download_archive\s+11\n", out)
     assert re.search(r"encode_shard\s+4064\n", out)
     assert re.search(r"verify_shard\s+4064\n", out)
-    assert re.search(r"train\s+4\n", out)  # XS, S, M, L
+    assert not re.search(r"\btrain\s+\d+\n", out)  # the released LineRWKV weights:
+    assert re.search(r"fetch_release\s+4\n", out)  # XS, S, M and L fetched by DVC
+    assert re.search(r"import_release\s+4\n", out)  # and converted
     assert re.search(r"train_gdn\s+5\n", out)  # one per lambda
     assert re.search(r"train_gdn_curve\s+2\n", out)  # gdn-gain and gdn-ohm: one model each
-    assert re.search(r"total\s+8171\n", out)
+    assert re.search(r"total\s+8175\n", out)
     assert not (tmp_path / "downloads").exists()
 
 
@@ -301,18 +290,6 @@ def test_linerwkv_model_param_is_rejected(tmp_path):
     proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
     assert "codecs.lw.params: model is set by the workflow" in proc.stdout + proc.stderr
-
-
-def dvc(cwd: Path, *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=tool_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"dvc {' '.join(args)}: {proc.stdout}\n{proc.stderr}"
-    return proc.stdout + proc.stderr
-
-
-def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd,
-                   check=True, capture_output=True)
 
 
 def test_dvc_push_pull_round_trip_leaves_nothing_to_do(tmp_path):

@@ -10,8 +10,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from hsicomp.models.checkpoint import import_checkpoint
 
     out = args.out or str(Path(args.checkpoint).with_suffix("")) + ".hsicomp.pt"
-    size = import_checkpoint(args.checkpoint, out)
-    print(f"{out}: LineRWKV {size} imported from {args.checkpoint}")
+    size = import_checkpoint(args.checkpoint, out, args.release)
+    checked = f" (the released {size}, sha256 checked)" if args.release else ""
+    print(f"{out}: LineRWKV {size} imported from {args.checkpoint}{checked}")
     return 0
 
 
@@ -47,6 +48,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", help="released checkpoint (.pth state dict)")
     p.add_argument("out", nargs="?",
                    help="output model file (default: CHECKPOINT stem + .hsicomp.pt)")
+    p.add_argument("--release", choices=["XS", "S", "M", "L"],
+                   help="require CHECKPOINT to be the authors' published checkpoint of this "
+                        "size (sha256 and converted weights checked)")
     p.set_defaults(func=_cmd_import)
     p = sub.add_parser("model-info", help="print the size, parameter count and hash of a model "
                        "(LineRWKV or GDN)")

@@ -159,9 +159,17 @@ def size_name(config: LineRWKVConfig) -> str:
     return next((name for name, c in SIZES.items() if c == config), "custom")
 
 
-def import_checkpoint(src: str | Path, dst: str | Path) -> str:
-    """Convert a released LineRWKV checkpoint into an hsicomp model file; return the size."""
+def import_checkpoint(src: str | Path, dst: str | Path, release: str | None = None) -> str:
+    """Convert a released LineRWKV checkpoint into an hsicomp model file; return the size.
+
+    With ``release`` (a size name), ``src`` must be that published checkpoint, byte for byte,
+    and the converted weights must hash to the published ones
+    (:data:`hsicomp.models.release.RELEASE`). The model file records the checkpoint's sha256.
+    """
+    from hsicomp.models.release import check_release, file_sha256
+
     src = Path(src)
+    published = check_release(src, release) if release is not None else None
     data = _load(src)
     if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
@@ -178,5 +186,10 @@ def import_checkpoint(src: str | Path, dst: str | Path) -> str:
         raise HsicompError(f"{src}: keys or shapes do not match LineRWKV "
                            f"({str(exc).splitlines()[0][:200]})") from None
     size = size_name(config)
-    save_model(dst, model.float(), size, metadata={"imported_from": src.name})
+    model = model.float()
+    if published is not None and (size != release or model_hash(model) != published.weights_sha256):
+        raise HsicompError(f"{src}: converts to LineRWKV {size} with weights "
+                           f"{model_hash(model)[:16]}..., not the released {release}")
+    save_model(dst, model, size, metadata={"imported_from": src.name,
+                                           "source_sha256": file_sha256(src)})
     return size
