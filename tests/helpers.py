@@ -163,3 +163,21 @@ def git(cwd: Path, *args: str) -> None:
     """Run git in ``cwd`` with a fixed identity (it must succeed)."""
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd,
                    check=True, capture_output=True)
+
+
+#: The EnMAP tiles of the two crops of ../shared/docs/anchors.md (x, y of each tile).
+ENMAP_CROPS = {"se_128x64": [(x, y) for y in (64, 96, 128, 160) for x in (160, 192)],
+               "mid_64x64": [(x, y) for x in (96, 128) for y in (96, 128)]}
+
+
+def enmap_crop(name: str):
+    """One of the two real EnMAP crops (202 bands, uint16), or a pytest skip without the
+    shared tiles."""
+    from hsicomp.datasets import read_geotiff, to_uint
+
+    tiles = [ENMAP_DIR / f"enmap_potsdam_tile_{x}_{y}.tif" for x, y in ENMAP_CROPS[name]]
+    if not all(t.is_file() for t in tiles):
+        pytest.skip(f"no EnMAP tiles in {ENMAP_DIR}")
+    data, nodata = read_geotiff(tiles, "enmap202")
+    return to_uint(data, 14, nodata, name).cube
+

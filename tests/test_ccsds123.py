@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import ENMAP_DIR, smooth_cube, version1_file
+from helpers import enmap_crop, smooth_cube, version1_file
 
 from hsicomp.codecs import decode_bytes, get_codec
 from hsicomp.codecs.ccsds123 import (
@@ -488,13 +488,7 @@ MID_ANCHORS = {0: 5.848, 5: 2.559}
 
 @pytest.fixture(scope="module")
 def mid_crop() -> np.ndarray:
-    tiles = [ENMAP_DIR / f"enmap_potsdam_tile_{x}_{y}.tif" for x in (96, 128) for y in (96, 128)]
-    if not all(t.is_file() for t in tiles):
-        pytest.skip(f"no EnMAP tiles in {ENMAP_DIR}")
-    from hsicomp.datasets import read_geotiff, to_uint
-
-    data, nodata = read_geotiff(tiles, "enmap202")
-    cube = to_uint(data, 14, nodata, "mid_64x64").cube
+    cube = enmap_crop("mid_64x64")
     assert cube.shape == (202, 64, 64)
     return cube
 

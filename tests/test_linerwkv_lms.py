@@ -32,7 +32,9 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _codec(model: Path, coder: str = "arith", **extra: object):
-    return get_codec("linerwkv-lms", {"model": str(model), "coder": coder, **extra})
+    """The codec with the network always used (``network`` ``on``) unless ``extra`` says."""
+    return get_codec("linerwkv-lms", {"model": str(model), "coder": coder, "network": "on",
+                                      **extra})
 
 
 def _roundtrip(codec, cube: np.ndarray, delta: int, bit_depth: int) -> bytes:
@@ -215,10 +217,11 @@ def test_command_line(model_path: Path, tmp_path: Path) -> None:
                               text=True, env=tool_env(), timeout=300)
 
     enc = run("encode", str(src), str(hsic), "--codec", "linerwkv-lms", "--model",
-              str(model_path), "--delta", "2", "--bit-depth", "12")
+              str(model_path), "--delta", "2", "--bit-depth", "12", "--param", "network=on")
     assert enc.returncode == 0, enc.stderr
     info = run("info", str(hsic))
-    assert "ext_init: 8/8" in info.stdout and "model_sha256: " in info.stdout, info.stdout
+    assert "network: used, ext_init 8/8" in info.stdout and "model_sha256: " in info.stdout, \
+        info.stdout
     dec = run("decode", str(hsic), str(out), "--model", str(model_path))
     assert dec.returncode == 0, dec.stderr
     assert int(np.abs(np.load(out).astype(np.int64) - cube).max()) <= 2
@@ -232,3 +235,35 @@ def test_band_bits_account_for_the_payload(model_path: Path, coder: str) -> None
     bits = codec.last_stats["band_bits"]
     assert bits.shape == (5,) and (bits > 0).all()
     assert 8 * len(payload) - 104 <= bits.sum() <= 8 * len(payload)
+
+
+@pytest.mark.parametrize("delta", [0, 3])
+def test_auto_keeps_the_smaller_of_with_and_without_the_network(model_path: Path,
+                                                                delta: int) -> None:
+    """network auto: the file with the network, or the one ccsds123 with the same predictor
+    settings writes (plus the fixed side info), whichever is smaller; the latter decodes
+    without the model."""
+    settings = {"P": 2, "nu_max": 5, "cascade": 5}
+    for seed in (3, 4):
+        cube = smooth_cube((6, 9, 11), 12, seed=seed)
+        on = _codec(model_path, **settings).encode(cube, delta, 12)
+        auto = _codec(model_path, network="auto", **settings).encode(cube, delta, 12)
+        plain = get_codec("ccsds123", {"coder": "arith", **settings}).encode(cube, delta, 12)
+        header, side, payload = unpack(auto)
+        without = side[2 + 32] == 255
+        overhead = len(side) - len(unpack(plain)[1])
+        assert overhead == 3 + 32 or not without
+        # the fixed side info and the longer codec name in the header
+        assert len(auto) == min(len(on), len(plain) + 3 + 32 + len("linerwkv-lms") - 8)
+        if without:
+            assert payload == unpack(plain)[2]
+            fields = dict(LineRWKVLmsCodec.describe_side_info(side))
+            assert fields["network"] == "not used (coded without it)"
+            decoded = get_codec("linerwkv-lms").decode(auto)  # no model needed
+        else:
+            assert auto == on
+            decoded = _codec(model_path).decode(auto)
+        assert int(np.abs(decoded.astype(np.int64) - cube).max()) <= delta
+    with pytest.raises(HsicompError, match="network must be one of auto, on"):
+        _codec(model_path, network="off")
+

@@ -12,12 +12,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from helpers import (
     REPO,
     SHARED,
     dvc,
+    enmap_crop,
     git,
     one_line_error,
     read_csv,
@@ -25,6 +27,8 @@ from helpers import (
     write_config,
 )
 
+from hsicomp.codecs import get_codec
+from hsicomp.container import unpack
 from hsicomp.models.checkpoint import import_checkpoint, load_model, model_hash
 from hsicomp.models.release import COMMIT, RELEASE, REPOSITORY, file_sha256
 
@@ -158,3 +162,23 @@ def test_import_refuses_a_file_that_is_not_the_release(tmp_path: Path) -> None:
     assert "not the released LineRWKV S checkpoint" in one_line_error(
         import_checkpoint, COPIES / "xs.pth", tmp_path / "x.pt", "S")
     assert not (tmp_path / "x.pt").exists()
+
+
+@needs_copies
+@pytest.mark.parametrize(("crop", "delta", "network"), [("mid_64x64", 0, True),
+                                                        ("se_128x64", 40, False)])
+def test_released_s_is_used_where_it_pays(tmp_path: Path, crop: str, delta: int,
+                                          network: bool) -> None:
+    """linerwkv-lms (network auto) with the released S on the real crops: at delta 0 on
+    mid_64x64 the file uses the network; at delta 40 on se_128x64 the network does not pay
+    and the file is the one coded without it, which decodes without the model."""
+    cube = enmap_crop(crop)
+    model = tmp_path / "s.pt"
+    import_checkpoint(COPIES / "s.pth", model, "S")
+    params = {"coder": "arith", "P": 7, "nu_max": 6, "ext_init": 8}
+    data = get_codec("linerwkv-lms", {"model": str(model), **params}).encode(cube, delta, 16)
+    used = unpack(data)[1][2 + 32] != 255
+    assert used == network
+    decoder = get_codec("linerwkv-lms", {"model": str(model)} if used else {})
+    assert int(np.abs(decoder.decode(data).astype(np.int64) - cube).max()) <= delta
+

@@ -28,12 +28,21 @@ Encoder (the decoder mirrors every step)
        (the CCSDS-123 sample-adaptive Golomb coder on the mapped indices), in BIL order.
        The decoder decodes every index first, then runs predictor and network.
 
+Without the network (``network`` ``auto``, the default)
+    The encoder also codes the cube with the same predictor and coder settings but no
+    network input, which is exactly what ``ccsds123`` with those settings writes, and keeps
+    the smaller file; such a file says so (``ext_init`` byte 255, no band statistics) and
+    decodes without the model. Where the network does not pay (large ``delta`` on scenes
+    unlike its training data) the codec is never worse than its own adaptive stage alone.
+
 Side info (inside the .hsic container)
     ``u8`` layout version, ``u8`` kernel arithmetic version, 32 bytes sha256 of the model
-    weights, ``u8`` ext_init, the 16 bytes of the ``ccsds123`` settings in its layout
-    version 2 (coder, predictor and Golomb parameters, cascade), then per band the varints
-    ``16 mean`` and ``16 std``. Layout version 2; version 1 files (15 bytes of settings in
-    the ``ccsds123`` layout version 1, no second stage) are still read.
+    weights, ``u8`` ext_init (255: coded without the network), the 16 bytes of the
+    ``ccsds123`` settings in its layout version 2 (coder, predictor and Golomb parameters,
+    cascade), then, when the network was used, per band the varints ``16 mean`` and
+    ``16 std``. Layout version 3; version 2 files (no ext_init 255) and version 1 files
+    (15 bytes of settings in the ``ccsds123`` layout version 1, no second stage) are still
+    read.
 """
 
 from __future__ import annotations
@@ -57,7 +66,13 @@ from hsicomp.codecs.linerwkv import (
 from hsicomp.codecs.lms import C_INPUTS, code_line, code_rows
 from hsicomp.errors import HsicompError
 
-LAYOUT_VERSION = 2  # version 1: 15-byte ccsds123 settings without the second stage
+#: Side-info layout: version 1 has 15-byte ccsds123 settings (no second stage), version 2
+#: the 16-byte ones, version 3 adds ``ext_init`` NO_NETWORK (coded without the network).
+LAYOUT_VERSION = 3
+#: The ``ext_init`` byte of a file coded without the network (no band statistics follow).
+NO_NETWORK = 0xFF
+#: Values of the parameter ``network``.
+NETWORK_CHOICES = ("auto", "on")
 _HASH_BYTES = 32
 _SETTINGS_BYTES = len(_Settings(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0).pack(2))
 _FIXED_SIDE = 3 + _HASH_BYTES + _SETTINGS_BYTES
@@ -115,16 +130,18 @@ class LineRWKVLmsCodec(LineRWKVCodec):
     """LineRWKV + adaptive CCSDS-123 stage with in-loop quantization (module docstring).
 
     Parameters: ``model``, ``coder`` (``arith`` or ``ccsds``), ``threads`` as for
-    ``linerwkv``; ``ext_init`` (0..8, the network's initial weight in eighths); and the
+    ``linerwkv``; ``ext_init`` (0..8, the network's initial weight in eighths); the
     predictor parameters of ``ccsds123`` (``mode``, ``local_sum``, ``P``, ``omega``,
     ``register``, ``nu_min``, ``nu_max``, ``t_inc``, same defaults; ``cascade``, default 5:
-    the second stage with weight step ``2**-5``, 0 turns it off).
+    the second stage with weight step ``2**-5``, 0 turns it off); ``network``: ``auto``
+    (default: the cube is also coded without the network, as ``ccsds123`` with the same
+    predictor settings would code it, and the smaller file is kept) or ``on``.
     """
 
     name = "linerwkv-lms"
     defaults: ClassVar[dict[str, Any]] = {
         **LineRWKVCodec.defaults, "ext_init": 8,
-        **{k: Ccsds123Codec.defaults[k] for k in _LMS_KEYS}, "cascade": 5,
+        **{k: Ccsds123Codec.defaults[k] for k in _LMS_KEYS}, "cascade": 5, "network": "auto",
     }
 
     def __init__(self, **params: Any) -> None:
@@ -134,6 +151,9 @@ class LineRWKVLmsCodec(LineRWKVCodec):
                 or not 0 <= ext_init <= 8:
             raise HsicompError(f"codec '{self.name}': ext_init must be an integer in 0..8, "
                                f"got {ext_init!r}")
+        if self.params["network"] not in NETWORK_CHOICES:
+            raise HsicompError(f"codec '{self.name}': network must be one of "
+                               f"{', '.join(NETWORK_CHOICES)}, got {self.params['network']!r}")
         self._ccsds = Ccsds123Codec(coder=_CCSDS_CODER[self.params["coder"]],
                                     **{k: self.params[k] for k in _LMS_KEYS})
         self.last_stats = {}
@@ -156,13 +176,28 @@ class LineRWKVLmsCodec(LineRWKVCodec):
             if delta == 0 else None
         self._code(weights, run, _Stats(mean16, std16), cube, codes, rec, False, known)
         payload, band_bits = self._ccsds._entropy_encode(settings, codes, dbits)
-        self.last_stats = {"band_bits": band_bits}
-        side = bytes([LAYOUT_VERSION, _arithmetic_version()]) + digest + bytes([ext_init]) \
-            + settings.pack(2) \
+        side = self._side(digest, ext_init, settings) \
             + encode_varints(v for pair in zip(mean16.tolist(), std16.tolist(), strict=True)
                              for v in pair)
         header = self.make_header(cube, delta, bit_depth, band_list)
-        return self.pack(header, side, payload, [rec.astype(np.uint16)])
+        self.last_stats = {"band_bits": band_bits, "network": True}
+        data = self.pack(header, side, payload, [rec.astype(np.uint16)])
+        if self.params["network"] == "auto":
+            # the same predictor without the network input: the standard one, bit for bit
+            settings.run(cube, codes, rec, False, dbits, delta)
+            payload, band_bits = self._ccsds._entropy_encode(settings, codes, dbits)
+            plain = self.pack(header, self._side(digest, NO_NETWORK, settings), payload,
+                              [rec.astype(np.uint16)])
+            if len(plain) < len(data):
+                self.last_stats = {"band_bits": band_bits, "network": False}
+                return plain
+        return data
+
+    @staticmethod
+    def _side(digest: bytes, ext_init: int, settings: _Settings) -> bytes:
+        """The fixed part of the side info (band statistics follow when the network runs)."""
+        return bytes([LAYOUT_VERSION, _arithmetic_version()]) + digest + bytes([ext_init]) \
+            + settings.pack(2)
 
     def _lossless_predictions(self, weights: Any, cube: np.ndarray, stats: _Stats,
                               dbits: int) -> np.ndarray | None:
@@ -225,21 +260,26 @@ class LineRWKVLmsCodec(LineRWKVCodec):
     # ---- decoder
 
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
-        """Decode .hsic bytes written by this codec (needs the same model file)."""
+        """Decode .hsic bytes written by this codec (needs the same model file, unless the
+        file was coded without the network)."""
         header, side, payload = self.read_container(data, source)
         bands, rows, cols = header.shape
         dbits = header.bit_depth
         digest, ext_init, settings, mean16, std16 = self._read_side(side, bands, dbits, source)
-        weights = self._model_for(digest, source)
+        weights = self._model_for(digest, source) if ext_init != NO_NETWORK else None
         try:
             codes = Ccsds123Codec._entropy_decode(settings, payload, header.shape, dbits)
         except ValueError as exc:
             raise HsicompError(f"{source}: corrupt payload ({' '.join(str(exc).split())})") \
                 from None
         rec = np.empty(header.shape, np.int32)
-        run = _Run(settings, ext_init, dbits, header.delta, header.shape)
-        bad = self._code(weights, run, _Stats(mean16, std16), np.zeros((1, 1, 1), np.uint16),
-                         codes, rec, True)
+        if weights is None:
+            bad = settings.run(np.zeros((1, 1, 1), np.uint16), codes, rec, True, dbits,
+                               header.delta)
+        else:
+            run = _Run(settings, ext_init, dbits, header.delta, header.shape)
+            bad = self._code(weights, run, _Stats(mean16, std16),
+                             np.zeros((1, 1, 1), np.uint16), codes, rec, True)
         if bad >= 0:
             z, rest = divmod(bad, rows * cols)
             raise HsicompError(f"{source}: corrupt payload (impossible quantizer index at "
@@ -248,17 +288,19 @@ class LineRWKVLmsCodec(LineRWKVCodec):
 
     def _read_side(self, side: bytes, bands: int, dbits: int,
                    source: str) -> tuple[bytes, int, _Settings, np.ndarray, np.ndarray]:
-        if len(side) < _FIXED_SIDE:
+        if len(side) < _FIXED_SIDE - 1:
             raise HsicompError(f"{source}: corrupt side info ({len(side)} bytes)")
-        if side[0] not in (LAYOUT_VERSION - 1, LAYOUT_VERSION):
+        if side[0] not in (1, 2, LAYOUT_VERSION):
             raise HsicompError(f"{source}: unsupported {self.name} layout version {side[0]}")
-        fixed = _FIXED_SIDE - (side[0] != LAYOUT_VERSION)
+        fixed = _FIXED_SIDE - (side[0] == 1)
+        if len(side) < fixed:
+            raise HsicompError(f"{source}: corrupt side info ({len(side)} bytes)")
         if side[1] != _arithmetic_version():
             raise HsicompError(f"{source}: coded with prediction arithmetic version {side[1]}, "
                                f"this hsicomp has version {_arithmetic_version()}")
         digest = side[2:2 + _HASH_BYTES]
         ext_init = side[2 + _HASH_BYTES]
-        if ext_init > 8:
+        if ext_init > 8 and not (ext_init == NO_NETWORK and side[0] == LAYOUT_VERSION):
             raise HsicompError(f"{source}: corrupt side info (ext_init {ext_init})")
         settings = _Settings.unpack(side[3 + _HASH_BYTES:fixed], source)
         try:
@@ -266,6 +308,12 @@ class LineRWKVLmsCodec(LineRWKVCodec):
         except HsicompError as exc:
             reason = str(exc).removeprefix("codec 'ccsds123': ")
             raise HsicompError(f"{source}: corrupt side info ({reason})") from None
+        if ext_init == NO_NETWORK:
+            if len(side) != fixed:
+                raise HsicompError(f"{source}: corrupt side info ({len(side) - fixed} bytes "
+                                   f"after the settings of a file coded without the network)")
+            none = np.zeros(0, np.int64)
+            return digest, ext_init, settings, none, none
         values = decode_varints(side[fixed:], 2 * bands, source, "band statistics")
         stats = np.asarray(values, dtype=np.int64).reshape(bands, 2)
         mean16, std16 = stats[:, 0], stats[:, 1]
@@ -277,10 +325,12 @@ class LineRWKVLmsCodec(LineRWKVCodec):
     @classmethod
     def describe_side_info(cls, side: bytes) -> list[tuple[str, str]]:
         """Readable fields of a linerwkv-lms file's side info (for ``hsicomp info``)."""
-        if len(side) < _FIXED_SIDE:
+        if len(side) < _FIXED_SIDE - 1:
             return [("side_info", "corrupt")]
+        ext_init = side[2 + _HASH_BYTES]
         fields = [("kernel_arithmetic", str(side[1])),
                   ("model_sha256", side[2:2 + _HASH_BYTES].hex()),
-                  ("ext_init", f"{side[2 + _HASH_BYTES]}/8")]
-        fixed = _FIXED_SIDE - (side[0] != LAYOUT_VERSION)
+                  ("network", "not used (coded without it)" if ext_init == NO_NETWORK
+                   else f"used, ext_init {ext_init}/8")]
+        fixed = _FIXED_SIDE - (side[0] == 1)
         return fields + Ccsds123Codec.describe_side_info(side[3 + _HASH_BYTES:fixed])
