@@ -81,9 +81,13 @@ def valid_files(model_path: Path, ohm_model_path: Path,
         codec = get_codec("linerwkv", {"model": str(model_path), "coder": coder})
         files[f"linerwkv-{coder}"] = codec.encode(cube, 0, 12)
         files[f"linerwkv-{coder}-d3"] = codec.encode(cube, 3, 12)
-    lms = get_codec("linerwkv-lms", {"model": str(model_path)})
+    lms = get_codec("linerwkv-lms", {"model": str(model_path), "network": "on"})
     files["linerwkv-lms"] = lms.encode(cube, 0, 12)
     files["linerwkv-lms-d5"] = lms.encode(cube, 5, 12)
+    # network auto: with this random model, the file coded without the network
+    files["linerwkv-lms-auto"] = get_codec("linerwkv-lms", {"model": str(model_path)}).encode(
+        cube, 0, 12)
+    assert unpack(files["linerwkv-lms-auto"])[1][2 + 32] == 255
     for name in ("jpegls", "jpeg2000", "jpegxl", "raw"):
         files[name] = get_codec(name).encode(cube, 0, 12)
     files["jpegls-d2"] = get_codec("jpegls").encode(cube, 2, 12)
