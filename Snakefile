@@ -30,4 +30,5 @@ rule all:
         rules.band_rates.output,
         rules.plot_band_rates.output,
         rules.error_image.output,
+        rules.compare_references.output if config.get("references") else [],
         model_files(),

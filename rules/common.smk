@@ -257,6 +257,9 @@ def _check_model_codecs():
                 f"codecs.{label} uses codec {codec_name(label)!r}, which needs trained models:"
                 f" add a linerwkv: section (train_dataset, sizes) to the config"
             )
+        extra = sorted(set(entry.get("sizes", [])) - set(config["linerwkv"]["sizes"]))
+        if extra:
+            raise ValueError(f"codecs.{label}.sizes: {', '.join(extra)} not in linerwkv.sizes")
         given = sorted({"model", "threads"} & set(entry.get("params", {})))
         if given:
             raise ValueError(
@@ -360,7 +363,7 @@ def codec_models(codec):
     """Values of the {model} wildcard of a codec entry: the linerwkv sizes, the gdn (and
     coolchic) lambda tags, the rate tags of a curve entry (gdn-gain, gdn-ohm), or "-"."""
     if codec_name(codec) in MODEL_CODECS:
-        return list(config["linerwkv"]["sizes"])
+        return list(config["codecs"][codec].get("sizes", config["linerwkv"]["sizes"]))
     if codec_name(codec) in GDN_CODECS | OVERFIT_CODECS:
         return list(gdn_lambdas(codec))
     if codec_name(codec) in CURVE_CODECS:

@@ -86,6 +86,27 @@ rule bdrate:
         " > {log:q} 2>&1"
 
 
+rule compare_references:
+    """The rates of rd_all.csv next to the reference rates of the config's `references`."""
+    input:
+        "results/rd_all.csv",
+    output:
+        report(
+            "results/reference_comparison.csv",
+            caption="../workflow/report/reference_comparison.rst",
+            category="Results",
+        ),
+    params:
+        references=lambda w: quoted_json(config.get("references", {})),
+    log:
+        "logs/figures/compare_references.log",
+    conda:
+        ENV
+    shell:
+        "python -m hsicomp compare-rates {input:q} --references {params.references}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
 rule plot_rate_error:
     input:
         "results/rd_all.csv",

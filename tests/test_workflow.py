@@ -131,6 +131,32 @@ def test_bad_config_is_rejected(tmp_path):
     assert "shards" in proc.stdout + proc.stderr
 
 
+def test_entry_sizes_and_references_in_the_plan(tmp_path):
+    """A linerwkv entry's own sizes, released weights (fetched and converted, nothing
+    trained) and the reference comparison, in a dry run; an entry size that is not a
+    configured size is refused."""
+    config = dict(TINY, evaluation={"shards": 1}, deltas=[0],
+                  codecs={"jpegls": {}, "net": {"codec": "linerwkv", "sizes": ["S"]},
+                          "lms": {"codec": "linerwkv-lms"}},
+                  linerwkv={"weights": "release", "sizes": ["XS", "S"]},
+                  references={"anchor": {"compare": ["lms"],
+                                         "rates": {"tiny": {"*": {0: 6.0}}}}})
+    proc = run_snakemake(tmp_path, "-n", "--configfile",
+                         str(write_config(tmp_path / "c.yaml", config)))
+    out = proc.stdout + proc.stderr
+    assert re.search(r"encode_shard\s+4\n", out)  # jpegls, net S, lms XS and S
+    assert "results/bitstreams/tiny/net/S/d0/shard0" in out
+    assert "results/bitstreams/tiny/net/XS" not in out
+    assert re.search(r"fetch_release\s+2\n", out) and re.search(r"import_release\s+2\n", out)
+    assert not re.search(r"\btrain\s+\d+\n", out)
+    assert re.search(r"compare_references\s+1\n", out)
+    config["codecs"]["net"]["sizes"] = ["L"]
+    proc = run_snakemake(tmp_path, "-n", "--configfile",
+                         str(write_config(tmp_path / "c.yaml", config)), check=False)
+    assert proc.returncode != 0
+    assert "codecs.net.sizes: L not in linerwkv.sizes" in proc.stdout + proc.stderr
+
+
 def test_tiny_workflow_end_to_end(tmp_path):
     cfg = write_config(tmp_path / "tiny.yaml", TINY)
     run_snakemake(tmp_path, "--cores", "2", "results/rd_all.csv", "results/figures/rd_psnr.png",
