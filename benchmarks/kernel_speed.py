@@ -4,6 +4,11 @@ Encoder side: ``predict_cube`` on the whole cube (threads 1 and 2). Decoder side
 ``KernelStepper`` loop as a decoder runs it (``start``, then per line ``begin_line`` and per
 band ``predict_band`` + ``push_band``), threaded (default) and unthreaded.
 
+Each row also gives the multiply-adds per second of the dense layers (``linerwkv_macs``) and
+their fraction of the machine's float32 ceiling, measured here as torch's matrix product of
+two 2048x2048 float32 matrices on the same number of threads (oneDNN/MKL, close to the FMA
+peak): the kernel cannot run faster than that ceiling allows without leaving float32.
+
     python benchmarks/kernel_speed.py [--sizes XS S] [--threads 1 2] [--repeats 3]
 """
 
@@ -15,6 +20,7 @@ import time
 import numpy as np
 import torch
 from common import machine, write_rows
+from speed_table import linerwkv_macs
 
 from hsicomp.models import LineRWKV
 from hsicomp.models.kernel import ARITHMETIC_VERSION, KernelStepper, KernelWeights, predict_cube
@@ -33,6 +39,19 @@ def decode_loop(weights: KernelWeights, x: np.ndarray, threaded: bool) -> None:
         for i in range(n_bands):
             stepper.predict_band(i, out)
             stepper.push_band(i, x[i, t])
+
+
+def gemm_macs_per_s(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """Multiply-adds per second of torch's float32 n x n matrix product on ``threads`` threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b
+        best, _ = best_of(lambda: a @ b, repeats)
+    finally:
+        torch.set_num_threads(previous)
+    return n**3 / best
 
 
 def best_of(fn, repeats: int) -> tuple[float, float]:
@@ -60,6 +79,9 @@ def main() -> None:
     xn, _, _ = normalise(torch.from_numpy(cube.astype(np.float32)))
     x = np.ascontiguousarray(xn.numpy(), dtype=np.float32)
     n_pred = x.shape[0] * (x.shape[1] - 1) * x.shape[2]  # predicted samples
+    ceiling = {t: gemm_macs_per_s(t) for t in sorted({*args.threads, 1, 2})}
+    for t, value in ceiling.items():
+        print(f"float32 matrix product, {t} thread(s): {value / 1e9:.1f} G multiply-adds/s")
     rows = []
     for size in args.sizes:
         torch.manual_seed(0)
@@ -72,11 +94,16 @@ def main() -> None:
         if not args.skip_decode:
             runs += [("decode threaded", lambda w=weights: decode_loop(w, x, True)),
                      ("decode serial", lambda w=weights: decode_loop(w, x, False))]
+        config = LineRWKV.from_size(size).config
         for name, fn in runs:
             best, worst = best_of(fn, args.repeats)
+            threads = 1 if name == "decode serial" else (
+                int(name.split("t")[-1]) if name.startswith("encode") else 2)
+            mac = linerwkv_macs(config, x.shape, decoder=name.startswith("decode")) / best
             row = {"size": size, "run": name, "best_s": best, "worst_s": worst,
                    "msamples_per_s": n_pred / best / 1e6,
-                   "msamples_per_s_worst": n_pred / worst / 1e6}
+                   "msamples_per_s_worst": n_pred / worst / 1e6,
+                   "gmacs_per_s": mac / 1e9, "of_matrix_product": mac / ceiling[threads]}
             print(row, flush=True)
             rows.append(row)
     write_rows(args.name, rows)
