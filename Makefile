@@ -6,6 +6,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORES  ?= all
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu installs torch's CPU-only build (no CUDA
+# packages) before the other requirements; by default pip takes torch from PyPI.
+TORCH_INDEX ?=
+TORCH_PIN := $(shell grep '^torch==' requirements.lock)
 export DVC_NO_ANALYTICS := 1
 
 .PHONY: env demo test lint pull clean
@@ -13,6 +17,7 @@ export DVC_NO_ANALYTICS := 1
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet --index-url $(TORCH_INDEX) "$(TORCH_PIN)")
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)

@@ -276,12 +276,13 @@ SHARDS = config["evaluation"]["shards"]
 # --sdm conda the rule's environment provides python and the package comes from src/.
 if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
     _src = shlex.quote(str(Path(workflow.basedir) / "src"))
-    shell.prefix(f"set -euo pipefail; export PYTHONPATH={_src}${{PYTHONPATH:+:$PYTHONPATH}}; ")
+    # Snakemake formats the prefix like a command: shell braces are doubled once more.
+    shell.prefix(f"set -euo pipefail; export PYTHONPATH={_src}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 else:
     _bin = shlex.quote(str(Path(sys.executable).parent))
     shell.prefix(f"set -euo pipefail; export PATH={_bin}:$PATH; ")
 
-ENV = "../envs/hsicomp.yaml"
+ENV = f"../envs/{config['conda_env']}.yaml"
 
 
 def train_settings(size):

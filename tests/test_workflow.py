@@ -509,3 +509,52 @@ def test_bad_gdn_entries_are_rejected(tmp_path, entry, message):
     proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
+
+
+FAKE_CONDA = """#!/bin/sh
+# Answers the three questions Snakemake asks conda before it plans a run.
+case "$1" in
+  --version) echo "conda 24.7.1" ;;
+  info) echo '{"conda_version": "24.7.1", "platform": "linux-64", "envs_dirs": [],
+               "pkgs_dirs": [], "root_prefix": "/nonexistent",
+               "conda_prefix": "/nonexistent", "active_prefix": null}' ;;
+  config) echo '{"get": {"channel_priority": "strict"}}' ;;
+  *) echo "conda $* is not available here" >&2; exit 1 ;;
+esac
+"""
+
+
+def test_conda_deployment_parses_and_plans(tmp_path, monkeypatch):
+    """--sdm conda: the rules' shell prefix parses and every job gets the project environment.
+
+    Conda itself cannot be installed on the test machines; a stand-in answers the version and
+    configuration queries so that Snakemake gets as far as planning the jobs.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "conda").write_text(FAKE_CONDA)
+    (bin_dir / "conda").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_snakemake(work, "--sdm", "conda", "-n", "--cores", "1", "results/rd_all.csv")
+    out = proc.stdout + proc.stderr
+    assert re.search(r"encode_shard\s+60\n", out)
+    assert "envs/hsicomp.yaml will be created" in out
+    config = write_config(tmp_path / "cpu.yaml", {**TINY, "conda_env": "hsicomp-cpu"})
+    proc = run_snakemake(work, "--sdm", "conda", "-n", "--cores", "1", "--configfile", str(config))
+    assert "envs/hsicomp-cpu.yaml will be created" in proc.stdout + proc.stderr
+
+
+def test_conda_environments_pin_what_requirements_lock_pins():
+    """Every pip pin of envs/*.yaml is the version requirements.lock installs."""
+    lock = dict(line.lower().split("==")
+                for line in (REPO / "requirements.lock").read_text().split() if "==" in line)
+    for path in sorted((REPO / "envs").glob("*.yaml")):
+        env = yaml.safe_load(path.read_text())
+        pip = next(item["pip"] for item in env["dependencies"] if isinstance(item, dict))
+        pins = [item for item in pip if not item.startswith("-")]
+        assert pins, path
+        for pin in pins:
+            name, version = pin.split("==")
+            assert lock[name.lower()] == version.removesuffix("+cpu"), f"{path.name}: {pin}"
