@@ -4,6 +4,7 @@ import csv
 import hashlib
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -362,3 +363,21 @@ def test_plot_has_one_curve_per_codec_and_model(tmp_path: Path):
     png = tmp_path / "rd.png"
     plot_rd(rd, png)
     assert png.stat().st_size > 1000
+
+
+def test_shard_commands_show_progress_per_patch(dataset: Path, tmp_path: Path, capsys):
+    """encode-shard and verify-shard show a bar over the patches; --no-progress hides it."""
+    bits, timings, out = tmp_path / "bits", tmp_path / "t.csv", tmp_path / "m.csv"
+    common = ["--manifest", str(dataset), "--shard", "0", "--shards", "1", "--codec", "jpegls",
+              "--delta", "0", "--timings", str(timings)]
+    verify = ["--bitstreams", str(bits), "--dataset", "toy", "--model", "-",
+              "--peak", str(PEAK), "--out", str(out)]
+    assert main(["encode-shard", *common, "--out-dir", str(bits)]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"encode jpegls d0: 100%.* (\d+)/\1 ", err), err
+    assert main(["verify-shard", *common, *verify]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"verify jpegls d0: 100%.* (\d+)/\1 ", err), err
+    assert main(["encode-shard", *common, "--out-dir", str(bits), "--no-progress"]) == 0
+    assert main(["verify-shard", *common, *verify, "--no-progress"]) == 0
+    assert "%" not in capsys.readouterr().err

@@ -30,6 +30,7 @@ from hsicomp.bands import resolve_band_list
 from hsicomp.bsq import cube_sha256, write_bsq
 from hsicomp.errors import HsicompError
 from hsicomp.manifest import PatchRecord, write_manifest
+from hsicomp.progress import progress_bar
 
 SPLITS = ("train", "val", "test")
 H5_SPLITS = ("train", "val")
@@ -237,15 +238,13 @@ SOURCES = {"synthetic": synthetic_patches, "hyspecnet": hyspecnet_patches,
 
 def prepare(spec: dict, out_dir: Path, progress: bool = True) -> list[PatchRecord]:
     """Prepare a dataset described by ``spec`` into ``out_dir``; return its manifest rows."""
-    from tqdm import tqdm
-
     kind = spec.get("kind")
     if kind not in SOURCES:
         raise HsicompError(f"unknown dataset kind {kind!r} (known: {', '.join(SOURCES)})")
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = PatchWriter(out_dir, spec.get("h5_compression", "lzf"))
-    for patch_id, split, conv in tqdm(SOURCES[kind](spec), desc=f"prepare {out_dir.name}",
-                                      unit="patch", disable=not progress):
+    for patch_id, split, conv in progress_bar(SOURCES[kind](spec), desc=f"prepare {out_dir.name}",
+                                              unit="patch", enabled=progress):
         writer.add(patch_id, split, conv, spec["bit_depth"])
     return writer.finish()
 

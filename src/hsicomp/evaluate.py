@@ -20,6 +20,7 @@ from hsicomp.container import unpack
 from hsicomp.errors import HsicompError
 from hsicomp.manifest import PatchRecord, read_manifest, select_shard
 from hsicomp.metrics import PATCH_COLUMNS, bits_per_sample, compare, format_value
+from hsicomp.progress import progress_bar
 
 TIMING_COLUMNS = ["patch_id", "bytes", "encode_s"]
 
@@ -65,7 +66,7 @@ def _csv_text(columns: list[str], rows: list[dict], digits: int) -> str:
 
 def encode_shard(manifest: Path, shard: int, shards: int, codec: str, params: dict,
                  delta: int, out_dir: Path, timings_csv: Path, threads: int = 1,
-                 label: str | None = None) -> int:
+                 label: str | None = None, progress: bool = True) -> int:
     """Encode the shard's test patches to ``out_dir/<patch_id>.hsic``; return how many.
 
     ``codec`` is the registry name; ``label`` (default ``codec``) names the configuration
@@ -82,7 +83,8 @@ def encode_shard(manifest: Path, shard: int, shards: int, codec: str, params: di
     _set_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = []
-    for rec in records:
+    for rec in progress_bar(records, desc=f"encode {_display(codec, label)} d{delta}",
+                            unit="patch", enabled=progress):
         cube = _read_patch(manifest, rec)
         start = time.perf_counter()
         data = coder.encode(cube, delta, rec.bit_depth)
@@ -159,7 +161,7 @@ def _verify_patch(path: Path, rec: PatchRecord, original: np.ndarray, coder: Cod
 
 def verify_shard(manifest: Path, shard: int, shards: int, bitstreams: Path, timings_csv: Path,
                  dataset: str, codec: str, model: str, delta: int, params: dict, peak: float,
-                 out_csv: Path, label: str | None = None) -> list[dict]:
+                 out_csv: Path, label: str | None = None, progress: bool = True) -> list[dict]:
     """Decode and check every bitstream of the shard; write per-patch metrics to ``out_csv``.
 
     ``codec`` is the registry name; the CSV's ``codec`` column holds ``label`` (default
@@ -173,7 +175,8 @@ def verify_shard(manifest: Path, shard: int, shards: int, bitstreams: Path, timi
     timings = _read_timings(Path(timings_csv))
     coder = _make_codec(codec, params, label)
     rows = []
-    for rec in records:
+    for rec in progress_bar(records, desc=f"verify {_display(codec, label)} d{delta}",
+                            unit="patch", enabled=progress):
         path = bitstreams / f"{rec.patch_id}.hsic"
         if rec.patch_id not in timings:
             raise HsicompError(f"{timings_csv}: no encode time for patch {rec.patch_id}")
@@ -205,7 +208,8 @@ def _params(text: str) -> dict:
 
 def _cmd_encode(args: argparse.Namespace) -> int:
     n = encode_shard(args.manifest, args.shard, args.shards, args.codec, _params(args.params),
-                     args.delta, args.out_dir, args.timings, args.threads, args.label)
+                     args.delta, args.out_dir, args.timings, args.threads, args.label,
+                     progress=not args.no_progress)
     print(f"encoded {n} patches with {_display(args.codec, args.label)} delta={args.delta} -> "
           f"{args.out_dir}", file=sys.stderr)
     return 0
@@ -214,7 +218,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     rows = verify_shard(args.manifest, args.shard, args.shards, args.bitstreams, args.timings,
                         args.dataset, args.codec, args.model, args.delta, _params(args.params),
-                        args.peak, args.out, args.label)
+                        args.peak, args.out, args.label, progress=not args.no_progress)
     print(f"verified {len(rows)} patches with {_display(args.codec, args.label)} "
           f"delta={args.delta} -> {args.out}", file=sys.stderr)
     return 0
@@ -231,6 +235,8 @@ def _shard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--delta", type=int, required=True,
                    help="maximum absolute error (0 = lossless)")
     p.add_argument("--timings", type=Path, required=True, help="encode timings CSV")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (by default one bar over the patches, on stderr)")
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:

@@ -22,7 +22,6 @@ import hashlib
 import io
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 from hsicomp.atomic import atomic_path, atomic_write_text
 from hsicomp.errors import HsicompError
 from hsicomp.manifest import PatchRecord, read_manifest
+from hsicomp.progress import progress_bar
 
 #: Columns of the training log; train_loss is the mean over the steps since the last row,
 #: the validation columns are empty (nan) on rows without a validation.
@@ -230,11 +230,9 @@ class ResumableTraining:
         return len(self.val) if n is None else min(len(self.val), n)
 
     def progress_bar(self, desc: str) -> Any:
-        """A tqdm bar over the training steps (sparse updates when not on a terminal)."""
-        from tqdm import tqdm
-
-        return tqdm(total=self.total_steps, initial=self.step, desc=desc, unit="step",
-                    disable=not self.progress, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        """A bar over the training steps (sparse updates when not on a terminal)."""
+        return progress_bar(total=self.total_steps, initial=self.step, desc=desc, unit="step",
+                            enabled=self.progress)
 
     def checkpoint(self, done: bool, steps_run: int, stop_after: int | None) -> bool:
         """Save the state every ``checkpoint_every`` steps and at the end; True (state
