@@ -12,7 +12,7 @@ TORCH_INDEX ?=
 TORCH_PIN := $(shell grep '^torch==' requirements.lock)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: env demo test lint pull clean
+.PHONY: env demo test lint pull touch-pulled clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,12 +37,21 @@ lint: env
 # Fetch the DVC-tracked files, then mark them up to date for Snakemake (pulled files get
 # arbitrary modification times): the released LineRWKV checkpoints from the authors'
 # repository (network access), the data and models from the project's remote when one is
-# configured. CONFIG=config/hyspecnet.yaml touches that configuration's models.
+# configured. CONFIG=config/hyspecnet.yaml pulls for that configuration instead of the
+# built-in default. Fails, touching nothing, when a file the configuration's `data` and
+# `models` targets need is still missing (it must then be built: `snakemake ... models`).
+SNAKE_ARGS = $(if $(WORKDIR),-d $(WORKDIR)) $(if $(CONFIG),--configfile $(CONFIG))
+
 pull: env
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc pull checkpoints/linerwkv-release/*.pth.dvc
 	if [ -n "$$($(BIN)/dvc remote list)" ]; then PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc pull; fi
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 1 --touch data models \
-		$(if $(CONFIG),--configfile $(CONFIG))
+	$(MAKE) --no-print-directory touch-pulled
+
+touch-pulled: env
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --summary data models $(SNAKE_ARGS) \
+		2>/dev/null | awk -F'\t' 'NR > 1 && $$5 == "missing" { print "missing: " $$1; n++ } \
+		END { if (n) { print n " file(s) the configuration needs are not there" > "/dev/stderr"; exit 1 } }'
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores 1 --touch data models $(SNAKE_ARGS)
 
 clean:
 	rm -rf results logs .snakemake

@@ -42,6 +42,28 @@ def _apply_dataset_defaults():
 
 _apply_dataset_defaults()
 
+
+def _check_geotiff_folders():
+    """A geotiff_folder dataset's folder exists and holds the files it names."""
+    for name, spec in config["datasets"].items():
+        if spec["kind"] != "geotiff_folder":
+            continue
+        folder = Path(spec["path"])
+        where = f"datasets.{name}.path: {folder}"
+        if not folder.is_dir():
+            raise ValueError(f"{where}: folder not found (relative paths start in the working "
+                             f"directory, {Path.cwd()})")
+        if spec.get("mosaics"):
+            missing = [f for files in spec["mosaics"].values() for f in files
+                       if not (folder / f).is_file()]
+            if missing:
+                raise ValueError(f"{where}: mosaic tiles not found: {', '.join(missing[:5])}")
+        elif not any(folder.glob(spec["pattern"])):
+            raise ValueError(f"{where}: no files match {spec['pattern']!r}")
+
+
+_check_geotiff_folders()
+
 def size_weights(size):
     """Where a LineRWKV size's weights come from: `train` or `release`."""
     weights = config["linerwkv"].get("weights", "train")
@@ -112,6 +134,23 @@ OHM_DEFAULTS = {"ohm_symbols": 32, "ohm_min_channels": 1}
 def codec_name(label):
     """Registry name of the codec entry ``label`` (its `codec:` key, default the label)."""
     return config["codecs"][label].get("codec", label)
+
+
+def _check_codec_names():
+    """Every codec entry names a registry codec (by its `codec:` key or its label)."""
+    import difflib
+
+    with open(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml") as f:
+        known = yaml.safe_load(f)["$defs"]["codec_name"]["enum"]
+    for label, entry in config["codecs"].items():
+        if "codec" not in entry and label not in known:
+            close = difflib.get_close_matches(label, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(f"codecs.{label}: no codec of that name ({hint}known: "
+                             f"{', '.join(known)}; another label needs `codec: <name>`)")
+
+
+_check_codec_names()
 
 
 def lambda_tag(value):

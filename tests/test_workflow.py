@@ -6,11 +6,12 @@ import hashlib
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, dvc, git, read_csv, run_snakemake, write_config
+from helpers import REPO, dvc, git, read_csv, run_snakemake, tool_env, write_config
 
 TINY = {
     "datasets": {"tiny": {"kind": "synthetic", "seed": 5, "bands": 6, "rows": 12, "cols": 10,
@@ -129,6 +130,26 @@ def test_bad_config_is_rejected(tmp_path):
     proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
     assert "shards" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"codecs": {"jpeg-ls": {}}}, "codecs.jpeg-ls: no codec of that name (did you mean 'jpegls'?"),
+    ({"codecs": {"near": {"codec": "jpegsl"}}}, "jpegsl"),
+    ({"datasets": {"tifs": {"kind": "geotiff_folder", "path": "nowhere"}}},
+     "datasets.tifs.path: nowhere: folder not found"),
+    ({"datasets": {"tifs": {"kind": "geotiff_folder", "path": "empty"}}},
+     "datasets.tifs.path: empty: no files match '*.tif'"),
+    ({"datasets": {"tifs": {"kind": "geotiff_folder", "path": "empty",
+                            "mosaics": {"a": ["x.tif"]}}}},
+     "datasets.tifs.path: empty: mosaic tiles not found: x.tif"),
+])
+def test_config_mistakes_fail_the_dry_run(tmp_path, change, message):
+    """Misspelt codecs and missing or empty GeoTIFF folders stop `snakemake -n`, not a job."""
+    (tmp_path / "empty").mkdir()
+    cfg = write_config(tmp_path / "c.yaml", {**TINY, **change})
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
 
 
 def test_entry_sizes_and_references_in_the_plan(tmp_path):
@@ -558,3 +579,30 @@ def test_conda_environments_pin_what_requirements_lock_pins():
         for pin in pins:
             name, version = pin.split("==")
             assert lock[name.lower()] == version.removesuffix("+cpu"), f"{path.name}: {pin}"
+
+
+def test_schema_codec_names_are_the_registry():
+    """The workflow checks codec names against the schema's list: it must be the registry."""
+    from hsicomp.codecs.base import available_codecs
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["$defs"]["codec_name"]["enum"] == available_codecs()
+
+
+def test_touch_pulled_fails_on_missing_files_and_then_marks_them_current(tmp_path):
+    """`make pull`'s last step names what the configuration still lacks, touching nothing."""
+    cfg = write_config(tmp_path / "c.yaml", TINY)
+    work = tmp_path / "work"
+    work.mkdir()
+    make = ["make", "-s", "-C", str(REPO), "touch-pulled", f"WORKDIR={work}", f"CONFIG={cfg}"]
+    proc = subprocess.run(make, capture_output=True, text=True, env=tool_env())
+    assert proc.returncode != 0
+    assert "missing: data/tiny/manifest.csv" in proc.stdout
+    assert "file(s) the configuration needs are not there" in proc.stderr
+    assert not (work / "data").exists()
+    run_snakemake(work, "data", "--cores", "1", "--configfile", str(cfg))
+    os.utime(work / "data" / "tiny" / "manifest.csv", (1, 1))  # as if pulled: older than inputs
+    proc = subprocess.run(make, capture_output=True, text=True, env=tool_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_snakemake(work, "data", "models", "-n", "--configfile", str(cfg))
+    assert "prepare_dataset" not in proc.stdout + proc.stderr  # the touched data are current
