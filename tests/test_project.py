@@ -1,0 +1,37 @@
+"""Project metadata: one version everywhere, a licence, a citation file."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+from helpers import REPO
+
+import hsicomp
+
+
+def test_one_version_everywhere():
+    """pyproject, the package, CITATION.cff and the changelog's newest release agree."""
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert hsicomp.__version__ == version
+    assert yaml.safe_load((REPO / "CITATION.cff").read_text())["version"] == version
+    releases = re.findall(r"^## \[(\d+\.\d+\.\d+)\]", (REPO / "CHANGELOG.md").read_text(),
+                          flags=re.M)
+    assert releases and releases[0] == version
+
+
+def test_licence_matches_the_package_metadata():
+    licence = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]
+    assert licence == {"text": "MIT"}
+    assert (REPO / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_citation_cites_the_methods_the_codecs_implement():
+    citation = yaml.safe_load((REPO / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0"
+    assert citation["license"] == "MIT"
+    titles = " ".join(ref["title"].lower() for ref in citation["references"])
+    for method in ("line-based attention", "hyspecnet-11k", "ccsds 123.0-b-2",
+                   "continuous rate adaptation", "without codebook", "cool-chic"):
+        assert method in titles
