@@ -16,11 +16,15 @@ from snakemake.logging import logger
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import update_config, validate
 
+# The checkout holding these rules: the workflow's own folder, also when another workflow
+# uses it as a module (where workflow.basedir is that workflow's folder).
+ROOT = Path(str(workflow.current_basedir)).parent
 SCHEMA = "../workflow/schemas/config.schema.yaml"
 
-if not workflow.config_settings.configfiles:
-    # The built-in default applies only when no config file is given.
-    with open(Path(workflow.basedir) / "config" / "config.yaml") as _f:
+if not workflow.config_settings.configfiles and "datasets" not in config:
+    # The built-in default applies only when no configuration is given (a config file, or
+    # the `config:` of a module declaration); --config overrides apply on top of it.
+    with open(ROOT / "config" / "config.yaml") as _f:
         _default = yaml.safe_load(_f)
     update_config(_default, dict(config))
     config.clear()
@@ -31,7 +35,7 @@ validate(config, SCHEMA)
 
 def _apply_dataset_defaults():
     """Fill the per-kind defaults of the schema into each dataset description."""
-    with open(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml") as f:
+    with open(ROOT / "workflow" / "schemas" / "config.schema.yaml") as f:
         defs = yaml.safe_load(f)["$defs"]
     for spec in config["datasets"].values():
         for key, prop in defs[spec["kind"]]["properties"].items():
@@ -140,7 +144,7 @@ def _check_codec_names():
     """Every codec entry names a registry codec (by its `codec:` key or its label)."""
     import difflib
 
-    with open(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml") as f:
+    with open(ROOT / "workflow" / "schemas" / "config.schema.yaml") as f:
         known = yaml.safe_load(f)["$defs"]["codec_name"]["enum"]
     for label, entry in config["codecs"].items():
         if "codec" not in entry and label not in known:
@@ -314,7 +318,7 @@ SHARDS = config["evaluation"]["shards"]
 # Rules run `python -m hsicomp`: the Python running Snakemake comes first on PATH; with
 # --sdm conda the rule's environment provides python and the package comes from src/.
 if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
-    _src = shlex.quote(str(Path(workflow.basedir) / "src"))
+    _src = shlex.quote(str(ROOT / "src"))
     # Snakemake formats the prefix like a command: shell braces are doubled once more.
     shell.prefix(f"set -euo pipefail; export PYTHONPATH={_src}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 else:

@@ -82,7 +82,7 @@ def test_log_linear_curves_sampled_at_different_psnrs():
 
     test = curve(math.log(0.8), [38.0, 41.5, 44.0, 52.0, 60.0])
     ref = curve(0.0, [35.0, 45.0, 50.0, 57.0])
-    percent, low, high = bd_rate(test, ref)
+    percent, low, high = bd_rate(test, ref, min_points=2)  # the interpolation alone
     assert percent == pytest.approx(-20.0, rel=1e-10)
     assert (low, high) == (38.0, 57.0)
 
@@ -90,7 +90,7 @@ def test_log_linear_curves_sampled_at_different_psnrs():
 def test_matches_scipy_pchip_reference_value():
     # 100 * expm1 of the mean log-rate difference from scipy.interpolate.PchipInterpolator
     test = [(0.8, 41.0), (1.7, 47.5), (2.9, 53.0), (3.5, 56.0)]
-    percent, low, high = bd_rate(test, REF)
+    percent, low, high = bd_rate(test, REF, min_points=2)  # the interpolation alone
     assert percent == pytest.approx(-24.818079002135082, rel=1e-10)
     assert (low, high) == (41.0, 55.0)
 
@@ -101,12 +101,17 @@ def test_lossless_points_are_ignored_and_duplicates_keep_the_lowest_rate():
 
 
 def test_curves_that_cannot_be_compared():
-    with pytest.raises(ValueError, match="1 finite-PSNR point"):
+    with pytest.raises(ValueError, match="curve has 1 finite-PSNR point.*needs 4"):
         bd_rate([(1.0, 40.0), (5.0, math.inf)], REF)
     with pytest.raises(ValueError, match="reference has 0 finite-PSNR"):
         bd_rate(REF, [(5.0, math.inf)])
     with pytest.raises(ValueError, match="no shared PSNR range"):
-        bd_rate([(1.0, 60.0), (2.0, 70.0)], REF)
+        bd_rate([(1.0, 60.0), (2.0, 70.0), (3.0, 75.0), (4.0, 80.0)], REF)
+    # two measured points decide nothing: 4 in the shared range are needed on both curves
+    with pytest.raises(ValueError, match="curve has 2 point.* in the shared PSNR range"):
+        bd_rate([(0.1, 30.0), (0.2, 35.0), (0.5, 42.0), (0.6, 44.0), (9.0, 70.0)], REF)
+    with pytest.raises(ValueError, match="reference has 1 point.* in the shared PSNR range"):
+        bd_rate([(0.5, 42.0), (0.7, 44.0), (0.9, 46.0), (1.1, 48.0), (1.3, 49.0)], REF)
 
 
 def test_table_has_every_series_with_reason_or_value(tmp_path):
@@ -132,7 +137,7 @@ def test_table_has_every_series_with_reason_or_value(tmp_path):
     assert table["a", "lw", "S"]["points"] == "4"
     assert table["a", "lw", "S"]["reason"] == ""
     assert table["a", "jpeg2000", "-"]["bd_rate_percent"] == ""
-    assert table["a", "jpeg2000", "-"]["reason"] == "0 finite-PSNR point(s), needs 2"
+    assert table["a", "jpeg2000", "-"]["reason"] == "curve has 0 finite-PSNR point(s), needs 4"
     assert table["b", "jpegls", "-"]["reason"] == "no reference curve for this dataset"
     assert all(r["reference"] == "ccsds123" for r in table.values())
 

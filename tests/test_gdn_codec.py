@@ -160,9 +160,12 @@ def test_verify_shard_measures_lossy_files_without_an_error_bound(models, tmp_pa
 
 def _rd_file(path: Path) -> Path:
     rows = [("ccsds123", "-", "0", "false", 4.0, "inf"), ("ccsds123", "-", "2", "false", 2.5, 50),
+            ("ccsds123", "-", "5", "false", 1.9, 46),
             ("ccsds123", "-", "10", "false", 1.5, 42), ("ccsds123", "-", "40", "false", 1.0, 35),
-            ("gdn", "l1", "", "true", 0.5, 36), ("gdn", "l10", "", "true", 1.2, 44),
-            ("gdn", "l100", "", "true", 2.0, 48)]
+            ("gdn", "l0.1", "", "true", 0.3, 33),
+            ("gdn", "l1", "", "true", 0.5, 36), ("gdn", "l3", "", "true", 0.8, 40),
+            ("gdn", "l10", "", "true", 1.2, 44),
+            ("gdn", "l100", "", "true", 2.0, 48), ("gdn", "l1000", "", "true", 3.0, 52)]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["dataset", "codec", "model", "delta", "lossy", "bpppc", "psnr",
@@ -178,7 +181,7 @@ def test_lossy_points_make_one_curve_and_are_not_lossless(tmp_path):
     assert all(r["delta"] is None for r in rows if r["lossy"])
     table = bdrate_table(rows, "ccsds123", rd)
     assert [(r["codec"], r["model"], r["points"]) for r in table] == [
-        ("ccsds123", "-", 3), ("gdn", "l1+l10+l100", 3)]
+        ("ccsds123", "-", 4), ("gdn", "l0.1+l1+l10+l100+l1000+l3", 6)]
     assert table[1]["bd_rate_percent"] < 0
     plot_rd(rd, tmp_path / "rd.png")
     plot_lossless(rd, tmp_path / "lossless.png")

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -606,3 +607,23 @@ def test_touch_pulled_fails_on_missing_files_and_then_marks_them_current(tmp_pat
     assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = run_snakemake(work, "data", "models", "-n", "--configfile", str(cfg))
     assert "prepare_dataset" not in proc.stdout + proc.stderr  # the touched data are current
+
+
+def test_workflow_runs_as_a_module_of_another_workflow(tmp_path):
+    """`module hsicomp: snakefile: ...` in another project: config, schema and rules resolve
+    from this checkout, the host's configuration replaces the built-in default."""
+    write_config(tmp_path / "config.yaml", {**TINY, "codecs": {"jpegls": {"deltas": [0]}}})
+    (tmp_path / "Snakefile").write_text(
+        'configfile: "config.yaml"\n\n'
+        "module hsicomp:\n"
+        f"    snakefile: {str(REPO / 'Snakefile')!r}\n"
+        "    config: config\n\n"
+        "use rule * from hsicomp as hsicomp_*\n"
+    )
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "results/rd_all.csv"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=tool_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    rows = read_csv(tmp_path / "results" / "rd_all.csv")
+    assert {(r["dataset"], r["codec"], r["delta"]) for r in rows} == {("tiny", "jpegls", "0")}
+    assert not (tmp_path / "data" / "synthetic").exists()  # the default dataset is not used

@@ -11,9 +11,10 @@ reference for the same quality.
 A curve is a dataset and a legend series (:func:`hsicomp.plots.read_rd`): one codec label
 and model, or for a lossy codec the label with all its models (one point per trained
 lambda; the ``model`` column then lists them joined by ``+``). Only points with a finite
-PSNR are used (lossless points have ``psnr = inf``); a curve needs at least two distinct
-PSNR values. Curves that cannot be compared get an empty
-``bd_rate_percent`` and a ``reason``.
+PSNR are used (lossless points have ``psnr = inf``). As in Bjontegaard's method, each curve
+needs at least ``MIN_POINTS`` (4) measured points inside the shared PSNR range: with fewer,
+the interpolation, not the measurements, decides the number. Curves that cannot be compared
+get an empty ``bd_rate_percent`` and a ``reason``.
 """
 
 from __future__ import annotations
@@ -90,6 +91,10 @@ def _antiderivative(x: np.ndarray, y: np.ndarray, at: float) -> float:
     return float(whole.sum() + h[k] * part)
 
 
+#: Measured points each curve needs inside the shared PSNR range.
+MIN_POINTS = 4
+
+
 def curve_points(points: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
     """(PSNR, log rate) arrays of a curve's finite-PSNR (rate, PSNR) points, by PSNR.
 
@@ -103,24 +108,28 @@ def curve_points(points: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndar
     return np.array(psnrs, dtype=np.float64), np.log([best[p] for p in psnrs])
 
 
-def bd_rate(test: list[tuple[float, float]], reference: list[tuple[float, float]]
-            ) -> tuple[float, float, float]:
+def bd_rate(test: list[tuple[float, float]], reference: list[tuple[float, float]],
+            min_points: int = MIN_POINTS) -> tuple[float, float, float]:
     """BD-rate in percent of ``test`` against ``reference``, with the PSNR range used.
 
     Both are lists of (rate, PSNR) points; returns (percent, psnr_low, psnr_high). Raises
-    ValueError with the reason when a curve has fewer than two finite-PSNR points or the
-    curves share no PSNR range.
+    ValueError with the reason when a curve has fewer than ``min_points`` finite-PSNR points
+    inside the PSNR range both curves cover (or the curves share no range).
     """
     xt, yt = curve_points(test)
     xr, yr = curve_points(reference)
-    if len(xr) < 2:
-        raise ValueError(f"reference has {len(xr)} finite-PSNR point(s), needs 2")
-    if len(xt) < 2:
-        raise ValueError(f"{len(xt)} finite-PSNR point(s), needs 2")
+    for name, x in (("reference has", xr), ("curve has", xt)):
+        if len(x) < max(min_points, 2):
+            raise ValueError(f"{name} {len(x)} finite-PSNR point(s), needs {min_points}")
     low, high = max(xt[0], xr[0]), min(xt[-1], xr[-1])
     if not high > low:
         raise ValueError(f"no shared PSNR range (curve {xt[0]:.3f}..{xt[-1]:.3f} dB, "
                          f"reference {xr[0]:.3f}..{xr[-1]:.3f} dB)")
+    for name, x in (("reference has", xr), ("curve has", xt)):
+        inside = int(((x >= low) & (x <= high)).sum())
+        if inside < min_points:
+            raise ValueError(f"{name} {inside} point(s) in the shared PSNR range "
+                             f"{low:.3f}..{high:.3f} dB, needs {min_points}")
     diff = (pchip_integral(xt, yt, low, high) - pchip_integral(xr, yr, low, high)) \
         / (high - low)
     return 100.0 * math.expm1(diff), float(low), float(high)
