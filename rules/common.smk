@@ -391,6 +391,17 @@ def psnr_peak(name):
     return spec.get("psnr_peak", (1 << spec["bit_depth"]) - 1)
 
 
+def _provenance():
+    """One line for the report: the configuration files and each dataset's PSNR peak."""
+    files = workflow.config_settings.configfiles
+    source = ", ".join(str(f) for f in files) if files else "the built-in default (config/config.yaml)"
+    peaks = "; ".join(f"{name} {psnr_peak(name):g}" for name in config["datasets"])
+    return f"Configuration: {source}. PSNR peak per dataset: {peaks}."
+
+
+PROVENANCE = _provenance()
+
+
 def codec_deltas(codec):
     """Deltas of a codec entry; a learned lossy entry has the single point delta 0 (no
     bound)."""

@@ -58,6 +58,8 @@ rule aggregate:
             category="Results",
         ),
         per_patch="results/per_patch.csv",
+    params:
+        provenance=PROVENANCE,
     log:
         "logs/aggregate.log",
     conda:
@@ -99,9 +101,14 @@ rule plot_rd:
             category="Figures",
         ),
         pdf="results/figures/rd_psnr.pdf",
+    params:
+        # dataset names are [A-Za-z0-9_.-]: nothing to quote
+        peaks=" ".join(f"--peak {name}={psnr_peak(name):g}" for name in config["datasets"]),
+        provenance=PROVENANCE,
     log:
         "logs/plot_rd.log",
     conda:
         ENV
     shell:
-        "python -m hsicomp plot-rd {input:q} --png {output.png:q} --pdf {output.pdf:q} > {log:q} 2>&1"
+        "python -m hsicomp plot-rd {input:q} --png {output.png:q} --pdf {output.pdf:q}"
+        " {params.peaks} > {log:q} 2>&1"

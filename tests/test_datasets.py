@@ -11,7 +11,7 @@ from helpers import ENMAP_DIR as ENMAP
 
 from hsicomp.bands import ENMAP_202, ENMAP_WATER_VAPOUR
 from hsicomp.bsq import read_bsq, write_bsq
-from hsicomp.datasets import prepare, read_geotiff, to_uint
+from hsicomp.datasets import prepare, read_band_table, read_geotiff, to_uint
 from hsicomp.errors import HsicompError
 from hsicomp.manifest import read_manifest
 
@@ -84,6 +84,21 @@ def test_folder_dataset_mosaics_by_georeference(tmp_path):
     tile, _ = read_geotiff([ENMAP / "enmap_potsdam_tile_192_96.tif"], "enmap202")
     np.testing.assert_array_equal(mosaic[:, 32:64, 32:64], tile.astype(np.uint16))
     assert read_manifest(tmp_path / "ds" / "manifest.csv") == records
+    # the band table: EnMAP's centre wavelengths of the 202 kept bands, from the band tags
+    wavelengths = read_band_table(tmp_path / "ds")
+    assert sorted(wavelengths) == list(range(202))
+    assert wavelengths[0] == pytest.approx(418.24)
+    assert max(wavelengths.values()) > 2400  # to the end of the SWIR detector
+    steps = [wavelengths[i + 1] - wavelengths[i] for i in range(201)]
+    assert sum(step < 0 for step in steps) == 1  # VNIR then SWIR, which overlap near 950 nm
+
+
+def test_band_table_is_absent_without_wavelengths(tmp_path):
+    spec = {"kind": "synthetic", "seed": 1, "bands": 4, "rows": 8, "cols": 8, "bit_depth": 12,
+            "patches": {"train": 0, "val": 0, "test": 1}}
+    prepare(spec, tmp_path / "ds", progress=False)
+    assert not (tmp_path / "ds" / "bands.csv").exists()
+    assert read_band_table(tmp_path / "ds") == {}
 
 
 def test_synthetic_dataset_is_byte_identical_across_runs(tmp_path):

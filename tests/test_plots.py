@@ -243,3 +243,15 @@ def test_twenty_curves_all_look_different():
 
     looks = _looks([f"c{i}" for i in range(20)])
     assert len(set(looks.values())) == 20
+
+
+def test_plot_rd_peak_option_is_checked(tmp_path, capsys):
+    rd = tmp_path / "rd.csv"
+    rd.write_text("dataset,codec,model,bpppc,psnr\na,x,-,1.0,40\na,x,-,2.0,50\n")
+    png = tmp_path / "rd.png"
+    assert main(["plot-rd", str(rd), "--png", str(png), "--peak", "a=4095"]) == 0
+    assert png.stat().st_size > 1000
+    for bad in ("a", "a=0", "=5", "a=x"):
+        assert main(["plot-rd", str(rd), "--png", str(png), "--peak", bad]) == 2
+    err = capsys.readouterr().err
+    assert "is not DATASET=PEAK with a peak above 0" in err

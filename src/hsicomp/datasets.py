@@ -16,6 +16,7 @@ Output folder layout::
 from __future__ import annotations
 
 import argparse
+import csv
 import fnmatch
 import json
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hsicomp.atomic import atomic_write_text
 from hsicomp.bands import resolve_band_list
 from hsicomp.bsq import cube_sha256, write_bsq
 from hsicomp.errors import HsicompError
@@ -44,6 +46,46 @@ class Conversion:
     clipped_low: int
     clipped_high: int
     nodata: int
+    #: Centre wavelength of every band in nm, when the source file says.
+    wavelengths: tuple[float, ...] | None = None
+
+
+#: Per-band table a prepared dataset holds when its source files give wavelengths.
+BANDS_FILE = "bands.csv"
+_NM_PER_UNIT = {"nanometers": 1.0, "nanometer": 1.0, "nm": 1.0, "micrometers": 1000.0,
+                "micrometer": 1000.0, "um": 1000.0, "microns": 1000.0}
+
+
+def geotiff_wavelengths(path: Path, bands: str | list | None) -> tuple[float, ...] | None:
+    """Centre wavelengths (nm) of the selected bands from a GeoTIFF's band tags (ENVI-style
+    ``wavelength`` and ``wavelength_units``, as EnMAP products carry them), else None."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        out = []
+        for b in resolve_band_list(bands, src.count):
+            tags = {k.lower(): v for k, v in src.tags(b + 1).items()}
+            scale = _NM_PER_UNIT.get(tags.get("wavelength_units", "nanometers").lower())
+            try:
+                value = float(tags["wavelength"])
+            except (KeyError, ValueError):
+                return None
+            if scale is None or not value > 0:
+                return None
+            out.append(value * scale)
+    return tuple(out)
+
+
+def read_band_table(folder: Path) -> dict[int, float]:
+    """Band index -> wavelength (nm) of a prepared dataset; empty when it has none."""
+    path = Path(folder) / BANDS_FILE
+    try:
+        with open(path, newline="") as f:
+            return {int(r["band"]): float(r["wavelength_nm"]) for r in csv.DictReader(f)}
+    except FileNotFoundError:
+        return {}
+    except (KeyError, TypeError, ValueError):
+        raise HsicompError(f"{path}: not a band table (band, wavelength_nm)") from None
 
 
 def to_uint(data: np.ndarray, bit_depth: int, nodata: float | None, source: str) -> Conversion:
@@ -118,6 +160,7 @@ class PatchWriter:
         self.records: list[PatchRecord] = []
         self.h5_compression = h5_compression
         self._h5: dict[str, tuple[object, Path]] = {}
+        self.wavelengths: tuple[float, ...] | None = None
         self._tmp_dir = out_dir / ".preparing"
         shutil.rmtree(self._tmp_dir, ignore_errors=True)
         (self._tmp_dir / "test").mkdir(parents=True)
@@ -127,6 +170,8 @@ class PatchWriter:
         if split not in SPLITS:
             raise HsicompError(f"patch {patch_id}: unknown split {split!r}")
         cube = conv.cube
+        if conv.wavelengths is not None and self.wavelengths is None:
+            self.wavelengths = conv.wavelengths
         if split == "test":
             rel = f"test/{patch_id}.bsq"
             sha = write_bsq(self._tmp_dir / rel, cube)
@@ -166,6 +211,12 @@ class PatchWriter:
         for split, (_, path) in self._h5.items():
             os.replace(path, self.out_dir / f"{split}.h5")
         shutil.rmtree(self._tmp_dir, ignore_errors=True)
+        bands_file = self.out_dir / BANDS_FILE
+        if self.wavelengths is None:
+            bands_file.unlink(missing_ok=True)
+        else:
+            rows = "".join(f"{i},{w:g}\n" for i, w in enumerate(self.wavelengths))
+            atomic_write_text(bands_file, "band,wavelength_nm\n" + rows)
         write_manifest(self.out_dir / "manifest.csv", self.records)
         return self.records
 
@@ -207,7 +258,9 @@ def hyspecnet_patches(spec: dict) -> Iterator[tuple[str, str, Conversion]]:
             tif = base / "patches" / rel.replace("DATA.npy", "SPECTRAL_IMAGE.TIF")
             data, nodata = read_geotiff([tif], spec.get("bands", "enmap202"))
             patch_id = Path(rel).parent.name
-            yield patch_id, split, to_uint(data, spec["bit_depth"], nodata, str(tif))
+            conv = to_uint(data, spec["bit_depth"], nodata, str(tif))
+            conv.wavelengths = geotiff_wavelengths(tif, spec.get("bands", "enmap202"))
+            yield patch_id, split, conv
 
 
 def folder_patches(spec: dict) -> Iterator[tuple[str, str, Conversion]]:
@@ -229,7 +282,9 @@ def folder_patches(spec: dict) -> Iterator[tuple[str, str, Conversion]]:
                      "test")
         data, nodata = read_geotiff(groups[patch_id], spec.get("bands", "all"))
         nodata = spec.get("nodata", nodata)
-        yield patch_id, split, to_uint(data, spec["bit_depth"], nodata, str(groups[patch_id][0]))
+        conv = to_uint(data, spec["bit_depth"], nodata, str(groups[patch_id][0]))
+        conv.wavelengths = geotiff_wavelengths(groups[patch_id][0], spec.get("bands", "all"))
+        yield patch_id, split, conv
 
 
 SOURCES = {"synthetic": synthetic_patches, "hyspecnet": hyspecnet_patches,

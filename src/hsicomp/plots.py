@@ -55,7 +55,8 @@ _NO_MODEL = ("", "none", "-")
 _MODEL_ORDER = {"XS": 0, "S": 1, "M": 2, "L": 3}
 _RD_REQUIRED = ("dataset", "codec", "model", "bpppc", "psnr")
 #: Columns of the per-band rate CSV written by ``band-rates``.
-BAND_RATE_COLUMNS = ["codec", "model", "patch_id", "delta", "band", "bits", "bpppc_band"]
+BAND_RATE_COLUMNS = ["codec", "model", "patch_id", "delta", "band", "wavelength_nm", "bits",
+                     "bpppc_band"]
 RATE_LABEL = "rate (bits per sample, bpppc)"
 
 
@@ -138,13 +139,17 @@ def _looks(series: list[str]) -> dict[str, tuple[str, str]]:
 
 
 def _figure_legend(fig: Any, axes: Any) -> None:
-    """One legend right of the panels with every labelled curve once."""
+    """One legend below the panels, in as many columns as fit, with every curve once."""
     handles: dict[str, Any] = {}
     for ax in np.ravel(axes):
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
     if handles:
-        fig.legend(list(handles.values()), list(handles.keys()), loc="outside right upper")
+        width = fig.get_figwidth()
+        longest = max(len(label) for label in handles)
+        columns = max(1, min(len(handles), int(width / (0.35 + 0.075 * longest))))
+        fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
+                   ncols=columns, handlelength=1.8, columnspacing=1.0)
 
 
 def _save(fig: Any, path: Path, fmt: str, metadata: dict) -> None:
@@ -178,12 +183,15 @@ def _delta_text(delta: int, lossy: bool = False) -> str:
 # --------------------------------------------------------------------------- rate-distortion
 
 
-def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
+def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None,
+            peaks: dict[str, float] | None = None) -> None:
     """Draw PSNR against bits per sample, one panel per dataset, one line per codec/model.
 
     A curve is one (codec, model) pair of the CSV, e.g. ``linerwkv-arith XS`` and
     ``linerwkv-arith S`` are two curves; codecs without a model (``-``) are labelled alone.
-    A lossy codec is one curve per label through the points of all its models.
+    A lossy codec is one dashed curve per label through the points of all its models; each
+    point of a near-lossless curve is labelled with its delta. ``peaks`` (dataset -> PSNR
+    peak) puts the peak in each panel's title.
 
     Points with infinite PSNR (lossless) go on a strip below each panel, sharing its rate axis.
     The rate axis is logarithmic where a panel's rates span more than ``LOG_RATE_SPAN``.
@@ -194,24 +202,37 @@ def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
     series = rd_series(rows)
     look = _looks(series)
     has_lossless = any(math.isinf(r["psnr"]) for r in rows)
+    lossless_rows = max((len({r["series"] for r in rows
+                              if r["dataset"] == d and math.isinf(r["psnr"])})
+                         for d in datasets), default=0)
 
     with plt.rc_context(STYLE):
         n_rows = 2 if has_lossless else 1
+        strip = 0.3 + 0.16 * lossless_rows
         fig, axes = plt.subplots(
-            n_rows, len(datasets), figsize=(4.2 * len(datasets) + 1.6, 3.6 + 1.2 * has_lossless),
+            n_rows, len(datasets),
+            figsize=(max(5.5, 4.6 * len(datasets)), 4.2 + (strip if has_lossless else 0)
+                     + 0.22 * (len(series) // 3 + 1)),
             sharex="col", squeeze=False, layout="constrained",
-            gridspec_kw={"height_ratios": [3, 1] if has_lossless else [1]})
+            gridspec_kw={"height_ratios": [3.4, strip] if has_lossless else [1]})
         for col, dataset in enumerate(datasets):
             ax = axes[0][col]
             mine = [r for r in rows if r["dataset"] == dataset]
             for s in series:
-                pts = sorted((r["bpppc"], r["psnr"]) for r in mine
+                pts = sorted((r["bpppc"], r["psnr"], r["delta"]) for r in mine
                              if r["series"] == s and math.isfinite(r["psnr"]))
-                if pts:
-                    color, marker = look[s]
-                    ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color,
-                            marker=marker, label=s)
-            ax.set_title(dataset)
+                if not pts:
+                    continue
+                color, marker = look[s]
+                lossy = any(r["lossy"] for r in mine if r["series"] == s)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, marker=marker,
+                        linestyle="--" if lossy else "-", label=s)
+                for x, y, delta in pts:
+                    if delta is not None:
+                        ax.annotate(str(delta), (x, y), xytext=(3, -7),
+                                    textcoords="offset points", fontsize=6, color=color)
+            peak = (peaks or {}).get(dataset)
+            ax.set_title(dataset if peak is None else f"{dataset} (PSNR peak {peak:g})")
             ax.set_ylabel("PSNR (dB)")
             rates = [r["bpppc"] for r in mine if r["bpppc"] > 0]
             if rates and max(rates) > LOG_RATE_SPAN * min(rates):
@@ -219,6 +240,9 @@ def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
             if not any(math.isfinite(r["psnr"]) for r in mine):
                 ax.text(0.5, 0.5, "no lossy points", transform=ax.transAxes, ha="center",
                         va="center", color="0.5")
+            else:
+                ax.text(0.99, 0.01, "numbers: delta (max. error)", transform=ax.transAxes,
+                        ha="right", va="bottom", fontsize=6, color="0.4")
             if has_lossless:
                 _lossless_strip(axes[1][col], mine, series, look)
             axes[-1][col].set_xlabel(RATE_LABEL)
@@ -227,20 +251,18 @@ def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> None:
 
 
 def _lossless_strip(ax: Any, rows: list[dict], series: list[str], look: dict) -> None:
-    """Lossless rates of one dataset: one marker per codec/model, labelled with its value."""
+    """Lossless rates of one dataset: one marker per codec/model, its rate in the label."""
     lossless = [s for s in series
                 if any(r["series"] == s and math.isinf(r["psnr"]) for r in rows)]
+    labels = []
     for y, s in enumerate(lossless):
         color, marker = look[s]
         rates = sorted(r["bpppc"] for r in rows if r["series"] == s and math.isinf(r["psnr"]))
-        ax.plot(rates, [y] * len(rates), linestyle="none", color=color, marker=marker, label=s)
-        for x in rates:
-            ax.annotate(f"{x:.3f}", (x, y), xytext=(4, 3), textcoords="offset points",
-                        fontsize=7, color=color)
-    ax.set_yticks(range(len(lossless)), lossless)
+        ax.plot(rates, [y] * len(rates), linestyle="none", color=color, marker=marker)
+        labels.append(f"{s}  {', '.join(f'{x:.3f}' for x in rates)}")
+    ax.set_yticks(range(len(lossless)), labels, fontsize=7)
     ax.set_ylim(-0.7, max(len(lossless), 1) - 0.3)
     ax.set_ylabel("lossless\n(PSNR = inf)")
-    ax.margins(x=0.1)
     ax.grid(axis="y", visible=False)
     if not lossless:
         ax.text(0.5, 0.5, "no lossless points", transform=ax.transAxes, ha="center",
@@ -251,7 +273,9 @@ def plot_rate_error(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) ->
     """Draw the maximum absolute error against bits per sample, one panel per dataset.
 
     Uses the measured ``max_abs_error`` column, or the requested ``delta`` when the file has
-    no such column. Lossless points lie on the zero line.
+    no such column. Lossless points lie on the zero line. The error axis is linear up to 1
+    and logarithmic above (lossy codecs reach errors in the thousands); lossy codecs are
+    dashed; the rate axis is logarithmic when the rates span more than ``LOG_RATE_SPAN``.
     """
     plt = _pyplot()
     rows = _rows_or_fail(rd_csv)
@@ -264,20 +288,28 @@ def plot_rate_error(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) ->
     ylabel = "max. absolute error (DN)" if key == "max_abs_error" \
         else "max. absolute error bound delta (DN)"
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets) + 1.6, 3.6),
+        fig, axes = plt.subplots(1, len(datasets), figsize=(max(5.5, 4.6 * len(datasets)),
+                                                             4.0 + 0.22 * (len(series) // 3 + 1)),
                                  squeeze=False, layout="constrained")
         for col, dataset in enumerate(datasets):
             ax = axes[0][col]
+            mine = [r for r in rows if r["dataset"] == dataset]
             for s in series:
-                pts = sorted((r["bpppc"], r[key]) for r in rows
-                             if r["dataset"] == dataset and r["series"] == s
-                             and r[key] is not None)
+                pts = sorted((r["bpppc"], r[key]) for r in mine
+                             if r["series"] == s and r[key] is not None)
                 if pts:
                     color, marker = look[s]
+                    lossy = any(r["lossy"] for r in mine if r["series"] == s)
                     ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color,
-                            marker=marker, label=s)
+                            marker=marker, linestyle="--" if lossy else "-", label=s)
             ax.set(title=dataset, xlabel=RATE_LABEL, ylabel=ylabel)
+            # 0 (lossless) to 1 linear, then logarithmic: deltas 1-40 and lossy codecs'
+            # errors in the thousands stay readable on one axis.
+            ax.set_yscale("symlog", linthresh=1.0, linscale=0.5)
             ax.set_ylim(bottom=-0.5)
+            rates = [r["bpppc"] for r in mine if r["bpppc"] > 0]
+            if rates and max(rates) > LOG_RATE_SPAN * min(rates):
+                ax.set_xscale("log")
         _figure_legend(fig, axes)
         save_figure(fig, out_png, out_pdf)
 
@@ -365,11 +397,14 @@ def band_rates(manifest: Path, entries: dict[str, dict], delta: int,
     """Encode one test patch with every codec entry; rows of :data:`BAND_RATE_COLUMNS`.
 
     ``bits`` are the payload bits the codec attributes to each band
-    (``last_stats["band_bits"]``); ``bpppc_band`` is bits / (rows x cols).
+    (``last_stats["band_bits"]``); ``bpppc_band`` is bits / (rows x cols);
+    ``wavelength_nm`` comes from the dataset's band table (empty when it has none).
     """
+    from hsicomp.datasets import read_band_table
     from hsicomp.evaluate import _make_codec, _read_patch
 
     manifest = Path(manifest)
+    wavelengths = read_band_table(manifest.parent)
     rec = pick_test_patch(manifest, patch_id)
     cube = _read_patch(manifest, rec)
     rows = []
@@ -389,7 +424,8 @@ def band_rates(manifest: Path, entries: dict[str, dict], delta: int,
                                f"{rec.bands} bands")
         for band, b in enumerate(bits.tolist()):
             rows.append({"codec": label, "model": entry["model"], "patch_id": rec.patch_id,
-                         "delta": delta, "band": band, "bits": b,
+                         "delta": delta, "band": band, "wavelength_nm": wavelengths.get(band, ""),
+                         "bits": b,
                          "bpppc_band": b / (rec.rows * rec.cols)})
     return rows
 
@@ -421,6 +457,8 @@ def _read_band_rates(path: Path) -> list[dict]:
         try:
             out.append({"codec": r["codec"], "model": r["model"], "patch_id": r["patch_id"],
                         "delta": int(r["delta"]), "band": int(r["band"]),
+                        "wavelength_nm": float(r["wavelength_nm"]) if r["wavelength_nm"]
+                        else None,
                         "bpppc_band": float(r["bpppc_band"])})
         except ValueError:
             raise HsicompError(f"{path}:{line}: malformed row") from None
@@ -437,15 +475,27 @@ def plot_band_rates(band_csv: Path, out_png: Path, out_pdf: Path | None = None) 
     look = _looks(series)
     patches = sorted({r["patch_id"] for r in rows})
     deltas = sorted({r["delta"] for r in rows})
+    # By wavelength when the dataset knows every band's, in band order; the curve breaks
+    # where the wavelength jumps (absorption bands left out) or goes back (a second
+    # detector whose range overlaps the first, as EnMAP's VNIR and SWIR do).
+    by_wavelength = all(r["wavelength_nm"] is not None for r in rows)
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(7.0, 3.6), layout="constrained")
+        fig, ax = plt.subplots(figsize=(7.0, 3.6 + 0.22 * (len(series) // 3 + 1)),
+                               layout="constrained")
         for s in series:
-            pts = sorted((r["band"], r["bpppc_band"]) for r in rows
-                         if series_label(r["codec"], r["model"]) == s)
+            pts = sorted((r["band"], r["wavelength_nm"], r["bpppc_band"])
+                         for r in rows if series_label(r["codec"], r["model"]) == s)
+            x = np.array([p[1] if by_wavelength else p[0] for p in pts], dtype=float)
+            y = np.array([p[2] for p in pts], dtype=float)
+            if by_wavelength and len(x) > 2:
+                step = np.diff(x)
+                breaks = np.flatnonzero((step <= 0) | (step > 3 * np.median(step)))
+                x, y = np.insert(x, breaks + 1, np.nan), np.insert(y, breaks + 1, np.nan)
             color, marker = look[s]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, marker=marker,
+            ax.plot(x, y, color=color, marker=marker,
                     markevery=max(1, len(pts) // 12), linewidth=1.0, label=s)
-        ax.set(xlabel="band index in the patch", ylabel="rate (bits per sample of the band)",
+        ax.set(xlabel="wavelength (nm)" if by_wavelength else "band index in the patch",
+               ylabel="rate (bits per sample of the band)",
                title=f"{', '.join(patches)}: {', '.join(_delta_text(d) for d in deltas)}")
         ax.set_ylim(bottom=0)
         _figure_legend(fig, [ax])
@@ -531,8 +581,20 @@ def _done(args: argparse.Namespace) -> int:
     return 0
 
 
+def _peak(text: str) -> tuple[str, float]:
+    """``DATASET=VALUE`` of ``--peak``."""
+    name, sep, value = text.rpartition("=")
+    try:
+        peak = float(value)
+    except ValueError:
+        peak = math.nan
+    if not sep or not name or not peak > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not DATASET=PEAK with a peak above 0")
+    return name, peak
+
+
 def _cmd_plot_rd(args: argparse.Namespace) -> int:
-    plot_rd(args.rd_csv, args.png, args.pdf)
+    plot_rd(args.rd_csv, args.png, args.pdf, peaks=dict(args.peak))
     return _done(args)
 
 
@@ -594,6 +656,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     """Add the figure commands: ``plot-rd``, ``plot-rate-error``, ``plot-lossless``,
     ``band-rates``, ``plot-band-rates`` and ``error-image``."""
     _rd_command(sub, "plot-rd", "draw rate-distortion curves from an rd CSV", _cmd_plot_rd)
+    sub.choices["plot-rd"].add_argument(
+        "--peak", type=_peak, action="append", default=[], metavar="DATASET=PEAK",
+        help="PSNR peak of a dataset, shown in its panel's title (repeatable)")
     _rd_command(sub, "plot-rate-error", "draw max. absolute error against rate from an rd CSV",
                 _cmd_plot_rate_error)
     _rd_command(sub, "plot-lossless", "bar chart of the lossless rates of an rd CSV",
