@@ -26,6 +26,7 @@ from hsicomp.plots import (
     plot_error_image,
     plot_lossless,
     plot_rate_error,
+    plot_rd,
 )
 
 SHAPE = (8, 12, 10)
@@ -255,3 +256,39 @@ def test_plot_rd_peak_option_is_checked(tmp_path, capsys):
         assert main(["plot-rd", str(rd), "--png", str(png), "--peak", bad]) == 2
     err = capsys.readouterr().err
     assert "is not DATASET=PEAK with a peak above 0" in err
+
+
+def _drawn(monkeypatch, draw) -> object:
+    """The matplotlib figure ``draw()`` saves, kept open for inspection."""
+    from hsicomp import plots
+
+    kept = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, *a, **k: kept.setdefault("fig", fig))
+    draw()
+    return kept["fig"]
+
+
+def test_rd_figures_stay_readable_with_lossy_codecs(tmp_path, monkeypatch):
+    """Near-lossless errors of 0-40 next to lossy errors in the thousands; deltas, peaks,
+    lossless rates and the legend placed where nothing runs out of the frame."""
+    from hsicomp.plots import plot_rate_error
+
+    rd = tmp_path / "rd.csv"
+    lines = ["dataset,codec,model,delta,lossy,bpppc,psnr,max_abs_error"]
+    lines += [f"a,ccsds123,-,{d},false,{6 - d / 10},{math.inf if d == 0 else 90 - d},{d}"
+              for d in (0, 1, 5, 40)]
+    lines += [f"a,gdn,l{i},,true,{0.01 * i},{35 + i},{3000 - 100 * i}" for i in (1, 2, 3)]
+    rd.write_text("\n".join(lines) + "\n")
+    fig = _drawn(monkeypatch, lambda: plot_rate_error(rd, tmp_path / "e.png"))
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "symlog" and ax.get_xscale() == "log"
+    styles = {line.get_label(): line.get_linestyle() for line in ax.get_lines()}
+    assert styles == {"ccsds123": "-", "gdn": "--"}
+    assert fig.legends and fig.legends[0]._loc == 8  # below the panels ("lower center")
+
+    fig = _drawn(monkeypatch, lambda: plot_rd(rd, tmp_path / "rd.png", peaks={"a": 4095}))
+    top, strip = fig.axes[:2]
+    assert top.get_title() == "a (PSNR peak 4095)"
+    assert {t.get_text() for t in top.texts} >= {"1", "5", "40"}  # each delta labelled
+    assert [t.get_text() for t in strip.get_yticklabels()] == ["ccsds123  6.000"]
+    assert not strip.texts  # no value labels drawn beside the markers, out of the frame
