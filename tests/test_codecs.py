@@ -15,7 +15,7 @@ from hsicomp import cli
 from hsicomp.bands import ENMAP_202
 from hsicomp.codec_cli import register_cli
 from hsicomp.codecs import available_codecs, codec_class, decode_bytes, get_codec
-from hsicomp.container import Header, pack, unpack
+from hsicomp.container import MAX_METADATA_BYTES, Header, add_metadata, pack, unpack
 from hsicomp.errors import HsicompError
 
 ANCHORS = ["jpegls", "jpeg2000", "jpegxl", "raw"]
@@ -268,6 +268,32 @@ def test_wrong_codec_and_unknown_codec(encoded: dict[str, bytes]) -> None:
     header.codec = "nosuch"
     with pytest.raises(HsicompError, match="unknown codec 'nosuch'"):
         decode_bytes(pack(header, side, payload))
+
+
+def test_metadata_block_is_version_3_under_the_check(cube: np.ndarray,
+                                                     encoded: dict[str, bytes]) -> None:
+    """A metadata block makes a version-3 file that decodes like the version-2 one; no block
+    leaves the bytes alone; the block is covered by the check value."""
+    for name in ("jpegls", "raw"):
+        plain = encoded[name]
+        assert add_metadata(plain, b"") == plain
+        data = add_metadata(plain, b"\x01user metadata")
+        header, out = decode_bytes(data, source="m.hsic")
+        assert header.version == 3 and header.metadata == b"\x01user metadata"
+        np.testing.assert_array_equal(out, decode_bytes(plain)[1])
+        assert len(data) == len(plain) + 1 + 14  # length varint and block
+        forged_header, side, payload = unpack(data)
+        forged_header.metadata = b"\x01user metadatA"  # same check value, other block
+        with pytest.raises(HsicompError, match="do not match the file's check value"):
+            decode_bytes(pack(forged_header, side, payload), source="m.hsic")
+        with pytest.raises(HsicompError, match="version-2 files, not version 3"):
+            add_metadata(data, b"\x01again")
+    with pytest.raises(HsicompError, match="too large"):
+        add_metadata(encoded["raw"], bytes(MAX_METADATA_BYTES + 1))
+    # pack with the decoded data writes the same file as add_metadata
+    header, side, payload = unpack(encoded["raw"])
+    header.metadata = b"\x01m"
+    assert pack(header, side, payload, [cube]) == add_metadata(encoded["raw"], b"\x01m")
 
 
 # Real EnMAP data.
