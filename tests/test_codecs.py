@@ -437,3 +437,39 @@ def test_codecs_command_lists_every_codec_with_kind_and_parameters(capsys):
     assert text["jpegls"].strip().startswith("lossless and near-lossless")
     assert text["jpeg2000"].strip().startswith("lossless;")
     assert "cascade=5" in text["linerwkv-lms"] and "``" not in out
+
+
+@pytest.mark.parametrize("bands", ["enmap202", None])
+def test_cli_codes_the_enmap_product(bands: str | None, tmp_path: Path, capsys) -> None:
+    """The EnMAP L2A tile as downloaded (float32, -32768 nodata bands): coded with --nodata
+    (and --bands), decoded to a GeoTIFF holding the product's values and metadata."""
+    tiles = sorted(ENMAP_DIR.glob("*.tif")) if ENMAP_DIR.is_dir() else []
+    if not tiles:
+        pytest.skip(f"no EnMAP tiles in {ENMAP_DIR}")
+    import rasterio
+
+    hsic, out = tmp_path / "tile.hsic", tmp_path / "tile.tif"
+    argv = ["encode", str(tiles[0]), str(hsic), "--codec", "ccsds123", "--nodata", "-32768"]
+    assert cli.main(argv + (["--bands", bands] if bands else [])) == 0
+    assert cli.main(["decode", str(hsic), str(out)]) == 0
+    index = list(ENMAP_202) if bands else list(range(224))
+    with rasterio.open(tiles[0]) as src, rasterio.open(out) as dst:
+        original = src.read([b + 1 for b in index])
+        assert dst.dtypes[0] == "float32" and dst.count == len(index)
+        np.testing.assert_array_equal(dst.read(), original)
+        assert (dst.crs, dst.transform, dst.nodata) == (src.crs, src.transform, src.nodata)
+        assert dst.descriptions == tuple(src.descriptions[b] for b in index)
+        assert [dst.tags(i + 1) for i in range(dst.count)] == [src.tags(b + 1) for b in index]
+        assert dst.tags() == src.tags() and dst.scales == tuple(src.scales[b] for b in index)
+    assert (original == -32768).sum() == (0 if bands else 6 * 32 * 32)
+    capsys.readouterr()
+    assert cli.main(["info", str(hsic)]) == 0
+    info = capsys.readouterr().out
+    samples = "no samples" if bands else "6144 samples, positions carried as a mask"
+    for line in ("format_version: 3", "metadata_format: tiff", "sample_type: float32",
+                 "crs: EPSG:32633", "transform: 30, 0, 366015, 0, -30, 5806125",
+                 f"nodata: -32768 ({samples})", "band_tags: bbl, fwhm, wavelength",
+                 "band_descriptions: " + str(len(index)) + " bands (first: 'band 1 (418.24"):
+        assert line in info, line
+    if bands:
+        assert "band_list: 0-125,141-159,167-223" in info
