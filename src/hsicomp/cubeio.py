@@ -62,8 +62,8 @@ LAYOUTS = {"bsq": "(bands, rows, cols)", "bil": "(rows, bands, cols)",
 LAYOUT_MARGIN = 1.5
 _TO_BSQ = {"bsq": (0, 1, 2), "bil": (1, 0, 2), "bip": (2, 0, 1)}
 _FROM_BSQ = {"bsq": (0, 1, 2), "bil": (1, 0, 2), "bip": (1, 2, 0)}
-#: Wider sample types for those a format cannot hold.
-_WIDER = {"float16": "float32", "int8": "int16"}
+#: Wider sample types for those GeoTIFF (float16) and ENVI (float16, int8) cannot hold.
+_WIDER = {"tiff": {"float16": "float32"}, "envi": {"float16": "float32", "int8": "int16"}}
 #: ``nodata`` argument of :func:`read_product`: the value the file itself declares.
 FILE_NODATA = "file"
 
@@ -530,9 +530,9 @@ def write_cube(path: str | os.PathLike, cube: np.ndarray, dataset: str = H5_DATA
         raise HsicompError(f"{path}: cannot write the file's metadata ({_line(exc)})") from None
 
 
-def _widened(dtype: np.dtype) -> np.dtype:
-    """``dtype``, or a wider type of the same kind for one GeoTIFF and ENVI cannot hold."""
-    return np.dtype(_WIDER.get(dtype.name, dtype.name)).newbyteorder(dtype.byteorder)
+def _widened(dtype: np.dtype, family: str) -> np.dtype:
+    """``dtype``, or a wider type of the same kind when format ``family`` cannot hold it."""
+    return np.dtype(_WIDER[family].get(dtype.name, dtype.name)).newbyteorder(dtype.byteorder)
 
 
 def _write_tiff(path: Path, cube: np.ndarray, meta: dict[str, Any] | None = None) -> None:
@@ -543,7 +543,7 @@ def _write_tiff(path: Path, cube: np.ndarray, meta: dict[str, Any] | None = None
 
     meta = meta or {}
     bands, rows, cols = cube.shape
-    dtype = _widened(cube.dtype)
+    dtype = _widened(cube.dtype, "tiff")
     options: dict[str, Any] = {}
     if "crs" in meta:
         options["crs"] = CRS.from_wkt(meta["crs"])
@@ -588,7 +588,7 @@ def _write_envi(path: Path, cube: np.ndarray, meta: dict[str, Any] | None = None
     order = int(meta.get("byte_order", 0))
     if interleave not in _FROM_BSQ or order not in (0, 1):
         raise ValueError(f"interleave {interleave!r}, byte order {order}")
-    dtype = _widened(cube.dtype).newbyteorder("<" if order == 0 else ">")
+    dtype = _widened(cube.dtype, "envi").newbyteorder("<" if order == 0 else ">")
     layout = {"samples": str(cols), "lines": str(rows), "bands": str(bands),
               "header offset": "0", "data type": str(_envi_type(dtype)),
               "interleave": interleave, "byte order": str(order)}

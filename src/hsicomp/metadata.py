@@ -168,12 +168,16 @@ def apply_nodata(array: np.ndarray, nodata: float | None,
 
 
 def restore_samples(cube: np.ndarray, meta: dict[str, Any], source: str) -> np.ndarray:
-    """The input's samples from a decoded uint16 cube: its sample type, nodata put back."""
+    """The input's samples from a decoded uint16 cube: its sample type (values beyond it,
+    which only a lossy decode gives, are clipped), nodata put back."""
     try:
         dtype = np.dtype(meta.get("dtype", "<u2"))
         entry = meta.get("nodata")
         if dtype.kind not in "uif":
             raise ValueError(f"sample type {dtype}")
+        top = int(np.iinfo(dtype).max if dtype.kind in "iu" else np.finfo(dtype).max)
+        if top < 65535 and cube.size and int(cube.max()) > top:
+            cube = np.minimum(cube, top)  # a lossy decode may overshoot the input's type
         values = cube.astype(dtype)
         if isinstance(entry, dict) and "mask" in entry:
             mask = decode_mask(entry["mask"], cube.shape, source)
