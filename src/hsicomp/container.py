@@ -82,7 +82,8 @@ class Header:
     metadata: bytes = b""
     #: The file's check value (None for a version-1 file, or before packing).
     check: int | None = field(default=None, compare=False)
-    #: CRC-32 of the file's bytes from magic to the end of the side info (set by unpack).
+    #: CRC-32 of the file's bytes from magic to the end of the side info, as version 2 has
+    #: them (version byte 2, no metadata field; set by unpack).
     check_seed: int = field(default=0, compare=False, repr=False)
     version: int = field(default=FORMAT_VERSION, compare=False)
 
@@ -209,8 +210,7 @@ def add_metadata(data: bytes, metadata: bytes, source: str = "input") -> bytes:
     if len(metadata) > MAX_METADATA_BYTES:
         raise HsicompError(f"{source}: metadata of {len(metadata)} bytes is too large (at "
                            f"most {MAX_METADATA_BYTES})")
-    assert header.check is not None
-    header.check = zlib.crc32(_metadata_field(metadata), header.check)
+    header.check = zlib.crc32(_metadata_field(metadata), header.check or 0)
     header.metadata = metadata
     return pack(header, side_info, payload)
 

@@ -47,9 +47,6 @@ ENVI_DATA_CANDIDATES = (".img", "", ".dat", ".bsq", ".bil", ".bip", ".raw")
 #: ENVI ``data type`` codes and the NumPy types they stand for (byte order set separately).
 ENVI_TYPES = {1: "u1", 2: "i2", 3: "i4", 4: "f4", 5: "f8", 12: "u2", 13: "u4", 14: "i8",
               15: "u8"}
-#: ENVI header fields that describe the data file; written from the cube, not copied.
-ENVI_LAYOUT_FIELDS = ("samples", "lines", "bands", "header offset", "data type", "interleave",
-                      "byte order")
 #: ENVI header fields holding one value per band (subset with the bands).
 ENVI_BAND_FIELDS = ("wavelength", "fwhm", "band names", "bbl", "data gain values",
                     "data offset values", "data reflectance gain values",
@@ -90,7 +87,7 @@ def format_family(suffix: str) -> str:
 def to_uint16(array: np.ndarray, source: str, hint: str = "") -> np.ndarray:
     """Check that a 3-D array holds integer values in 0..65535; return it as uint16.
 
-    ``hint`` is appended to the message about negative values."""
+    ``hint`` is appended to the messages about NaN and negative values."""
     array = np.asarray(array)
     if array.ndim != 3:
         raise HsicompError(f"{source}: expected a 3-D cube (bands, rows, cols), got shape "
@@ -104,7 +101,7 @@ def to_uint16(array: np.ndarray, source: str, hint: str = "") -> np.ndarray:
         return np.ascontiguousarray(array)
     if kind == "f":
         if np.isnan(array).any():
-            raise HsicompError(f"{source}: cube holds NaN values")
+            raise HsicompError(f"{source}: cube holds NaN values{hint}")
         if not np.isfinite(array).all():
             raise HsicompError(f"{source}: cube holds infinite values")
         if (array != np.floor(array)).any():
@@ -465,7 +462,8 @@ def read_product(path: str | os.PathLike, dims: tuple[int, int, int] | None = No
     dtype = array.dtype.str
     value = _declared_nodata(family, fmt) if nodata == FILE_NODATA else nodata
     array, entry = apply_nodata(array, value, bit_depth)
-    hint = "; give --nodata VALUE if it marks missing samples" if value is None else ""
+    hint = "; give --nodata VALUE (a number or nan) if it marks missing samples" \
+        if value is None else ""
     cube = to_uint16(array, str(path), hint)
     meta: dict[str, Any] = {}
     if dtype != "<u2":

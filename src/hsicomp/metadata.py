@@ -161,9 +161,8 @@ def apply_nodata(array: np.ndarray, nodata: float | None,
     codeable = float(nodata).is_integer() and 0 <= nodata < 1 << bit_depth
     if count and not codeable:
         entry["mask"] = encode_mask(mask)
-        work = array.astype(np.float64 if array.dtype.kind == "f" else np.int64)
-        work[mask] = NODATA_FILL
-        array = work
+        array = array.copy()
+        array[mask] = NODATA_FILL
     return array, entry
 
 
