@@ -16,6 +16,7 @@ from hsicomp.cubeio import (
     SUFFIXES,
     cube_files,
     cube_format,
+    format_family,
     read_product,
     write_cube,
 )
@@ -127,10 +128,16 @@ def cmd_decode(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     header, cube = decode_bytes(data, _params(args, codec), source=str(args.input))
     seconds = time.perf_counter() - start
-    write_cube(args.output, cube, metadata=load_metadata(header.metadata, str(args.input)))
+    meta = load_metadata(header.metadata, str(args.input))
+    write_cube(args.output, cube, metadata=meta)
+    note = ""
+    if meta.get("format"):
+        same = meta["format"] == format_family(cube_format(args.output))
+        note = (f"; the input's {meta['format']} metadata written back" if same else
+                f"; samples only, the input was {meta['format']}")
     print(f"{args.output}: {header.bands}x{header.rows}x{header.cols} {header.codec} "
           f"delta={header.delta} {bits_per_sample(len(data), header.shape):.4f} bits/sample "
-          f"({seconds:.2f} s)")
+          f"({seconds:.2f} s{note})")
     return 0
 
 
