@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import tool_env
+from helpers import smooth_cube, tool_env
 
 from hsicomp import cli
+from hsicomp.container import unpack
 from hsicomp.cubeio import write_cube
 
 SHAPE = (3, 8, 8)
@@ -182,3 +183,44 @@ def test_output_table_names_real_arguments() -> None:
             if action.dest in {"out", "output", "png", "pdf", "rd", "per_patch", "stamp"} \
                     and command != "prepare":
                 assert action.dest in cli.OUTPUTS.get(command, ()), (command, action.dest)
+
+
+def test_rows_cols_bands_npy_needs_layout(tmp_path: Path, capsys) -> None:
+    """A (rows, cols, bands) .npy is refused in one line; with --layout bip the right cube is
+    coded (the same payload as its bands-first copy) and decodes to the same array."""
+    cube = smooth_cube((40, 12, 12), 12, seed=1)
+    pixels_first = tmp_path / "rcb.npy"
+    np.save(pixels_first, cube.transpose(1, 2, 0))
+    np.save(tmp_path / "brc.npy", cube)
+    out = tmp_path / "o.hsic"
+    err = refused(["encode", str(pixels_first), str(out), "--codec", "ccsds123"], tmp_path,
+                  capsys)
+    assert "rcb.npy: shape (12, 12, 40) looks like (rows, cols, bands)" in err
+    assert cli.main(["encode", str(pixels_first), str(out), "--codec", "ccsds123",
+                     "--layout", "bip"]) == 0
+    assert cli.main(["encode", str(tmp_path / "brc.npy"), str(tmp_path / "brc.hsic"),
+                     "--codec", "ccsds123"]) == 0
+    header, side, payload = unpack(out.read_bytes())
+    plain = unpack((tmp_path / "brc.hsic").read_bytes())
+    assert header.shape == (40, 12, 12) and (side, payload) == plain[1:]
+    assert header.version == 3 and plain[0].version == 2
+    assert cli.main(["decode", str(out), str(tmp_path / "back.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "back.npy"), np.load(pixels_first))
+    # --layout bsq takes the array as it is (bands first)
+    assert cli.main(["encode", str(pixels_first), str(tmp_path / "as_is.hsic"), "--codec",
+                     "ccsds123", "--layout", "bsq"]) == 0
+    assert unpack((tmp_path / "as_is.hsic").read_bytes())[0].shape == (12, 12, 40)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--layout", "bip"], "applies to .npy and HDF5 inputs only"),
+    (["--layout", "xyz"], "argument --layout: invalid choice"),
+    (["--nodata", "abc"], "argument --nodata: expected a number, nan, none or file"),
+    (["--bands", "0-9"], "band indices [3, 4, 5, 6, 7] out of range for a 3-band file"),
+    (["--bands", "x"], "bad band list entry 'x'"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_bad_metadata_options(argv: list[str], message: str, files: dict[str, Path],
+                              tmp_path: Path, capsys) -> None:
+    argv = expand(["encode", "{envi}", "{tmp}/o.hsic", "--codec", "raw", *argv], files,
+                  tmp_path)
+    assert message in refused(argv, tmp_path, capsys)

@@ -15,7 +15,7 @@ from hsicomp import cli
 from hsicomp.bands import ENMAP_202
 from hsicomp.codec_cli import register_cli
 from hsicomp.codecs import available_codecs, codec_class, decode_bytes, get_codec
-from hsicomp.container import Header, pack, unpack
+from hsicomp.container import MAX_METADATA_BYTES, Header, add_metadata, pack, unpack
 from hsicomp.errors import HsicompError
 
 ANCHORS = ["jpegls", "jpeg2000", "jpegxl", "raw"]
@@ -270,6 +270,32 @@ def test_wrong_codec_and_unknown_codec(encoded: dict[str, bytes]) -> None:
         decode_bytes(pack(header, side, payload))
 
 
+def test_metadata_block_is_version_3_under_the_check(cube: np.ndarray,
+                                                     encoded: dict[str, bytes]) -> None:
+    """A metadata block makes a version-3 file that decodes like the version-2 one; no block
+    leaves the bytes alone; the block is covered by the check value."""
+    for name in ("jpegls", "raw"):
+        plain = encoded[name]
+        assert add_metadata(plain, b"") == plain
+        data = add_metadata(plain, b"\x01user metadata")
+        header, out = decode_bytes(data, source="m.hsic")
+        assert header.version == 3 and header.metadata == b"\x01user metadata"
+        np.testing.assert_array_equal(out, decode_bytes(plain)[1])
+        assert len(data) == len(plain) + 1 + 14  # length varint and block
+        forged_header, side, payload = unpack(data)
+        forged_header.metadata = b"\x01user metadatA"  # same check value, other block
+        with pytest.raises(HsicompError, match="do not match the file's check value"):
+            decode_bytes(pack(forged_header, side, payload), source="m.hsic")
+        with pytest.raises(HsicompError, match="version-2 files, not version 3"):
+            add_metadata(data, b"\x01again")
+    with pytest.raises(HsicompError, match="too large"):
+        add_metadata(encoded["raw"], bytes(MAX_METADATA_BYTES + 1))
+    # pack with the decoded data writes the same file as add_metadata
+    header, side, payload = unpack(encoded["raw"])
+    header.metadata = b"\x01m"
+    assert pack(header, side, payload, [cube]) == add_metadata(encoded["raw"], b"\x01m")
+
+
 # Real EnMAP data.
 
 
@@ -411,3 +437,75 @@ def test_codecs_command_lists_every_codec_with_kind_and_parameters(capsys):
     assert text["jpegls"].strip().startswith("lossless and near-lossless")
     assert text["jpeg2000"].strip().startswith("lossless;")
     assert "cascade=5" in text["linerwkv-lms"] and "``" not in out
+
+
+@pytest.mark.parametrize("bands", ["enmap202", None])
+def test_cli_codes_the_enmap_product(bands: str | None, tmp_path: Path, capsys) -> None:
+    """The EnMAP L2A tile as downloaded (float32, -32768 nodata bands): coded with --nodata
+    (and --bands), decoded to a GeoTIFF holding the product's values and metadata."""
+    tiles = sorted(ENMAP_DIR.glob("*.tif")) if ENMAP_DIR.is_dir() else []
+    if not tiles:
+        pytest.skip(f"no EnMAP tiles in {ENMAP_DIR}")
+    import rasterio
+
+    hsic, out = tmp_path / "tile.hsic", tmp_path / "tile.tif"
+    argv = ["encode", str(tiles[0]), str(hsic), "--codec", "ccsds123", "--nodata", "-32768"]
+    assert cli.main(argv + (["--bands", bands] if bands else [])) == 0
+    assert cli.main(["decode", str(hsic), str(out)]) == 0
+    index = list(ENMAP_202) if bands else list(range(224))
+    with rasterio.open(tiles[0]) as src, rasterio.open(out) as dst:
+        original = src.read([b + 1 for b in index])
+        assert dst.dtypes[0] == "float32" and dst.count == len(index)
+        np.testing.assert_array_equal(dst.read(), original)
+        assert (dst.crs, dst.transform, dst.nodata) == (src.crs, src.transform, src.nodata)
+        assert dst.descriptions == tuple(src.descriptions[b] for b in index)
+        assert [dst.tags(i + 1) for i in range(dst.count)] == [src.tags(b + 1) for b in index]
+        assert dst.tags() == src.tags() and dst.scales == tuple(src.scales[b] for b in index)
+    assert (original == -32768).sum() == (0 if bands else 6 * 32 * 32)
+    capsys.readouterr()
+    assert cli.main(["info", str(hsic)]) == 0
+    info = capsys.readouterr().out
+    samples = "no samples" if bands else "6144 samples, positions carried as a mask"
+    for line in ("format_version: 3", "metadata_format: tiff", "sample_type: float32",
+                 "crs: EPSG:32633", "transform: 30, 0, 366015, 0, -30, 5806125",
+                 f"nodata: -32768 ({samples})", "band_tags: bbl, fwhm, wavelength",
+                 "band_descriptions: " + str(len(index)) + " bands (first: 'band 1 (418.24"):
+        assert line in info, line
+    if bands:
+        assert "band_list: 0-125,141-159,167-223" in info
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_cli_gives_an_envi_bil_file_back(tmp_path: Path, cube: np.ndarray, capsys) -> None:
+    """An int16 BIL ENVI scene with a nodata value: decoding to ENVI gives the same data file
+    and header fields; decoding to GeoTIFF the same samples."""
+    data = cube.astype("<i2")
+    data[:, 0, :3] = -32768
+    header = tmp_path / "scene.hdr"
+    header.write_text("ENVI\ndescription = {scene}\nsamples = 23\nlines = 17\nbands = 5\n"
+                      "header offset = 0\nfile type = ENVI Standard\ndata type = 2\n"
+                      "interleave = bil\nbyte order = 0\n"
+                      "map info = {UTM, 1, 1, 366015, 5806125, 30, 30, 33, North, WGS-84}\n"
+                      "wavelength = {418.24, 423.87, 429.29, 434.53, 439.60}\n"
+                      "fwhm = {6.99, 6.96, 6.93, 6.90, 6.87}\ndata ignore value = -32768\n")
+    raw = data.transpose(1, 0, 2).tobytes()
+    (tmp_path / "scene.bil").write_bytes(raw)
+    hsic = tmp_path / "scene.hsic"
+    assert cli.main(["encode", str(header), str(hsic), "--codec", "jpegls",
+                     "--bit-depth", "14"]) == 0
+    assert cli.main(["decode", str(hsic), str(tmp_path / "out.hdr")]) == 0
+    assert (tmp_path / "out.img").read_bytes() == raw
+    text = (tmp_path / "out.hdr").read_text()
+    original = header.read_text()
+    assert text == original, text  # the same fields, in the same order
+    assert cli.main(["decode", str(hsic), str(tmp_path / "out.tif")]) == 0
+    import rasterio
+
+    with rasterio.open(tmp_path / "out.tif") as src:
+        assert src.dtypes[0] == "int16" and src.crs is None  # samples only
+        np.testing.assert_array_equal(src.read(), data)
+    capsys.readouterr()
+    assert cli.main(["info", str(hsic)]) == 0
+    info = capsys.readouterr().out
+    assert "envi_interleave: bil" in info and "envi[map info]: {UTM, 1, 1, 366015" in info
+    assert "nodata: -32768 (15 samples, positions carried as a mask)" in info

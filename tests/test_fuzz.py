@@ -26,8 +26,9 @@ import torch
 from helpers import gdn_test_config, random_gdn_model_file, tool_env
 
 from hsicomp.codecs import decode_bytes, get_codec
-from hsicomp.container import pack, unpack
+from hsicomp.container import MAX_METADATA_BYTES, add_metadata, pack, unpack
 from hsicomp.errors import HsicompError
+from hsicomp.metadata import dump_metadata, encode_mask, load_metadata, restore_samples
 from hsicomp.models import SIZES, LineRWKV
 from hsicomp.models.checkpoint import save_model
 
@@ -101,7 +102,21 @@ def valid_files(model_path: Path, ohm_model_path: Path,
     files["gdn-ohm"] = get_codec("gdn-ohm", {"model": str(ohm_model_path),
                                              "fraction": 0.5}).encode(cube, 0, 12)
     files["coolchic"] = get_codec("coolchic", {"iterations": 3}).encode(cube, 0, 12)
+    # files with a metadata block (version 3), lossless and lossy
+    block = dump_metadata(_METADATA)
+    for name in ("raw", "ccsds123-d0", "linerwkv-arith", "gdn"):
+        files[f"{name}-meta"] = add_metadata(files[name], block)
     return files
+
+
+#: Metadata of the valid files that carry some: a GeoTIFF's, with a nodata mask.
+_METADATA = {
+    "format": "tiff", "dtype": "<f4",
+    "nodata": {"value": -32768, "samples": 7, "mask": encode_mask(np.arange(5 * 7 * 9) < 7)},
+    "tiff": {"crs": "EPSG:32633", "transform": [30.0, 0.0, 366015.0, 0.0, -30.0, 5806125.0],
+             "nodata": -32768, "descriptions": [f"band {b}" for b in range(5)],
+             "band_tags": [{"wavelength": str(400 + b)} for b in range(5)]},
+}
 
 
 def _mutations(data: bytes, others: list[bytes], rng: np.random.Generator):
@@ -158,6 +173,10 @@ def _check_decode(data: bytes, params: dict, what: str) -> None:
         assert message.startswith("f.hsic: "), (what, message)
     else:
         assert cube.dtype == np.uint16 and cube.shape == header.shape, what
+        try:
+            restore_samples(cube, load_metadata(header.metadata, "f.hsic"), "f.hsic")
+        except HsicompError as exc:
+            assert str(exc).startswith("f.hsic: ") and "\n" not in str(exc), (what, exc)
     finally:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
@@ -195,11 +214,23 @@ def _forgeries(data: bytes, rng: np.random.Generator):
     header, side, payload = unpack(data)
     body = data[:-4]
     tail = len(side) + _varint_size(len(side)) + len(payload) + _varint_size(len(payload)) + 4
-    header_end = len(body) - tail  # end of the band list
+    header_end = len(body) - tail  # end of the band list (of the metadata in version 3)
+    parts = ("header", "side info", "payload", "check", "anywhere", "metadata")
     for _ in range(ITERATIONS):
-        part = ("header", "side info", "payload", "check", "anywhere")[int(rng.integers(5))]
+        part = parts[int(rng.integers(6 if header.metadata else 5))]
         if part == "side info" and not side:
             part = "payload"
+        if part == "metadata":  # another block behind the same check value
+            edited = bytearray(header.metadata)
+            if rng.random() < 0.8:
+                pos = int(rng.integers(len(edited)))
+                edited[pos] ^= 1 << int(rng.integers(8))
+            else:
+                edited = edited[: int(rng.integers(1, len(edited)))]
+            forged = unpack(data)[0]
+            forged.metadata = bytes(edited)
+            yield part, pack(forged, side, payload)
+            continue
         if part in ("side info", "payload"):
             edited = bytearray(side if part == "side info" else payload)
             if edited and rng.random() < 0.8:
@@ -248,7 +279,7 @@ def test_forged_files_decode_to_the_original_or_fail(
                     counts["error"] += 1
                     continue
                 same = header == original_header and np.array_equal(cube, original)
-                assert same, f"{name}: forged {part} decoded to other samples"
+                assert same, f"{name}: forged {part} decoded to other samples or metadata"
                 counts["original"] += 1
     finally:
         faulthandler.cancel_dump_traceback_later()
@@ -296,6 +327,52 @@ def test_crafted_headers_do_not_exhaust_memory(valid_files: dict[str, bytes],
                 decode_bytes(huge, params, "f.hsic")
 
         assert _peak_of(decode_huge) < 8 << 20, name
+
+
+def test_crafted_metadata_does_not_exhaust_memory(valid_files: dict[str, bytes]) -> None:
+    """A metadata length of 2**62, a block that unpacks to 64 MiB, JSON nested a million
+    deep or a nodata mask that inflates past its cube give one-line errors, in bounded
+    memory."""
+    import lzma
+
+    data = valid_files["raw-meta"]
+    header, side, payload = unpack(data)
+    at = len(data) - 4 - 4 - len(payload) - _varint_size(len(payload)) - len(side) \
+        - _varint_size(len(side)) - len(header.metadata) - _varint_size(len(header.metadata))
+    rest = data[at + _varint_size(len(header.metadata)):-4]
+    huge = _with_crc(data[:at] + b"\xff" * 8 + b"\x3f" + rest)  # length 2**62 - 1
+
+    def unpack_huge() -> None:
+        with pytest.raises(HsicompError, match=r"^f\.hsic: corrupt header \(metadata block of "):
+            unpack(huge, "f.hsic")
+
+    assert _peak_of(unpack_huge) < 8 << 20
+    filters = [{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 20}]
+    bombs = {
+        "more than": lzma.compress(b" " * (1 << 26), format=lzma.FORMAT_RAW, filters=filters),
+        "not UTF-8 JSON": lzma.compress(b"[" * 1_000_000, format=lzma.FORMAT_RAW,
+                                        filters=filters),
+        "not an LZMA2 stream": b"\xff" * 100,
+    }
+    for needle, packed in bombs.items():
+        assert len(packed) < MAX_METADATA_BYTES
+
+        def load(block: bytes = b"\x01" + packed, needle: str = needle) -> None:
+            with pytest.raises(HsicompError, match=f"^f\\.hsic: corrupt metadata \\({needle}"):
+                load_metadata(block, "f.hsic")
+
+        assert _peak_of(load) < 16 << 20, needle
+    with pytest.raises(HsicompError, match="unsupported metadata version 7"):
+        load_metadata(b"\x07", "f.hsic")
+    cube = np.zeros((5, 7, 9), np.uint16)
+    mask_bomb = {"nodata": {"value": -1, "mask": encode_mask(np.ones(1 << 26, bool))},
+                 "dtype": "<i2"}
+
+    def restore_bomb() -> None:
+        with pytest.raises(HsicompError, match="nodata mask of the wrong size"):
+            restore_samples(cube, mask_bomb, "f.hsic")
+
+    assert _peak_of(restore_bomb) < 8 << 20
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -9,9 +9,19 @@ from pathlib import Path
 
 from hsicomp.atomic import atomic_write_bytes
 from hsicomp.codecs import available_codecs, codec_class, decode_bytes, get_codec
-from hsicomp.container import unpack
-from hsicomp.cubeio import SUFFIXES, cube_files, cube_format, read_cube, write_cube
+from hsicomp.container import add_metadata, unpack
+from hsicomp.cubeio import (
+    FILE_NODATA,
+    LAYOUTS,
+    SUFFIXES,
+    cube_files,
+    cube_format,
+    format_family,
+    read_product,
+    write_cube,
+)
 from hsicomp.errors import HsicompError
+from hsicomp.metadata import describe_metadata, dump_metadata, load_metadata
 from hsicomp.metrics import bits_per_sample
 from hsicomp.paths import check_output, input_file
 
@@ -37,6 +47,20 @@ def parse_threads(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
     return value
+
+
+def parse_nodata(text: str) -> float | str | None:
+    """Parse a nodata value: a number, ``nan``, ``none`` (no nodata) or ``file`` (the value
+    the input file declares)."""
+    if text.strip().lower() == "none":
+        return None
+    if text.strip().lower() == FILE_NODATA:
+        return FILE_NODATA
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, nan, none or file, got "
+                                         f"{text!r}") from None
 
 
 def parse_param(text: str) -> tuple[str, str]:
@@ -76,14 +100,20 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise HsicompError("give --codec NAME (or --model PATH for the linerwkv codec)")
     check_output(args.output, cube_files(args.input))
     codec = get_codec(name, _params(args, name))
-    cube = read_cube(args.input, dims=args.dims, dataset=args.dataset)
+    product = read_product(args.input, dims=args.dims, dataset=args.dataset,
+                           layout=args.layout, bands=args.bands, nodata=args.nodata,
+                           bit_depth=args.bit_depth)
+    cube = product.cube
+    block = dump_metadata(product.metadata, str(args.input))
     start = time.perf_counter()
-    data = codec.encode(cube, args.delta, args.bit_depth)
+    data = codec.encode(cube, args.delta, args.bit_depth, band_list=product.band_list)
     seconds = time.perf_counter() - start
+    data = add_metadata(data, block, str(args.output))
     atomic_write_bytes(args.output, data)
     bands, rows, cols = cube.shape
+    extra = f", {len(block)} of them metadata" if block else ""
     print(f"{args.output}: {bands}x{rows}x{cols} {codec.name} delta={args.delta} "
-          f"{len(data)} bytes {bits_per_sample(len(data), cube.shape):.4f} bits/sample "
+          f"{len(data)} bytes{extra} {bits_per_sample(len(data), cube.shape):.4f} bits/sample "
           f"({seconds:.2f} s)")
     return 0
 
@@ -98,10 +128,16 @@ def cmd_decode(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     header, cube = decode_bytes(data, _params(args, codec), source=str(args.input))
     seconds = time.perf_counter() - start
-    write_cube(args.output, cube)
+    meta = load_metadata(header.metadata, str(args.input))
+    write_cube(args.output, cube, metadata=meta)
+    note = ""
+    if meta.get("format"):
+        same = meta["format"] == format_family(cube_format(args.output))
+        note = (f"; the input's {meta['format']} metadata written back" if same else
+                f"; samples only, the input was {meta['format']}")
     print(f"{args.output}: {header.bands}x{header.rows}x{header.cols} {header.codec} "
           f"delta={header.delta} {bits_per_sample(len(data), header.shape):.4f} bits/sample "
-          f"({seconds:.2f} s)")
+          f"({seconds:.2f} s{note})")
     return 0
 
 
@@ -133,6 +169,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("lossy", "yes (no maximum-error guarantee)" if header.lossy else "no"),
         ("flags", f"0x{header.flags:04x}"),
         ("band_list", bands),
+        ("metadata_bytes", str(len(header.metadata))),
         ("side_info_bytes", str(len(side_info))),
         ("payload_bytes", str(len(payload))),
         ("file_bytes", str(len(data))),
@@ -144,6 +181,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         rows.append(("check", f"0x{header.check:08x} (CRC-32{covers}, verified on decode)"))
     if cls is not None:
         rows += cls.describe_side_info(side_info)
+    rows += describe_metadata(load_metadata(header.metadata, str(args.input)))
     for key, value in rows:
         print(f"{key}: {value}")
     return 0
@@ -196,13 +234,26 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dims", type=parse_dims, default=None, metavar="B,R,C",
                    help="bands,rows,cols of a raw .bsq/.raw input")
     p.add_argument("--dataset", default=None, help="dataset of an HDF5 input")
+    p.add_argument("--layout", choices=tuple(LAYOUTS), default=None,
+                   help="axis order of a .npy or HDF5 input: "
+                        + ", ".join(f"{k} {v}" for k, v in LAYOUTS.items())
+                        + " (needed when the shape looks like (rows, cols, bands))")
+    p.add_argument("--bands", default=None, metavar="LIST",
+                   help="bands to code: 0-based indices and a-b ranges (e.g. 0-125,141-159), "
+                        "enmap202 or all (default all)")
+    p.add_argument("--nodata", type=parse_nodata, default=FILE_NODATA, metavar="VALUE",
+                   help="value of missing samples: a number, nan, none, or file (default: "
+                        "the nodata value the GeoTIFF or ENVI input declares); decoding "
+                        "gives them back")
     p.add_argument("--param", type=parse_param, action="append", default=[],
                    metavar="KEY=VALUE", help=param_help)
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("decode", help="decompress a .hsic file",
                        description=f"Decompress a .hsic file; the output format ({formats}) "
-                                   f"follows OUTPUT's extension.")
+                                   f"follows OUTPUT's extension. Samples come back in the "
+                                   f"input's type, and the input's metadata when OUTPUT has "
+                                   f"its format.")
     p.add_argument("input", help="input .hsic file")
     p.add_argument("output", help="output cube")
     p.add_argument("--model", default=None,
@@ -212,7 +263,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                    metavar="KEY=VALUE", help=param_help)
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("info", help="print the header of a .hsic file")
+    p = sub.add_parser("info", help="print the header and metadata of a .hsic file")
     p.add_argument("input", help=".hsic file")
     p.set_defaults(func=cmd_info)
 

@@ -15,10 +15,14 @@ Layout (all integers little-endian, ``varint`` = unsigned LEB128)::
                         is then 0); bits 0..14 codec-defined
     band list  u16 number of runs, then per run: u16 first band, u16 run length
                (original 0-based band indices; 0 runs = bands 0..bands-1)
+    metadata   (version 3 only) varint length (1..MAX_METADATA_BYTES) + bytes: what the
+               input file said about the cube besides its samples (see hsicomp.metadata)
     side info  varint length + bytes (codec-defined: parameters, statistics, model hash)
     payload    varint length + bytes (codec-defined entropy-coded data)
     check      u32 (version 2) CRC-32 of every byte from magic to the end of the side info,
-               followed by the decoded data (see :func:`check_value`)
+               followed by the decoded data (see :func:`check_value`); (version 3) the
+               version-2 check of the same file without its metadata field, continued
+               over that field (length and bytes)
     crc32      u32 over every byte before it
 
 The crc32 catches damage to the file; the check catches a file that is intact but decodes to
@@ -27,6 +31,10 @@ match). What "the decoded data" is depends on the codec (``Codec.check_covers``)
 samples for codecs whose decoder is exact on every machine, the entropy-decoded integers a
 floating-point synthesis consumes for the lossy learned codecs. Version 1 files (no check)
 still decode.
+
+A file without metadata is written as version 2, byte for byte what earlier releases wrote;
+a file with metadata is version 3. Because the version-3 check continues the version-2 one,
+:func:`add_metadata` adds a metadata block to a coded file without decoding it.
 
 The rate of a cube is the size of this whole file.
 """
@@ -43,9 +51,14 @@ import numpy as np
 from hsicomp.errors import HsicompError
 
 MAGIC = b"HSIC"
+#: Version of files without a metadata block.
 FORMAT_VERSION = 2
+#: Version of files with a metadata block.
+METADATA_FORMAT_VERSION = 3
 #: Versions this hsicomp reads (version 1 has no check field).
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
+#: Largest metadata block a file may carry (1 MiB).
+MAX_METADATA_BYTES = 1 << 20
 SAMPLE_UINT16 = 0
 MAX_VARINT_BYTES = 10
 #: Header flag of a lossy codec: the file guarantees no maximum error (its delta is 0).
@@ -65,9 +78,12 @@ class Header:
     delta: int = 0
     flags: int = 0
     band_list: list[int] | None = field(default=None)
+    #: The metadata block (empty: none; see :mod:`hsicomp.metadata`).
+    metadata: bytes = b""
     #: The file's check value (None for a version-1 file, or before packing).
     check: int | None = field(default=None, compare=False)
-    #: CRC-32 of the file's bytes from magic to the end of the side info (set by unpack).
+    #: CRC-32 of the file's bytes from magic to the end of the side info, as version 2 has
+    #: them (version byte 2, no metadata field; set by unpack).
     check_seed: int = field(default=0, compare=False, repr=False)
     version: int = field(default=FORMAT_VERSION, compare=False)
 
@@ -131,12 +147,23 @@ def check_value(seed: int, decoded: Iterable[np.ndarray | bytes]) -> int:
     return crc
 
 
+def _metadata_field(metadata: bytes) -> bytes:
+    return _varint(len(metadata)) + metadata if metadata else b""
+
+
+def file_check(header: Header, decoded: Iterable[np.ndarray | bytes]) -> int:
+    """The check value a file with ``header`` must carry when it decodes to ``decoded``."""
+    return zlib.crc32(_metadata_field(header.metadata),
+                      check_value(header.check_seed, decoded))
+
+
 def pack(header: Header, side_info: bytes, payload: bytes,
          decoded: Iterable[np.ndarray | bytes] | None = None) -> bytes:
     """Serialise a header, side information and payload into .hsic bytes.
 
     The check value is computed from ``decoded`` (what the decoder must reproduce, see the
-    module doc) when it is given, else taken from ``header.check``.
+    module doc) when it is given, else taken from ``header.check``. A header with metadata
+    gives a version-3 file, any other a version-2 file.
     """
     name = header.codec.encode("ascii")
     if not 0 < len(name) < 256:
@@ -146,23 +173,46 @@ def pack(header: Header, side_info: bytes, payload: bytes,
     runs = _band_runs(header.band_list, header.bands)
     if not 0 <= header.delta <= 0xFFFFFFFF:
         raise ValueError(f"delta {header.delta} does not fit in the header")
-    checked = b"".join([
-        MAGIC,
-        bytes([FORMAT_VERSION, len(name)]),
+    if len(header.metadata) > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata block of {len(header.metadata)} bytes (at most "
+                         f"{MAX_METADATA_BYTES})")
+    head = b"".join([
         name,
         _FIXED.pack(SAMPLE_UINT16, header.bit_depth, header.bands, header.rows, header.cols,
                     header.delta, header.flags),
         struct.pack("<H", len(runs)),
         b"".join(struct.pack("<HH", s, n) for s, n in runs),
-        _varint(len(side_info)),
-        side_info,
     ])
-    seed = zlib.crc32(checked)
-    check = check_value(seed, decoded) if decoded is not None else header.check
-    if check is None:
+    side = _varint(len(side_info)) + side_info
+    seed = zlib.crc32(b"".join([MAGIC, bytes([FORMAT_VERSION, len(name)]), head, side]))
+    metadata = _metadata_field(header.metadata)
+    if decoded is not None:
+        check = zlib.crc32(metadata, check_value(seed, decoded))
+    elif header.check is not None:
+        check = header.check
+    else:
         raise ValueError("pack needs the decoded data (or a header check value)")
-    body = b"".join([checked, _varint(len(payload)), payload, struct.pack("<I", check)])
+    version = METADATA_FORMAT_VERSION if metadata else FORMAT_VERSION
+    body = b"".join([MAGIC, bytes([version, len(name)]), head, metadata, side,
+                     _varint(len(payload)), payload, struct.pack("<I", check)])
     return body + struct.pack("<I", zlib.crc32(body))
+
+
+def add_metadata(data: bytes, metadata: bytes, source: str = "input") -> bytes:
+    """A version-2 file's bytes with a metadata block added (the same bytes for an empty
+    block); the check value is carried over, so nothing is decoded."""
+    header, side_info, payload = unpack(data, source)
+    if not metadata:
+        return data
+    if header.version != FORMAT_VERSION:
+        raise HsicompError(f"{source}: metadata goes into version-{FORMAT_VERSION} files, "
+                           f"not version {header.version}")
+    if len(metadata) > MAX_METADATA_BYTES:
+        raise HsicompError(f"{source}: metadata of {len(metadata)} bytes is too large (at "
+                           f"most {MAX_METADATA_BYTES})")
+    header.check = zlib.crc32(_metadata_field(metadata), header.check or 0)
+    header.metadata = metadata
+    return pack(header, side_info, payload)
 
 
 class _Reader:
@@ -228,13 +278,24 @@ def unpack(data: bytes, source: str = "input") -> tuple[Header, bytes, bytes]:
         if total != bands:
             raise HsicompError(f"{source}: band list has {total} bands, header says {bands}")
         band_list = [b for start, count in runs for b in range(start, start + count)]
+    head_end = r.pos
+    metadata = b""
+    if version >= METADATA_FORMAT_VERSION:
+        size = r.varint("metadata length")
+        if not 0 < size <= MAX_METADATA_BYTES:
+            raise HsicompError(f"{source}: corrupt header (metadata block of {size} bytes, "
+                               f"expected 1..{MAX_METADATA_BYTES})")
+        metadata = r.take(size, "metadata")
+    side_start = r.pos
     side_info = r.take(r.varint("side info length"), "side info")
-    seed = zlib.crc32(body[:r.pos])
+    # The seed is that of the version-2 file: version byte 2, no metadata field.
+    seed = zlib.crc32(body[side_start:r.pos], zlib.crc32(
+        body[5:head_end], zlib.crc32(MAGIC + bytes([FORMAT_VERSION]))))
     payload = r.take(r.varint("payload length"), "payload")
     check = struct.unpack("<I", r.take(4, "check value"))[0] if version >= 2 else None
     if r.pos != len(body):
         raise HsicompError(f"{source}: {len(body) - r.pos} unexpected trailing bytes")
     header = Header(codec=codec, bands=bands, rows=rows, cols=cols, bit_depth=bit_depth,
-                    delta=delta, flags=flags, band_list=band_list, check=check,
-                    check_seed=seed, version=version)
+                    delta=delta, flags=flags, band_list=band_list, metadata=metadata,
+                    check=check, check_seed=seed, version=version)
     return header, side_info, payload

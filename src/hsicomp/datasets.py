@@ -32,6 +32,7 @@ from hsicomp.bands import resolve_band_list
 from hsicomp.bsq import cube_sha256, write_bsq
 from hsicomp.errors import HsicompError
 from hsicomp.manifest import PatchRecord, write_manifest
+from hsicomp.metadata import nodata_mask as nodata_samples
 from hsicomp.progress import progress_bar
 
 SPLITS = ("train", "val", "test")
@@ -99,15 +100,13 @@ def to_uint(data: np.ndarray, bit_depth: int, nodata: float | None, source: str)
         raise HsicompError(f"{source}: bit depth {bit_depth} not in 1..16")
     top = (1 << bit_depth) - 1
     if np.issubdtype(data.dtype, np.floating):
-        nodata_mask = np.isnan(data)
-        if nodata is not None:
-            nodata_mask |= data == nodata
+        nodata_mask = np.isnan(data) | nodata_samples(data, nodata)
         valid = data[~nodata_mask]
         if valid.size and not np.array_equal(valid, np.round(valid)):
             raise HsicompError(f"{source}: float samples hold non-integer values")
         values = np.where(nodata_mask, 0, data).astype(np.int64)
     elif np.issubdtype(data.dtype, np.integer):
-        nodata_mask = (data == nodata) if nodata is not None else np.zeros(data.shape, bool)
+        nodata_mask = nodata_samples(data, nodata)
         values = data.astype(np.int64)
         values[nodata_mask] = 0
     else:

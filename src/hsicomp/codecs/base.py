@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hsicomp.container import FLAG_LOSSY, Header, check_value, pack, unpack
+from hsicomp.container import FLAG_LOSSY, Header, file_check, pack, unpack
 from hsicomp.errors import HsicompError
 
 #: Modules that define (and register) the project's codecs.
@@ -183,7 +183,7 @@ class Codec(ABC):
     def verify_check(self, header: Header, decoded: list[np.ndarray], source: str) -> None:
         """Raise a one-line error when ``decoded`` is not what the encoder of ``source``
         produced (files of version 1 carry no check and pass)."""
-        if header.check is not None and check_value(header.check_seed, decoded) != header.check:
+        if header.check is not None and file_check(header, decoded) != header.check:
             what = "samples" if self.check_covers == "samples" else "data"
             raise HsicompError(f"{source}: decoded {what} do not match the file's check value "
                                f"(the file is corrupt or was not written by this codec)")
