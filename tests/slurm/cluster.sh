@@ -6,6 +6,10 @@
 #   tests/slurm/cluster.sh start DIR    # write DIR/slurm.conf, start the daemons, wait for the node
 #   tests/slurm/cluster.sh stop DIR     # stop the daemons started by `start DIR`
 #
+# With ACCOUNTING=1, `install` also installs mariadb-server and slurmdbd, and `start` runs a
+# private MariaDB server (TCP port 3307 on 127.0.0.1) and slurmdbd, so that sacct works as
+# on a cluster with accounting (not part of `make slurm-test`).
+#
 # /etc/slurm/slurm.conf becomes a link to DIR/slurm.conf (`stop` removes it): Slurm's
 # clients find the cluster there, also the `srun` that the Snakemake jobs call (it does not
 # see SLURM_CONF). `start` refuses to run when another slurm.conf is in place. The daemons
@@ -15,18 +19,71 @@ set -euo pipefail
 
 die() { echo "slurm cluster: $*" >&2; exit 1; }
 
+ACCOUNTING=${ACCOUNTING:-0}
+
 install_packages() {
-    if command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
-            && command -v sbatch >/dev/null && command -v munged >/dev/null; then
-        return
+    local packages=() tool
+    for tool in slurmctld slurmd sbatch munged; do
+        command -v $tool >/dev/null || packages=(slurm-wlm munge)
+    done
+    if [ "$ACCOUNTING" = 1 ]; then
+        for tool in slurmdbd mariadbd; do
+            command -v $tool >/dev/null || packages+=(slurmdbd mariadb-server)
+        done
     fi
-    [ "$(id -u)" = 0 ] || die "slurm-wlm and munge are missing; installing them needs root"
+    [ ${#packages[@]} = 0 ] && return
+    [ "$(id -u)" = 0 ] || die "missing ${packages[*]}: installing them needs root"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        slurm-wlm munge >/dev/null
+        "${packages[@]}" >/dev/null
+}
+
+# A MariaDB server of its own in DIR/db and slurmdbd for it (ACCOUNTING=1).
+start_accounting() {
+    local dir=$1 user=$2 i
+    mariadb-install-db --no-defaults --datadir="$dir/db" --user="$user" >/dev/null
+    mariadbd --no-defaults --datadir="$dir/db" --socket="$dir/db.sock" --port=3307 \
+        --bind-address=127.0.0.1 --pid-file="$dir/db.pid" --log-error="$dir/db.log" \
+        --user="$user" &
+    for i in $(seq 60); do
+        mariadb --no-defaults --socket="$dir/db.sock" -e "SELECT 1" >/dev/null 2>&1 && break
+        sleep 1
+    done
+    mariadb --no-defaults --socket="$dir/db.sock" -e "
+        CREATE USER 'slurm'@'localhost' IDENTIFIED BY 'slurm-test';
+        CREATE USER 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm-test';
+        GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
+        GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';"
+    cat > "$dir/slurmdbd.conf" <<CONF
+AuthType=auth/munge
+AuthInfo=socket=$dir/munge/munge.socket
+DbdHost=localhost
+DbdAddr=127.0.0.1
+SlurmUser=$user
+PidFile=$dir/slurmdbd.pid
+LogFile=$dir/slurmdbd.log
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=3307
+StorageUser=slurm
+StoragePass=slurm-test
+StorageLoc=slurm_acct_db
+CONF
+    chmod 600 "$dir/slurmdbd.conf"
+    ln -sfn "$dir/slurmdbd.conf" "$ETC_DBD_CONF"
+    slurmdbd
+    for i in $(seq 60); do
+        sacctmgr -n list cluster >/dev/null 2>&1 && break
+        sleep 1
+    done
+    sacctmgr -n list cluster >/dev/null || die "slurmdbd did not come up (logs in $dir)"
+    sacctmgr -i add cluster hsicomp-test >/dev/null
+    sacctmgr -i add account test Cluster=hsicomp-test >/dev/null
+    sacctmgr -i add user "$user" Account=test >/dev/null
 }
 
 ETC_CONF=/etc/slurm/slurm.conf
+ETC_DBD_CONF=/etc/slurm/slurmdbd.conf
 
 start() {
     local dir=$1
@@ -53,6 +110,12 @@ start() {
     # the node as slurmd sees it (CPUs, sockets, cores, threads, memory), less its uptime
     node=$(slurmd -C | head -n 1 | sed -e 's/ UpTime=.*//')
     node=${node/NodeName=* CPUs=/NodeName=$host CPUs=}
+    local accounting="AccountingStorageType=accounting_storage/none"
+    if [ "$ACCOUNTING" = 1 ]; then
+        accounting="AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=127.0.0.1
+AccountingStoragePass=$dir/munge/munge.socket"
+    fi
     cat > "$dir/slurm.conf" <<CONF
 ClusterName=hsicomp-test
 SlurmctldHost=$host(127.0.0.1)
@@ -71,7 +134,7 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-AccountingStorageType=accounting_storage/none
+$accounting
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MpiDefault=none
@@ -85,6 +148,9 @@ PartitionName=main Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
     mkdir -p "$(dirname "$ETC_CONF")"
     ln -sfn "$dir/slurm.conf" "$ETC_CONF"
+    if [ "$ACCOUNTING" = 1 ]; then
+        start_accounting "$dir" "$user"
+    fi
     slurmctld
     slurmd
     local i
@@ -121,7 +187,12 @@ stop() {
     fi
     stop_pid "$dir/slurmd.pid"
     stop_pid "$dir/slurmctld.pid"
+    stop_pid "$dir/slurmdbd.pid"
+    stop_pid "$dir/db.pid"
     stop_pid "$dir/munge/munged.pid"
+    if [ "$(readlink "$ETC_DBD_CONF" 2>/dev/null)" = "$dir/slurmdbd.conf" ]; then
+        rm -f "$ETC_DBD_CONF"
+    fi
     if [ "$(readlink "$ETC_CONF" 2>/dev/null)" = "$dir/slurm.conf" ]; then
         rm -f "$ETC_CONF"
     fi
