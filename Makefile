@@ -1,5 +1,6 @@
 # hsicomp: `make demo` builds the environment and runs the workflow on the built-in default;
-# `make test` runs the test suite. Both create .venv on first use.
+# `make test` runs the test suite, `make slurm-test` the Slurm tests on a one-node cluster.
+# All create .venv on first use.
 
 PYTHON ?= python3.11
 VENV   := .venv
@@ -12,7 +13,7 @@ TORCH_INDEX ?=
 TORCH_PIN := $(shell grep '^torch==' requirements.lock)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: env demo test lint pull touch-pulled clean
+.PHONY: env demo test slurm-test lint pull touch-pulled clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,17 @@ demo: env
 
 test: env
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
+
+# The Slurm profile on a real one-node cluster: installs the Debian packages slurm-wlm and
+# munge when missing (root), starts munge, slurmctld and slurmd with a minimal configuration
+# in a temporary folder (no accounting), runs tests/test_slurm.py, then stops them.
+slurm-test: env
+	tests/slurm/cluster.sh install
+	dir=$$(mktemp -d /tmp/hsicomp-slurm.XXXXXX); \
+	trap 'tests/slurm/cluster.sh stop "$$dir"; rm -rf "$$dir"' EXIT; \
+	tests/slurm/cluster.sh start "$$dir" && \
+	PATH="$(abspath $(BIN)):$$PATH" HSICOMP_SLURM_TEST=1 $(BIN)/python -m pytest -rs \
+		tests/test_slurm.py::test_small_workflow_runs_through_slurm
 
 lint: env
 	$(BIN)/ruff check src tests benchmarks

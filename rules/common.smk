@@ -414,6 +414,18 @@ def codec_threads(codec):
     return config["codecs"][codec].get("threads", 1)
 
 
+def codec_runtime(codec):
+    """Minutes of each encode and verify job of a codec entry (cluster wall time)."""
+    return config["codecs"][codec].get("runtime", 60)
+
+
+def train_gpus(settings):
+    """GPUs a training job asks for: 1 when its device is cuda, or auto with
+    `train_gpu: true`; else 0."""
+    device = settings.get("device", "auto")
+    return int(device == "cuda" or (device == "auto" and config.get("train_gpu", False)))
+
+
 def codec_models(codec):
     """Values of the {model} wildcard of a codec entry: the linerwkv sizes, the gdn (and
     coolchic) lambda tags, the rate tags of a curve entry (gdn-gain, gdn-ohm), or "-"."""

@@ -21,6 +21,8 @@ rule download_archive:
     retries: 1
     resources:
         downloads=1,
+    # runs where Snakemake runs (cluster nodes often have no network)
+    localrule: True
     conda:
         ENV
     shell:
@@ -57,6 +59,9 @@ rule prepare_dataset:
         val="data/{dataset}/val.h5",
     params:
         spec=lambda w: quoted_json(prepare_spec(w.dataset)),
+    resources:
+        mem_mb=8000,
+        runtime=720,
     log:
         "logs/prepare/{dataset}.log",
     benchmark:

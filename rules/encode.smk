@@ -21,7 +21,10 @@ rule encode_shard:
     threads: lambda w: codec_threads(w.codec)
     resources:
         mem_mb=4000,
-        runtime=60,
+        runtime=lambda w: codec_runtime(w.codec),
+    # on a cluster, the encode and verify jobs of one shard run in one job
+    group:
+        "shard"
     log:
         "logs/encode/{dataset}/{codec}/{model}/d{delta}/shard{shard}.log",
     benchmark:

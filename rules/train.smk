@@ -23,7 +23,7 @@ rule train:
         settings=lambda w: quoted_json(train_settings(w.size)),
     threads: lambda w: config["linerwkv"]["threads"]
     resources:
-        gpu=lambda w: 1 if train_settings(w.size).get("device") == "cuda" else 0,
+        gpu=lambda w: train_gpus(train_settings(w.size)),
         mem_mb=lambda w: config["linerwkv"]["mem_mb"],
         runtime=lambda w: config["linerwkv"]["runtime"],
     log:
@@ -53,7 +53,7 @@ rule train_gdn:
         settings=lambda w: quoted_json(gdn_train_settings(w.label, w.tag)),
     threads: lambda w: gdn_train_threads(w.label)
     resources:
-        gpu=lambda w: 1 if gdn_train_settings(w.label, w.tag).get("device") == "cuda" else 0,
+        gpu=lambda w: train_gpus(gdn_train_settings(w.label, w.tag)),
         mem_mb=8000,
         runtime=2880,
     log:
@@ -84,7 +84,7 @@ rule train_gdn_curve:
         settings=lambda w: quoted_json(curve_train_settings(w.label)),
     threads: lambda w: gdn_train_threads(w.label)
     resources:
-        gpu=lambda w: 1 if curve_train_settings(w.label).get("device") == "cuda" else 0,
+        gpu=lambda w: train_gpus(curve_train_settings(w.label)),
         mem_mb=8000,
         runtime=2880,
     log:
