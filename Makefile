@@ -44,6 +44,7 @@ slurm-test: env
 
 lint: env
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/snakefmt --check Snakefile rules
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --lint
 
 # Fetch the DVC-tracked files, then mark them up to date for Snakemake (pulled files get

@@ -55,11 +55,14 @@ def _check_geotiff_folders():
         folder = Path(spec["path"])
         where = f"datasets.{name}.path: {folder}"
         if not folder.is_dir():
-            raise ValueError(f"{where}: folder not found (relative paths start in the working "
-                             f"directory, {Path.cwd()})")
+            raise ValueError(
+                f"{where}: folder not found (relative paths start in the working "
+                f"directory, {Path.cwd()})"
+            )
         if spec.get("mosaics"):
-            missing = [f for files in spec["mosaics"].values() for f in files
-                       if not (folder / f).is_file()]
+            missing = [
+                f for files in spec["mosaics"].values() for f in files if not (folder / f).is_file()
+            ]
             if missing:
                 raise ValueError(f"{where}: mosaic tiles not found: {', '.join(missing[:5])}")
         elif not any(folder.glob(spec["pattern"])):
@@ -67,6 +70,7 @@ def _check_geotiff_folders():
 
 
 _check_geotiff_folders()
+
 
 def size_weights(size):
     """Where a LineRWKV size's weights come from: `train` or `release`."""
@@ -83,13 +87,17 @@ def _check_train_datasets():
     if "linerwkv" not in config:
         return
     if "release" in config["datasets"]:
-        raise ValueError("datasets: the name 'release' is reserved (models/release/ holds "
-                         "the released LineRWKV weights)")
+        raise ValueError(
+            "datasets: the name 'release' is reserved (models/release/ holds "
+            "the released LineRWKV weights)"
+        )
     if not trained_sizes():
         return
     if "train_dataset" not in config["linerwkv"]:
-        raise ValueError(f"linerwkv: sizes {', '.join(trained_sizes())} are trained: give "
-                         f"train_dataset (or weights: release)")
+        raise ValueError(
+            f"linerwkv: sizes {', '.join(trained_sizes())} are trained: give "
+            f"train_dataset (or weights: release)"
+        )
     train = config["linerwkv"]["train_dataset"]
     pairs = train.items() if isinstance(train, dict) else [(d, train) for d in config["datasets"]]
     for evaluated, source in pairs:
@@ -150,8 +158,10 @@ def _check_codec_names():
         if "codec" not in entry and label not in known:
             close = difflib.get_close_matches(label, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"codecs.{label}: no codec of that name ({hint}known: "
-                             f"{', '.join(known)}; another label needs `codec: <name>`)")
+            raise ValueError(
+                f"codecs.{label}: no codec of that name ({hint}known: "
+                f"{', '.join(known)}; another label needs `codec: <name>`)"
+            )
 
 
 _check_codec_names()
@@ -189,8 +199,12 @@ def curve_train_settings(label):
     (and the OHM defaults for gdn-ohm)."""
     entry = config["codecs"][label]
     extra = OHM_DEFAULTS if codec_name(label) == "gdn-ohm" else {}
-    return {**extra, **entry.get("settings", {}), "preset": entry.get("preset", "tiny"),
-            "lambdas": [float(v) for v in entry["lambdas"]]}
+    return {
+        **extra,
+        **entry.get("settings", {}),
+        "preset": entry.get("preset", "tiny"),
+        "lambdas": [float(v) for v in entry["lambdas"]],
+    }
 
 
 def labels_of(codecs):
@@ -213,8 +227,11 @@ def gdn_model_file(label, tag, dataset):
 def gdn_train_settings(label, tag):
     """Training settings of one gdn model: the entry's settings, preset and lambda."""
     entry = config["codecs"][label]
-    return {**entry.get("settings", {}), "preset": entry.get("preset", "tiny"),
-            "lmbda": gdn_lambdas(label)[tag]}
+    return {
+        **entry.get("settings", {}),
+        "preset": entry.get("preset", "tiny"),
+        "lmbda": gdn_lambdas(label)[tag],
+    }
 
 
 def gdn_train_threads(label):
@@ -229,8 +246,9 @@ def _check_curve_entry(label, entry):
     if name == "gdn-gain" and len(entry.get("lambdas", [])) < 2:
         raise ValueError(f"codecs.{label}: codec gdn-gain needs at least 2 lambdas (levels)")
     if name == "gdn-ohm" and len(entry.get("lambdas", [])) != 2:
-        raise ValueError(f"codecs.{label}: codec gdn-ohm needs 2 lambdas (at the fewest and"
-                         " at all channels)")
+        raise ValueError(
+            f"codecs.{label}: codec gdn-ohm needs 2 lambdas (at the fewest and" " at all channels)"
+        )
     points = entry.get(key)
     if not points:
         raise ValueError(f"codecs.{label}: codec {name} needs {key} (rate points)")
@@ -250,14 +268,18 @@ def _check_gdn_codecs():
         if name not in LEARNED_CODECS:
             extra = sorted((GDN_KEYS | CURVE_KEYS) & set(entry))
             if extra:
-                raise ValueError(f"codecs.{label}: {', '.join(extra)} only apply to codecs "
-                                 f"{', '.join(sorted(LEARNED_CODECS))}")
+                raise ValueError(
+                    f"codecs.{label}: {', '.join(extra)} only apply to codecs "
+                    f"{', '.join(sorted(LEARNED_CODECS))}"
+                )
             continue
         if name in OVERFIT_CODECS:
             extra = sorted(((GDN_KEYS | CURVE_KEYS) - {"lambdas"}) & set(entry))
             if extra:
-                raise ValueError(f"codecs.{label}: {', '.join(extra)} do not apply to codec "
-                                 f"{name} (nothing is trained; set its parameters in params)")
+                raise ValueError(
+                    f"codecs.{label}: {', '.join(extra)} do not apply to codec "
+                    f"{name} (nothing is trained; set its parameters in params)"
+                )
         if name in CURVE_CODECS:
             _check_curve_entry(label, entry)
         elif CURVE_KEYS & set(entry):
@@ -265,15 +287,18 @@ def _check_gdn_codecs():
             owner = next(c for c, spec in CURVE_CODECS.items() if spec["points"] == key)
             raise ValueError(f"codecs.{label}: {key} only applies to codec {owner}")
         elif not entry.get("lambdas"):
-            raise ValueError(f"codecs.{label}: codec {name} needs lambdas (one rate point per"
-                             " lambda)")
+            raise ValueError(
+                f"codecs.{label}: codec {name} needs lambdas (one rate point per" " lambda)"
+            )
         elif len(gdn_lambdas(label)) != len(entry["lambdas"]):
             raise ValueError(f"codecs.{label}.lambdas: two lambdas have the same tag")
         if entry.get("deltas", [0]) != [0]:
-            raise ValueError(f"codecs.{label}.deltas: codec {name} is lossy, only delta 0"
-                             " (no bound)")
-        given = sorted({"model", "threads", "level", "fraction", "lam"}
-                       & set(entry.get("params", {})))
+            raise ValueError(
+                f"codecs.{label}.deltas: codec {name} is lossy, only delta 0" " (no bound)"
+            )
+        given = sorted(
+            {"model", "threads", "level", "fraction", "lam"} & set(entry.get("params", {}))
+        )
         if given:
             raise ValueError(f"codecs.{label}.params: {', '.join(given)} is set by the workflow")
         train = entry.get("train_dataset")
@@ -359,12 +384,16 @@ def release_checkpoint(wildcards):
 def model_files():
     """Every trained model the configuration asks for (LineRWKV sizes, gdn lambdas)."""
     lr = config.get("linerwkv")
-    files = {model_file(size, d) for size in lr["sizes"] for d in config["datasets"]} if lr \
-        else set()
+    files = (
+        {model_file(size, d) for size in lr["sizes"] for d in config["datasets"]} if lr else set()
+    )
     for label in config["codecs"]:
         if codec_name(label) in GDN_CODECS:
-            files |= {gdn_model_file(label, tag, d) for tag in gdn_lambdas(label)
-                      for d in config["datasets"]}
+            files |= {
+                gdn_model_file(label, tag, d)
+                for tag in gdn_lambdas(label)
+                for d in config["datasets"]
+            }
         if codec_name(label) in CURVE_CODECS:
             files |= {curve_model_file(label, d) for d in config["datasets"]}
     return sorted(files)
@@ -376,9 +405,16 @@ def dataset_spec(name):
 
 #: Keys of a hyspecnet entry that only the download and extraction use: changing them does
 #: not prepare the data again.
-DOWNLOAD_ONLY_KEYS = ("base_url", "archives", "retries", "max_archive_bytes",
-                      "download_deadline", "download_min_rate", "download_rate_window",
-                      "max_extracted_bytes")
+DOWNLOAD_ONLY_KEYS = (
+    "base_url",
+    "archives",
+    "retries",
+    "max_archive_bytes",
+    "download_deadline",
+    "download_min_rate",
+    "download_rate_window",
+    "max_extracted_bytes",
+)
 
 
 def prepare_spec(name):
@@ -394,7 +430,9 @@ def psnr_peak(name):
 def _provenance():
     """One line for the report: the configuration files and each dataset's PSNR peak."""
     files = workflow.config_settings.configfiles
-    source = ", ".join(str(f) for f in files) if files else "the built-in default (config/config.yaml)"
+    source = (
+        ", ".join(str(f) for f in files) if files else "the built-in default (config/config.yaml)"
+    )
     peaks = "; ".join(f"{name} {psnr_peak(name):g}" for name in config["datasets"])
     return f"Configuration: {source}. PSNR peak per dataset: {peaks}."
 
@@ -543,12 +581,14 @@ def shard_problem(dataset, codec, model, delta, shard, hash_all=False):
         files = [read(row) for row in _read_record(record)]
     except (OSError, csv.Error, KeyError, TypeError, ValueError):
         if record == metrics:  # or written before metrics recorded checksums: verify again
-            return ShardProblem(f"{metrics}: unreadable or without bitstream checksums",
-                                [metrics], stamp)
+            return ShardProblem(
+                f"{metrics}: unreadable or without bitstream checksums", [metrics], stamp
+            )
         return ShardProblem(f"{timings}: unreadable", remove, stamp)
     for patch_id, size, sha256 in files:
-        reason = _bitstream_problem(f"{bits}/{patch_id}.hsic", size, sha256,
-                                    -1 if hash_all else stamp, when)
+        reason = _bitstream_problem(
+            f"{bits}/{patch_id}.hsic", size, sha256, -1 if hash_all else stamp, when
+        )
         if reason:
             return ShardProblem(reason, remove, stamp)
     return None

@@ -5,8 +5,17 @@
 rule download_archive:
     output:
         "{root}/archives/{archive}",
+    log:
+        "logs/download/{root}/{archive}.log",
     wildcard_constraints:
         archive=r"[A-Za-z0-9_.-]+\.tar(\.gz)?",
+    retries: 1
+    # runs where Snakemake runs (cluster nodes often have no network)
+    localrule: True
+    conda:
+        ENV
+    resources:
+        downloads=1,
     params:
         # the md5 defines the archive; the address and the bounds do not change it
         md5=lambda w: download_root(w.root)["archives"][w.archive],
@@ -16,15 +25,6 @@ rule download_archive:
         deadline=lambda w: Untracked(download_root(w.root)["download_deadline"]),
         min_rate=lambda w: Untracked(download_root(w.root)["download_min_rate"]),
         rate_window=lambda w: Untracked(download_root(w.root)["download_rate_window"]),
-    log:
-        "logs/download/{root}/{archive}.log",
-    retries: 1
-    resources:
-        downloads=1,
-    # runs where Snakemake runs (cluster nodes often have no network)
-    localrule: True
-    conda:
-        ENV
     shell:
         "python -m hsicomp download --url {params.url:q} --md5 {params.md5} --out {output:q}"
         " --retries {params.retries} --max-bytes {params.max_bytes} --deadline {params.deadline}"
@@ -36,14 +36,14 @@ rule extract_archive:
         "{root}/archives/{archive}",
     output:
         "{root}/.extracted/{archive}.done",
-    params:
-        max_bytes=lambda w: Untracked(download_root(w.root)["max_extracted_bytes"]),
     log:
         "logs/extract/{root}/{archive}.log",
     benchmark:
         "logs/benchmarks/extract/{root}/{archive}.tsv"
     conda:
         ENV
+    params:
+        max_bytes=lambda w: Untracked(download_root(w.root)["max_extracted_bytes"]),
     shell:
         "python -m hsicomp extract {input:q} --dest {wildcards.root:q} --stamp {output:q}"
         " --max-bytes {params.max_bytes} > {log:q} 2>&1"
@@ -57,17 +57,17 @@ rule prepare_dataset:
         test=directory("data/{dataset}/test"),
         train="data/{dataset}/train.h5",
         val="data/{dataset}/val.h5",
-    params:
-        spec=lambda w: quoted_json(prepare_spec(w.dataset)),
-    resources:
-        mem_mb=8000,
-        runtime=720,
     log:
         "logs/prepare/{dataset}.log",
     benchmark:
         "logs/benchmarks/prepare/{dataset}.tsv"
     conda:
         ENV
+    resources:
+        mem_mb=8000,
+        runtime=720,
+    params:
+        spec=lambda w: quoted_json(prepare_spec(w.dataset)),
     shell:
         "python -m hsicomp prepare --spec {params.spec} --out data/{wildcards.dataset}"
         " --no-progress > {log:q} 2>&1"

@@ -14,23 +14,23 @@ rule encode_shard:
     output:
         bitstreams=directory(BITSTREAMS),
         timings=TIMINGS,
-    params:
-        shards=SHARDS,
-        codec=lambda w: codec_name(w.codec),
-        codec_params=codec_params,
-    threads: lambda w: codec_threads(w.codec)
-    resources:
-        mem_mb=4000,
-        runtime=lambda w: codec_runtime(w.codec),
-    # on a cluster, the encode and verify jobs of one shard run in one job
-    group:
-        "shard"
     log:
         "logs/encode/{dataset}/{codec}/{model}/d{delta}/shard{shard}.log",
     benchmark:
         "logs/benchmarks/encode/{dataset}/{codec}/{model}/d{delta}/shard{shard}.tsv"
+    # on a cluster, the encode and verify jobs of one shard run in one job
+    group:
+        "shard"
     conda:
         ENV
+    threads: lambda w: codec_threads(w.codec)
+    resources:
+        mem_mb=4000,
+        runtime=lambda w: codec_runtime(w.codec),
+    params:
+        shards=SHARDS,
+        codec=lambda w: codec_name(w.codec),
+        codec_params=codec_params,
     shell:
         "python -m hsicomp encode-shard --manifest {input.manifest:q} --shard {wildcards.shard}"
         " --shards {params.shards} --codec {params.codec} --label {wildcards.codec}"

@@ -24,24 +24,24 @@ rule verify_shard:
         model=model_input,
     output:
         METRICS,
+    log:
+        "logs/verify/{dataset}/{codec}/{model}/d{delta}/shard{shard}.log",
+    benchmark:
+        "logs/benchmarks/verify/{dataset}/{codec}/{model}/d{delta}/shard{shard}.tsv"
+    # on a cluster, the encode and verify jobs of one shard run in one job
+    group:
+        "shard"
+    conda:
+        ENV
+    threads: lambda w: codec_threads(w.codec)
+    resources:
+        mem_mb=4000,
+        runtime=lambda w: codec_runtime(w.codec),
     params:
         shards=SHARDS,
         codec=lambda w: codec_name(w.codec),
         codec_params=codec_params,
         peak=lambda w: psnr_peak(w.dataset),
-    threads: lambda w: codec_threads(w.codec)
-    resources:
-        mem_mb=4000,
-        runtime=lambda w: codec_runtime(w.codec),
-    # on a cluster, the encode and verify jobs of one shard run in one job
-    group:
-        "shard"
-    log:
-        "logs/verify/{dataset}/{codec}/{model}/d{delta}/shard{shard}.log",
-    benchmark:
-        "logs/benchmarks/verify/{dataset}/{codec}/{model}/d{delta}/shard{shard}.tsv"
-    conda:
-        ENV
     shell:
         "python -m hsicomp verify-shard --manifest {input.manifest:q} --shard {wildcards.shard}"
         " --shards {params.shards} --bitstreams {input.bitstreams:q} --timings {input.timings:q}"
@@ -61,12 +61,12 @@ rule aggregate:
             category="Results",
         ),
         per_patch="results/per_patch.csv",
-    params:
-        provenance=PROVENANCE,
     log:
         "logs/aggregate.log",
     conda:
         ENV
+    params:
+        provenance=PROVENANCE,
     shell:
         "python -m hsicomp aggregate {input:q} --rd {output.rd:q} --per-patch {output.per_patch:q}"
         " > {log:q} 2>&1"
@@ -78,17 +78,17 @@ checkpoint invalidate_shards:
     again. The output lists the files found wrong."""
     output:
         INVALIDATED,
+    log:
+        "logs/invalidate_shards/{stamp}.log",
     wildcard_constraints:
         stamp=r"[0-9a-f]{16}",
+    localrule: True
+    conda:
+        ENV
     params:
         reasons=lambda w: [p.reason for p in invalidated(w)],
         paths=lambda w: [path for p in invalidated(w) for path in p.remove],
         tables=[rules.aggregate.output.rd, rules.aggregate.output.per_patch],
-    localrule: True
-    log:
-        "logs/invalidate_shards/{stamp}.log",
-    conda:
-        ENV
     shell:
         "rm -rfv -- {params.paths:q} {params.tables:q} > {log:q} 2>&1"
         " && printf '%s\\n' {params.reasons:q} > {output:q}"
@@ -104,14 +104,14 @@ rule plot_rd:
             category="Figures",
         ),
         pdf="results/figures/rd_psnr.pdf",
-    params:
-        # dataset names are [A-Za-z0-9_.-]: nothing to quote
-        peaks=" ".join(f"--peak {name}={psnr_peak(name):g}" for name in config["datasets"]),
-        provenance=PROVENANCE,
     log:
         "logs/plot_rd.log",
     conda:
         ENV
+    params:
+        # dataset names are [A-Za-z0-9_.-]: nothing to quote
+        peaks=" ".join(f"--peak {name}={psnr_peak(name):g}" for name in config["datasets"]),
+        provenance=PROVENANCE,
     shell:
         "python -m hsicomp plot-rd {input:q} --png {output.png:q} --pdf {output.pdf:q}"
         " {params.peaks} > {log:q} 2>&1"

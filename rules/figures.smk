@@ -75,12 +75,12 @@ rule bdrate:
             caption="../workflow/report/bdrate.rst",
             category="Results",
         ),
-    params:
-        reference=FIGURES["reference"],
     log:
         "logs/figures/bdrate.log",
     conda:
         ENV
+    params:
+        reference=FIGURES["reference"],
     shell:
         "python -m hsicomp bdrate {input:q} --reference {params.reference:q} --out {output:q}"
         " > {log:q} 2>&1"
@@ -96,12 +96,12 @@ rule compare_references:
             caption="../workflow/report/reference_comparison.rst",
             category="Results",
         ),
-    params:
-        references=lambda w: quoted_json(config.get("references", {})),
     log:
         "logs/figures/compare_references.log",
     conda:
         ENV
+    params:
+        references=lambda w: quoted_json(config.get("references", {})),
     shell:
         "python -m hsicomp compare-rates {input:q} --references {params.references}"
         " --out {output:q} > {log:q} 2>&1"
@@ -156,19 +156,19 @@ rule band_rates:
             caption="../workflow/report/band_rates_table.rst",
             category="Results",
         ),
-    params:
-        codecs=quoted_json({label: FIGURE_ENTRIES[label] for label in BAND_RATE_LABELS}),
-        delta=FIGURES["band_rates"]["delta"],
-        patch=FIGURE_PATCH,
-    threads: max([codec_threads(label) for label in BAND_RATE_LABELS], default=1)
-    resources:
-        mem_mb=4000,
     log:
         "logs/figures/band_rates.log",
     benchmark:
         "logs/benchmarks/figures/band_rates.tsv"
     conda:
         ENV
+    threads: max([codec_threads(label) for label in BAND_RATE_LABELS], default=1)
+    resources:
+        mem_mb=4000,
+    params:
+        codecs=quoted_json({label: FIGURE_ENTRIES[label] for label in BAND_RATE_LABELS}),
+        delta=FIGURES["band_rates"]["delta"],
+        patch=FIGURE_PATCH,
     shell:
         "python -m hsicomp band-rates --manifest {input.manifest:q} {params.patch}"
         " --codecs {params.codecs} --delta {params.delta} --out {output:q} > {log:q} 2>&1"
@@ -205,12 +205,25 @@ rule error_image:
             category="Figures",
         ),
         pdf="results/figures/error_image.pdf",
+    log:
+        "logs/figures/error_image.log",
+    benchmark:
+        "logs/benchmarks/figures/error_image.tsv"
+    conda:
+        ENV
+    threads: codec_threads(ERROR_IMAGE_LABEL)
+    resources:
+        mem_mb=4000,
     params:
         label=ERROR_IMAGE_LABEL,
         codec=codec_name(ERROR_IMAGE_LABEL),
         codec_params=quoted_json(FIGURE_ENTRIES[ERROR_IMAGE_LABEL]["params"]),
         # a lossy codec has the single point delta 0 (no bound)
-        delta=0 if codec_name(ERROR_IMAGE_LABEL) in LEARNED_CODECS else FIGURES["error_image"]["delta"],
+        delta=(
+            0
+            if codec_name(ERROR_IMAGE_LABEL) in LEARNED_CODECS
+            else FIGURES["error_image"]["delta"]
+        ),
         band=(
             f"--band {FIGURES['error_image']['band']}"
             if FIGURES["error_image"]["band"] is not None
@@ -218,15 +231,6 @@ rule error_image:
         ),
         patch=FIGURE_PATCH,
         peak=psnr_peak(FIGURE_DATASET),
-    threads: codec_threads(ERROR_IMAGE_LABEL)
-    resources:
-        mem_mb=4000,
-    log:
-        "logs/figures/error_image.log",
-    benchmark:
-        "logs/benchmarks/figures/error_image.tsv"
-    conda:
-        ENV
     shell:
         "python -m hsicomp error-image --manifest {input.manifest:q} {params.patch}"
         " --codec {params.codec} --label {params.label} --params {params.codec_params}"

@@ -17,21 +17,21 @@ rule train:
             caption="../workflow/report/loss_curve.rst",
             category="Training",
         ),
+    log:
+        "logs/train/{dataset}/{size}.log",
+    benchmark:
+        "logs/benchmarks/train/{dataset}/{size}.tsv"
     wildcard_constraints:
         size=r"XS|S|M|L",
-    params:
-        settings=lambda w: quoted_json(train_settings(w.size)),
+    conda:
+        ENV
     threads: lambda w: config["linerwkv"]["threads"]
     resources:
         gpu=lambda w: train_gpus(train_settings(w.size)),
         mem_mb=lambda w: config["linerwkv"]["mem_mb"],
         runtime=lambda w: config["linerwkv"]["runtime"],
-    log:
-        "logs/train/{dataset}/{size}.log",
-    benchmark:
-        "logs/benchmarks/train/{dataset}/{size}.tsv"
-    conda:
-        ENV
+    params:
+        settings=lambda w: quoted_json(train_settings(w.size)),
     shell:
         "python -m hsicomp train --data data/{wildcards.dataset} --out {output.model:q}"
         " --settings {params.settings} --threads {threads} > {log:q} 2>&1"
@@ -46,22 +46,22 @@ rule train_gdn:
     output:
         model="models/{dataset}/gdn-{label}-{tag}.pt",
         log_csv="models/{dataset}/gdn-{label}-{tag}.log.csv",
+    log:
+        "logs/train_gdn/{dataset}/{label}-{tag}.log",
+    benchmark:
+        "logs/benchmarks/train_gdn/{dataset}/{label}-{tag}.tsv"
     wildcard_constraints:
         label=labels_of(GDN_CODECS),
         tag=r"l[0-9.]+",
-    params:
-        settings=lambda w: quoted_json(gdn_train_settings(w.label, w.tag)),
+    conda:
+        ENV
     threads: lambda w: gdn_train_threads(w.label)
     resources:
         gpu=lambda w: train_gpus(gdn_train_settings(w.label, w.tag)),
         mem_mb=8000,
         runtime=2880,
-    log:
-        "logs/train_gdn/{dataset}/{label}-{tag}.log",
-    benchmark:
-        "logs/benchmarks/train_gdn/{dataset}/{label}-{tag}.tsv"
-    conda:
-        ENV
+    params:
+        settings=lambda w: quoted_json(gdn_train_settings(w.label, w.tag)),
     shell:
         "python -m hsicomp train-gdn --data data/{wildcards.dataset} --out {output.model:q}"
         " --settings {params.settings} --threads {threads} > {log:q} 2>&1"
@@ -77,22 +77,22 @@ rule train_gdn_curve:
     output:
         model="models/{dataset}/{curve}-{label}.pt",
         log_csv="models/{dataset}/{curve}-{label}.log.csv",
+    log:
+        "logs/train_gdn/{dataset}/{curve}-{label}.log",
+    benchmark:
+        "logs/benchmarks/train_gdn/{dataset}/{curve}-{label}.tsv"
     wildcard_constraints:
         curve="|".join(CURVE_CODECS),
         label=labels_of(CURVE_CODECS),
-    params:
-        settings=lambda w: quoted_json(curve_train_settings(w.label)),
+    conda:
+        ENV
     threads: lambda w: gdn_train_threads(w.label)
     resources:
         gpu=lambda w: train_gpus(curve_train_settings(w.label)),
         mem_mb=8000,
         runtime=2880,
-    log:
-        "logs/train_gdn/{dataset}/{curve}-{label}.log",
-    benchmark:
-        "logs/benchmarks/train_gdn/{dataset}/{curve}-{label}.tsv"
-    conda:
-        ENV
+    params:
+        settings=lambda w: quoted_json(curve_train_settings(w.label)),
     shell:
         "python -m hsicomp train-gdn --data data/{wildcards.dataset} --out {output.model:q}"
         " --settings {params.settings} --threads {threads} > {log:q} 2>&1"
@@ -106,15 +106,15 @@ rule fetch_release:
     import is pinned to one commit; needs network access)."""
     output:
         "checkpoints/linerwkv-release/{lower}.pth",
-    wildcard_constraints:
-        lower=r"xs|s|m|l",
-    resources:
-        dvc=1,
-    localrule: True
     log:
         "logs/fetch_release/{lower}.log",
+    wildcard_constraints:
+        lower=r"xs|s|m|l",
+    localrule: True
     conda:
         "../envs/dvc.yaml"
+    resources:
+        dvc=1,
     shell:
         "dvc pull {output:q}.dvc > {log:q} 2>&1"
 
@@ -126,10 +126,10 @@ rule import_release:
         release_checkpoint,
     output:
         "models/release/linerwkv-{size}.pt",
-    wildcard_constraints:
-        size=r"XS|S|M|L",
     log:
         "logs/import_release/{size}.log",
+    wildcard_constraints:
+        size=r"XS|S|M|L",
     conda:
         ENV
     shell:

@@ -28,6 +28,13 @@ def test_lint_has_no_errors(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_rules_are_snakefmt_clean():
+    """`make lint` checks the formatting of the Snakefile and rules with snakefmt."""
+    cmd = [str(Path(sys.executable).parent / "snakefmt"), "--check", "Snakefile", "rules"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_hyspecnet_dry_run_without_data(tmp_path):
     proc = run_snakemake(tmp_path, "-n", "--configfile", str(REPO / "config" / "hyspecnet.yaml"))
     out = proc.stdout + proc.stderr
