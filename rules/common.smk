@@ -428,7 +428,8 @@ def psnr_peak(name):
 
 
 def _provenance():
-    """One line for the report: the configuration files and each dataset's PSNR peak."""
+    """One line for the report: the configuration files and each dataset's PSNR peak (an
+    Untracked parameter of the rules: naming the configuration differently reruns nothing)."""
     files = workflow.config_settings.configfiles
     source = (
         ", ".join(str(f) for f in files) if files else "the built-in default (config/config.yaml)"

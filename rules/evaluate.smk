@@ -66,7 +66,7 @@ rule aggregate:
     conda:
         ENV
     params:
-        provenance=PROVENANCE,
+        provenance=Untracked(PROVENANCE),
     shell:
         "python -m hsicomp aggregate {input:q} --rd {output.rd:q} --per-patch {output.per_patch:q}"
         " > {log:q} 2>&1"
@@ -111,7 +111,7 @@ rule plot_rd:
     params:
         # dataset names are [A-Za-z0-9_.-]: nothing to quote
         peaks=" ".join(f"--peak {name}={psnr_peak(name):g}" for name in config["datasets"]),
-        provenance=PROVENANCE,
+        provenance=Untracked(PROVENANCE),
     shell:
         "python -m hsicomp plot-rd {input:q} --png {output.png:q} --pdf {output.pdf:q}"
         " {params.peaks} > {log:q} 2>&1"
