@@ -224,3 +224,16 @@ def test_bad_metadata_options(argv: list[str], message: str, files: dict[str, Pa
     argv = expand(["encode", "{envi}", "{tmp}/o.hsic", "--codec", "raw", *argv], files,
                   tmp_path)
     assert message in refused(argv, tmp_path, capsys)
+
+
+def test_codecs_command_describes_every_codec(capsys):
+    """Each codec's first docstring line says what it is (no pointer elsewhere)."""
+    from hsicomp.codecs.base import available_codecs
+
+    assert cli.main(["codecs"]) == 0
+    out = capsys.readouterr().out
+    summaries = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in out.splitlines()
+                 if line and not line.startswith(" ")}
+    assert sorted(summaries) == available_codecs()
+    for name, summary in summaries.items():
+        assert "docstring" not in summary and len(summary.strip()) > 20, name

@@ -182,7 +182,9 @@ class _Settings:
 
 @register
 class Ccsds123Codec(Codec):
-    """CCSDS-123.0-B-2 prediction + ``sample-adaptive`` or ``arith`` coding (module docstring).
+    """CCSDS-123.0-B-2: adaptive linear prediction + sample-adaptive Golomb or range coding.
+
+    See the module docstring for the method and the file layout.
 
     Parameters (defaults: full prediction, P = 3, wide neighbour local sums, Omega = 19,
     R = 64, nu_min = -1, nu_max = 3, t_inc = 2**6; U_max = 18, gamma0 = 1, K = 3,

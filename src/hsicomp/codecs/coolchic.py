@@ -56,7 +56,9 @@ MAX_LR = 1.0
 
 @register
 class CoolChicCodec(Codec):
-    """Cool-Chic overfitted codec (see the module docstring).
+    """Cool-Chic for cubes: latent grids, ARM and synthesis MLP fitted to each cube, coded.
+
+    See the module docstring for the method and the file layout.
 
     Parameters: ``lam`` (rate weight: larger gives smaller files), ``iterations``,
     ``preset`` (``default`` or ``paper``: architecture and iterations; the architecture

@@ -52,7 +52,9 @@ def _load(path: str, mtime_ns: int, size: int) -> tuple[Any, bytes]:
 
 @register
 class GdnCodec(Codec):
-    """GDN transform codec (see the module docstring).
+    """Learned transform codec: GDN analysis/synthesis with a factorized entropy model.
+
+    See the module docstring for the method and the file layout.
 
     Parameters: ``model`` (GDN model file written by ``hsicomp train-gdn``, needed to encode
     and decode) and ``threads`` (torch threads; 0 = leave torch's setting).

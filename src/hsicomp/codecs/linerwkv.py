@@ -198,7 +198,9 @@ class _GolombLines:
 
 @register
 class LineRWKVCodec(Codec):
-    """LineRWKV prediction + ``arith`` or ``ccsds`` residual coding (see the module docstring).
+    """LineRWKV predictive coding: network predictions, residuals range- or Golomb-coded.
+
+    See the module docstring for the method and the file layout.
 
     Parameters: ``model`` (path of an hsicomp model file, needed to encode and decode),
     ``coder`` (``arith`` or ``ccsds``, encoder only) and ``threads`` (encoder prediction

@@ -127,7 +127,9 @@ class _Run:
 
 @register
 class LineRWKVLmsCodec(LineRWKVCodec):
-    """LineRWKV + adaptive CCSDS-123 stage with in-loop quantization (module docstring).
+    """LineRWKV prediction refined by a CCSDS-123 sign-LMS stage with in-loop quantization.
+
+    See the module docstring for the method and the file layout.
 
     Parameters: ``model``, ``coder`` (``arith`` or ``ccsds``), ``threads`` as for
     ``linerwkv``; ``ext_init`` (0..8, the network's initial weight in eighths); the
