@@ -19,8 +19,7 @@ from helpers import prepare_synthetic as _prepare
 
 from hsicomp import cli
 from hsicomp.codecs import get_codec
-from hsicomp.codecs.anchors import encode_varints
-from hsicomp.container import pack, unpack
+from hsicomp.container import encode_varints, pack, unpack
 from hsicomp.models.checkpoint import load_gdn_model
 from hsicomp.models.gdn import TransformCodec, TransformCodecConfig
 from hsicomp.models.ohm import OneHotMax, channels_for_fraction

@@ -101,16 +101,38 @@ class Header:
         return (self.bands, self.rows, self.cols)
 
 
-def _varint(value: int) -> bytes:
+def encode_varints(values: Iterable[int]) -> bytes:
+    """Unsigned LEB128 encoding of a sequence of non-negative integers."""
     out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    for value in values:
+        while value > 0x7F:
+            out.append((value & 0x7F) | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out)
+
+
+def decode_varints(data: bytes, count: int, source: str, what: str = "band segment lengths"
+                   ) -> list[int]:
+    """Read exactly ``count`` varints (``what``) filling ``data``; HsicompError otherwise."""
+    values: list[int] = []
+    value = shift = 0
+    for byte in data:
+        if shift > 63:
+            raise HsicompError(f"{source}: corrupt side info (varint too long)")
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            values.append(value)
+            value = shift = 0
+    if shift or len(values) != count:
+        raise HsicompError(f"{source}: corrupt side info (expected {count} {what}, "
+                           f"found {len(values)})")
+    return values
+
+
+def _varint(value: int) -> bytes:
+    return encode_varints([value])
 
 
 def _band_runs(band_list: list[int] | None, bands: int) -> list[tuple[int, int]]:

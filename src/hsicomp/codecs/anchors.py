@@ -9,7 +9,6 @@ the payload and store their lengths in the side info as unsigned LEB128 varints.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterable
 from typing import ClassVar
 
 import imagecodecs
@@ -17,43 +16,13 @@ import numpy as np
 
 from hsicomp.bsq import BSQ_DTYPE, bsq_bytes
 from hsicomp.codecs.base import Codec, one_line, register
-from hsicomp.container import Header
+from hsicomp.container import Header, decode_varints, encode_varints
 from hsicomp.errors import HsicompError
 
 #: Largest NEAR parameter JPEG-LS accepts.
 JPEGLS_MAX_DELTA = 255
 #: libjxl encoder efforts (imagecodecs clamps other values silently, so they are refused).
 JPEGXL_EFFORTS = range(1, 11)
-
-
-def encode_varints(values: Iterable[int]) -> bytes:
-    """Unsigned LEB128 encoding of a sequence of non-negative integers."""
-    out = bytearray()
-    for value in values:
-        while value > 0x7F:
-            out.append((value & 0x7F) | 0x80)
-            value >>= 7
-        out.append(value)
-    return bytes(out)
-
-
-def decode_varints(data: bytes, count: int, source: str, what: str = "band segment lengths"
-                   ) -> list[int]:
-    """Read exactly ``count`` varints (``what``) filling ``data``; HsicompError otherwise."""
-    values: list[int] = []
-    value = shift = 0
-    for byte in data:
-        if shift > 63:
-            raise HsicompError(f"{source}: corrupt side info (varint too long)")
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            values.append(value)
-            value = shift = 0
-    if shift or len(values) != count:
-        raise HsicompError(f"{source}: corrupt side info (expected {count} {what}, "
-                           f"found {len(values)})")
-    return values
 
 
 class PerBandCodec(Codec):

@@ -32,8 +32,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hsicomp.codecs.anchors import decode_varints, encode_varints
 from hsicomp.codecs.base import Codec, register
+from hsicomp.container import decode_varints, encode_varints
 from hsicomp.errors import HsicompError
 
 LAYOUT_VERSION = 1

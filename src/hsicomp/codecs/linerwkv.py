@@ -42,8 +42,8 @@ from typing import Any, ClassVar
 import numpy as np
 from numba import njit
 
-from hsicomp.codecs.anchors import decode_varints, encode_varints
 from hsicomp.codecs.base import Codec, register
+from hsicomp.container import decode_varints, encode_varints
 from hsicomp.entropy import golomb
 from hsicomp.entropy.adaptive import ResidualDecoder, ResidualEncoder
 from hsicomp.errors import HsicompError

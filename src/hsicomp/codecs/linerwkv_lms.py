@@ -52,7 +52,6 @@ from typing import Any, ClassVar
 import numpy as np
 from numba import njit
 
-from hsicomp.codecs.anchors import decode_varints, encode_varints
 from hsicomp.codecs.base import register
 from hsicomp.codecs.ccsds123 import Ccsds123Codec, _Settings
 from hsicomp.codecs.linerwkv import (
@@ -64,6 +63,7 @@ from hsicomp.codecs.linerwkv import (
     band_statistics,
 )
 from hsicomp.codecs.lms import C_INPUTS, code_line, code_rows
+from hsicomp.container import decode_varints, encode_varints
 from hsicomp.errors import HsicompError
 
 #: Side-info layout: version 1 has 15-byte ccsds123 settings (no second stage), version 2
