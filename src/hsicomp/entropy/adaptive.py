@@ -8,6 +8,14 @@ coder of :mod:`hsicomp.entropy.rangecoder` (24-bit probabilities, 32-bit words);
 building and coding of a whole band-line (or cube) run in one compiled numba call that
 releases the GIL.
 
+>>> import numpy as np
+>>> predictions = np.full((2, 3, 4), 100, dtype=np.int64)
+>>> residuals = np.array([[[0, 1, -1, 2], [3, 0, 0, -2], [1, 1, 0, 0]],
+...                       [[0, 0, 1, 1], [-1, 0, 2, 0], [0, -3, 0, 1]]])
+>>> data = encode_cube(residuals, predictions, max_value=4095)
+>>> decode_cube(data, predictions, max_value=4095).tolist() == residuals.tolist()
+True
+
 Symbols
     A residual is flipped (``e' = s * e``, ``s = +-1``, see below) and split into a signed
     token and an optional mantissa. Magnitudes ``m = |e'| < 16`` are their own token; larger

@@ -5,6 +5,15 @@ Each band keeps its own counter Gamma and accumulator Sigma; the code parameter 
 sample follows from the band's state, and the state is updated after every coded sample.
 The first sample of each band (row 0, column 0) is written raw in D bits and does not touch
 the state. Bits are written MSB-first and the last byte is zero padded.
+
+>>> import numpy as np
+>>> mapped = np.array([[[5, 0, 1, 2], [3, 1, 0, 0]]], dtype=np.int64)  # 1 band, 2 rows
+>>> params = SampleAdaptiveParams(dynamic_range=8)
+>>> data = encode(mapped, params)
+>>> bit_count(mapped, params) <= 8 * len(data)
+True
+>>> decode(data, mapped.shape, params).tolist()
+[[[5, 0, 1, 2], [3, 1, 0, 0]]]
 """
 
 from __future__ import annotations
