@@ -52,7 +52,7 @@ def load_crop(name: str) -> np.ndarray | None:
     paths = [ENMAP_DIR / f"enmap_potsdam_tile_{x}_{y}.tif" for x in xs for y in ys]
     if not all(p.is_file() for p in paths):
         return None
-    from hsicomp.datasets import read_geotiff, to_uint
+    from hsicomp.data.datasets import read_geotiff, to_uint
 
     data, nodata = read_geotiff(paths, "enmap202")
     return to_uint(data, 14, nodata, name).cube
@@ -107,7 +107,7 @@ def rate_rows(args: argparse.Namespace) -> list[dict]:
 
 
 def speed_rows(args: argparse.Namespace) -> list[dict]:
-    from hsicomp.synthetic import generate_cube
+    from hsicomp.data.synthetic import generate_cube
 
     cube = generate_cube(0, bands=202, rows=128, cols=128)
     rows = []

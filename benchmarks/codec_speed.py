@@ -22,7 +22,7 @@ import numpy as np
 from common import machine, model_file, write_rows
 
 from hsicomp.codecs import get_codec
-from hsicomp.container import unpack
+from hsicomp.io.container import unpack
 
 ENMAP_DIR = Path(__file__).resolve().parents[2] / "shared/data/enmap-potsdam"
 #: Tiles of the se_128x64 mosaic (config/enmap-potsdam.yaml).
@@ -31,12 +31,12 @@ SE_TILES = [f"enmap_potsdam_tile_{r}_{c}.tif" for c in (64, 96, 128, 160) for r 
 
 def load_cubes() -> list[tuple[str, np.ndarray]]:
     """(name, uint16 cube) of the benchmark cubes."""
-    from hsicomp.synthetic import generate_cube
+    from hsicomp.data.synthetic import generate_cube
 
     cubes = [("synthetic", generate_cube(0, bands=202, rows=128, cols=128))]
     paths = [ENMAP_DIR / t for t in SE_TILES]
     if all(p.is_file() for p in paths):
-        from hsicomp.datasets import read_geotiff, to_uint
+        from hsicomp.data.datasets import read_geotiff, to_uint
 
         data, nodata = read_geotiff(paths, "enmap202")
         cubes.append(("enmap se_128x64", to_uint(data, 14, nodata, "se_128x64").cube))

@@ -22,10 +22,10 @@ import torch
 from common import machine, write_rows
 from speed_table import linerwkv_macs
 
+from hsicomp.data.synthetic import generate_cube
 from hsicomp.models import LineRWKV
 from hsicomp.models.kernel import ARITHMETIC_VERSION, KernelStepper, KernelWeights, predict_cube
-from hsicomp.synthetic import generate_cube
-from hsicomp.train import normalise
+from hsicomp.training.linerwkv import normalise
 
 
 def decode_loop(weights: KernelWeights, x: np.ndarray, threaded: bool) -> None:

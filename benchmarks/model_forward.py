@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from common import machine, write_rows
 
+from hsicomp.data.synthetic import generate_cube
 from hsicomp.models import LineRWKV
-from hsicomp.synthetic import generate_cube
-from hsicomp.train import normalise
+from hsicomp.training.linerwkv import normalise
 
 
 def main() -> None:

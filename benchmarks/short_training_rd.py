@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from common import machine, write_rows
 
-from hsicomp.bsq import read_bsq
 from hsicomp.codecs import Codec, get_codec
-from hsicomp.datasets import prepare
-from hsicomp.manifest import read_manifest
-from hsicomp.metrics import compare
-from hsicomp.train_gdn import GdnTrainer, GdnTrainSettings
+from hsicomp.data.datasets import prepare
+from hsicomp.evaluation.metrics import compare
+from hsicomp.io.bsq import read_bsq
+from hsicomp.io.manifest import read_manifest
+from hsicomp.training.gdn import GdnTrainer, GdnTrainSettings
 
 DATASET = {"kind": "synthetic", "seed": 2, "bands": 8, "rows": 32, "cols": 32,
            "bit_depth": 12, "patches": {"train": 4, "val": 1, "test": 2}}

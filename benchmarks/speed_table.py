@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 from common import cpu, model_file, print_rows
 
-from hsicomp.atomic import atomic_write_text
+from hsicomp.io.atomic import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 #: Codec labels (as in config/config.yaml): (codec, parameters).
@@ -417,7 +417,7 @@ def main() -> None:
 
     if args.threads <= 0:
         args.threads = default_threads()
-    from hsicomp.synthetic import generate_cube
+    from hsicomp.data.synthetic import generate_cube
 
     cube = generate_cube(0, bands=args.bands, rows=args.rows, cols=args.cols,
                          bit_depth=args.bit_depth)

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from common import machine, write_rows
 
+from hsicomp.data.synthetic import generate_cube
 from hsicomp.models import LineRWKV
-from hsicomp.synthetic import generate_cube
-from hsicomp.train import normalise
+from hsicomp.training.linerwkv import normalise
 
 RECIPE = {"XS": (3, 128), "S": (4, 64), "M": (8, 32), "L": (3, 16)}  # batch, pos_size
 

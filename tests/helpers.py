@@ -173,7 +173,7 @@ ENMAP_CROPS = {"se_128x64": [(x, y) for y in (64, 96, 128, 160) for x in (160, 1
 def enmap_crop(name: str):
     """One of the two real EnMAP crops (202 bands, uint16), or a pytest skip without the
     shared tiles."""
-    from hsicomp.datasets import read_geotiff, to_uint
+    from hsicomp.data.datasets import read_geotiff, to_uint
 
     tiles = [ENMAP_DIR / f"enmap_potsdam_tile_{x}_{y}.tif" for x, y in ENMAP_CROPS[name]]
     if not all(t.is_file() for t in tiles):

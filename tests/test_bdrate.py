@@ -9,9 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hsicomp.bdrate import BDRATE_COLUMNS, bd_rate, pchip_integral, pchip_slopes, write_bdrate
 from hsicomp.cli import main
 from hsicomp.errors import HsicompError
+from hsicomp.evaluation.bdrate import (
+    BDRATE_COLUMNS,
+    bd_rate,
+    pchip_integral,
+    pchip_slopes,
+    write_bdrate,
+)
 
 REF = [(1.0, 40.0), (2.0, 46.0), (3.0, 51.0), (4.5, 55.0)]
 

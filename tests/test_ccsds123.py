@@ -18,8 +18,8 @@ from hsicomp.codecs.ccsds123 import (
     Ccsds123Codec,
     _Settings,
 )
-from hsicomp.container import Header, pack, unpack
 from hsicomp.errors import HsicompError
+from hsicomp.io.container import Header, pack, unpack
 
 CODERS = ("sample-adaptive", "arith")
 

@@ -15,8 +15,8 @@ import pytest
 from helpers import smooth_cube, tool_env
 
 from hsicomp import cli
-from hsicomp.container import unpack
-from hsicomp.cubeio import write_cube
+from hsicomp.io.container import unpack
+from hsicomp.io.cubeio import write_cube
 
 SHAPE = (3, 8, 8)
 

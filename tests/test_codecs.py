@@ -12,11 +12,11 @@ import pytest
 from helpers import ENMAP_DIR
 
 from hsicomp import cli
-from hsicomp.bands import ENMAP_202
-from hsicomp.codec_cli import register_cli
+from hsicomp.cli.codec import register_cli
 from hsicomp.codecs import available_codecs, codec_class, decode_bytes, get_codec
-from hsicomp.container import MAX_METADATA_BYTES, Header, add_metadata, pack, unpack
+from hsicomp.data.bands import ENMAP_202
 from hsicomp.errors import HsicompError
+from hsicomp.io.container import MAX_METADATA_BYTES, Header, add_metadata, pack, unpack
 
 ANCHORS = ["jpegls", "jpeg2000", "jpegxl", "raw"]
 LOSSLESS_ONLY = ["jpeg2000", "jpegxl", "raw"]
@@ -354,7 +354,7 @@ def test_cli_encode_decode_info(tmp_path: Path, cube: np.ndarray, capsys) -> Non
         assert args.func(args) == 0
         line = capsys.readouterr().out.strip()
         assert "\n" not in line and "5x17x23 jpegls" in line
-    from hsicomp.cubeio import read_cube
+    from hsicomp.io.cubeio import read_cube
 
     for out_name in ("out.npy", "out.tif"):
         assert max_error(read_cube(tmp_path / out_name), cube) <= 2
@@ -400,7 +400,7 @@ def test_cli_encode_needs_a_codec_or_model() -> None:
 @pytest.mark.parametrize("case", ["missing", "lossless_only", "corrupt", "out_format"])
 def test_cli_user_errors_exit_2(case: str, tmp_path: Path, cube: np.ndarray, capsys,
                                 monkeypatch) -> None:
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("hsicomp.codec_cli",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("hsicomp.cli.codec",))
     src, hsic = tmp_path / "in.npy", tmp_path / "c.hsic"
     np.save(src, cube)
     hsic.write_bytes(b"HSIC" + bytes(40))

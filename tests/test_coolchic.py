@@ -8,7 +8,6 @@ import torch
 from helpers import ENMAP_DIR
 
 from hsicomp.codecs import available_codecs, codec_class, get_codec
-from hsicomp.container import FLAG_LOSSY, pack, unpack
 from hsicomp.entropy import arm as carm
 from hsicomp.entropy.laplace_tables import (
     LATENT_MAX,
@@ -21,7 +20,8 @@ from hsicomp.entropy.laplace_tables import (
     latent_cdfs,
 )
 from hsicomp.errors import HsicompError
-from hsicomp.metrics import compare
+from hsicomp.evaluation.metrics import compare
+from hsicomp.io.container import FLAG_LOSSY, pack, unpack
 from hsicomp.models.coolchic import CoolChic, CoolChicConfig, decoder_macs, quantize
 
 torch.set_num_threads(1)
@@ -275,7 +275,7 @@ def test_decoder_macs_count_every_part() -> None:
 
 @pytest.mark.skipif(not ENMAP_DIR.is_dir(), reason="../shared/data/enmap-potsdam absent")
 def test_real_enmap_crop_round_trips() -> None:
-    from hsicomp.datasets import read_geotiff, to_uint
+    from hsicomp.data.datasets import read_geotiff, to_uint
 
     tif = ENMAP_DIR / "enmap_potsdam_tile_128_128.tif"
     if not tif.is_file():

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from helpers import ENMAP_DIR
 
-from hsicomp.cubeio import cube_files, read_cube, read_product, write_cube
 from hsicomp.errors import HsicompError
-from hsicomp.metadata import dump_metadata, load_metadata
+from hsicomp.io.cubeio import cube_files, read_cube, read_product, write_cube
+from hsicomp.io.metadata import dump_metadata, load_metadata
 
 SHAPE = (4, 5, 7)
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from helpers import ENMAP_DIR as ENMAP
 
-from hsicomp.bands import ENMAP_202, ENMAP_WATER_VAPOUR
-from hsicomp.bsq import read_bsq, write_bsq
-from hsicomp.datasets import prepare, read_band_table, read_geotiff, to_uint
+from hsicomp.data.bands import ENMAP_202, ENMAP_WATER_VAPOUR
+from hsicomp.data.datasets import prepare, read_band_table, read_geotiff, to_uint
 from hsicomp.errors import HsicompError
-from hsicomp.manifest import read_manifest
+from hsicomp.io.bsq import read_bsq, write_bsq
+from hsicomp.io.manifest import read_manifest
 
 needs_enmap = pytest.mark.skipif(not ENMAP.is_dir(), reason="../shared/data/enmap-potsdam absent")
 
@@ -122,7 +122,7 @@ def test_synthetic_dataset_is_byte_identical_across_runs(tmp_path):
 def test_h5_patches_match_manifest_hash(tmp_path):
     import h5py
 
-    from hsicomp.bsq import cube_sha256
+    from hsicomp.io.bsq import cube_sha256
 
     spec = {"kind": "synthetic", "seed": 3, "bands": 5, "rows": 6, "cols": 7, "bit_depth": 12,
             "patches": {"train": 2, "val": 0, "test": 1}}

@@ -18,8 +18,8 @@ import yaml
 from helpers import REPO
 from hyspecnet_fixture import build_hyspecnet_archives, build_hyspecnet_tree
 
-from hsicomp import download as dl
 from hsicomp.cli import main
+from hsicomp.data import download as dl
 from hsicomp.errors import HsicompError
 
 

@@ -12,19 +12,20 @@ import numpy as np
 import pytest
 from helpers import one_line_error
 
-from hsicomp import cli, evaluate
-from hsicomp.aggregate import aggregate
-from hsicomp.bsq import write_bsq
+from hsicomp import cli
 from hsicomp.errors import HsicompError
-from hsicomp.evaluate import encode_shard, verify_shard
-from hsicomp.manifest import PatchRecord, read_manifest, select_shard, write_manifest
-from hsicomp.metrics import PATCH_COLUMNS
-from hsicomp.plots import plot_rd
+from hsicomp.evaluation import shards as evaluate
+from hsicomp.evaluation.aggregate import aggregate
+from hsicomp.evaluation.metrics import PATCH_COLUMNS
+from hsicomp.evaluation.shards import encode_shard, verify_shard
+from hsicomp.figures.plots import plot_rd
+from hsicomp.io.bsq import write_bsq
+from hsicomp.io.manifest import PatchRecord, read_manifest, select_shard, write_manifest
 
 SHAPE = (4, 12, 10)
 BIT_DEPTH = 12
 PEAK = 4095.0
-MODULES = ("hsicomp.evaluate", "hsicomp.aggregate", "hsicomp.plots")
+MODULES = ("hsicomp.evaluation.shards", "hsicomp.evaluation.aggregate", "hsicomp.figures.plots")
 
 
 def main(argv: list[str]) -> int:
@@ -345,7 +346,7 @@ def test_label_names_the_csv_codec_column_and_errors(dataset: Path, tmp_path: Pa
 
 
 def test_plot_has_one_curve_per_codec_and_model(tmp_path: Path):
-    from hsicomp.plots import _read_rd, rd_series, series_label
+    from hsicomp.figures.plots import _read_rd, rd_series, series_label
 
     assert series_label("linerwkv-arith", "XS") == "linerwkv-arith XS"
     assert series_label("jpegls", "-") == "jpegls"

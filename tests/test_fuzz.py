@@ -26,9 +26,9 @@ import torch
 from helpers import gdn_test_config, random_gdn_model_file, tool_env
 
 from hsicomp.codecs import decode_bytes, get_codec
-from hsicomp.container import MAX_METADATA_BYTES, add_metadata, pack, unpack
 from hsicomp.errors import HsicompError
-from hsicomp.metadata import dump_metadata, encode_mask, load_metadata, restore_samples
+from hsicomp.io.container import MAX_METADATA_BYTES, add_metadata, pack, unpack
+from hsicomp.io.metadata import dump_metadata, encode_mask, load_metadata, restore_samples
 from hsicomp.models import SIZES, LineRWKV
 from hsicomp.models.checkpoint import save_model
 

@@ -23,18 +23,18 @@ from helpers import one_line_error as _error
 from helpers import prepare_synthetic as _prepare
 
 from hsicomp import cli
-from hsicomp.aggregate import aggregate
-from hsicomp.bdrate import bdrate_table
-from hsicomp.bsq import read_bsq, write_bsq
 from hsicomp.codecs import get_codec
-from hsicomp.container import FLAG_LOSSY, pack, unpack
 from hsicomp.entropy.factorized import decode_latents
-from hsicomp.evaluate import encode_shard, verify_shard
-from hsicomp.manifest import PatchRecord, write_manifest
-from hsicomp.metrics import compare
+from hsicomp.evaluation.aggregate import aggregate
+from hsicomp.evaluation.bdrate import bdrate_table
+from hsicomp.evaluation.metrics import compare
+from hsicomp.evaluation.shards import encode_shard, verify_shard
+from hsicomp.figures.plots import plot_lossless, plot_rd, read_rd
+from hsicomp.io.bsq import read_bsq, write_bsq
+from hsicomp.io.container import FLAG_LOSSY, pack, unpack
+from hsicomp.io.manifest import PatchRecord, write_manifest
 from hsicomp.models.checkpoint import load_gdn_model, model_hash
-from hsicomp.plots import plot_lossless, plot_rd, read_rd
-from hsicomp.train_gdn import GdnTrainer, GdnTrainSettings
+from hsicomp.training.gdn import GdnTrainer, GdnTrainSettings
 
 torch.set_num_threads(1)
 SHAPE = GDN_SHAPE

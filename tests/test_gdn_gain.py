@@ -20,11 +20,11 @@ from helpers import prepare_synthetic as _prepare
 import hsicomp.models.gain as gain_module
 from hsicomp import cli
 from hsicomp.codecs import get_codec
-from hsicomp.container import pack, unpack
+from hsicomp.io.container import pack, unpack
 from hsicomp.models.checkpoint import load_gdn_model
 from hsicomp.models.gain import LEVEL_SCALE, gain_vectors
 from hsicomp.models.gdn import TransformCodec
-from hsicomp.train_gdn import GdnTrainer, GdnTrainSettings
+from hsicomp.training.gdn import GdnTrainer, GdnTrainSettings
 
 torch.set_num_threads(1)
 SHAPE = GDN_SHAPE

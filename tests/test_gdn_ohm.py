@@ -19,11 +19,11 @@ from helpers import prepare_synthetic as _prepare
 
 from hsicomp import cli
 from hsicomp.codecs import get_codec
-from hsicomp.container import encode_varints, pack, unpack
+from hsicomp.io.container import encode_varints, pack, unpack
 from hsicomp.models.checkpoint import load_gdn_model
 from hsicomp.models.gdn import TransformCodec, TransformCodecConfig
 from hsicomp.models.ohm import OneHotMax, channels_for_fraction
-from hsicomp.train_gdn import GdnTrainer, GdnTrainSettings
+from hsicomp.training.gdn import GdnTrainer, GdnTrainSettings
 
 torch.set_num_threads(1)
 SHAPE = GDN_SHAPE

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from helpers import ENMAP_DIR, perturbed_model, smooth_cube, tool_env
 
-from hsicomp.bands import ENMAP_202
 from hsicomp.codecs import get_codec
 from hsicomp.codecs.linerwkv import (
     _FIXED_SIDE,
@@ -19,8 +18,9 @@ from hsicomp.codecs.linerwkv import (
     _round_predictions,
     _unfold,
 )
-from hsicomp.container import pack, unpack
+from hsicomp.data.bands import ENMAP_202
 from hsicomp.errors import HsicompError
+from hsicomp.io.container import pack, unpack
 from hsicomp.models.checkpoint import save_model
 
 ENMAP_TILE = ENMAP_DIR / "enmap_potsdam_tile_128_128.tif"

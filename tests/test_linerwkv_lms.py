@@ -16,9 +16,9 @@ from hsicomp.codecs.ccsds123 import Ccsds123Codec
 from hsicomp.codecs.linerwkv import _Stats, band_statistics
 from hsicomp.codecs.linerwkv_lms import _FIXED_SIDE, LineRWKVLmsCodec, _Run
 from hsicomp.codecs.lms import C_INPUTS, code_line
-from hsicomp.container import pack, unpack
 from hsicomp.entropy.adaptive import encode_cube
 from hsicomp.errors import HsicompError
+from hsicomp.io.container import pack, unpack
 from hsicomp.models.checkpoint import save_model
 
 CODERS = ("arith", "ccsds")

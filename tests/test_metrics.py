@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from hsicomp.metrics import bits_per_sample, compare, format_value, parse_bool
+from hsicomp.evaluation.metrics import bits_per_sample, compare, format_value, parse_bool
 
 
 def test_known_error_pattern():

@@ -11,15 +11,12 @@ import numpy as np
 import pytest
 from helpers import smooth_cube
 
-from hsicomp import evaluate
-from hsicomp.bsq import write_bsq
 from hsicomp.cli import main
 from hsicomp.codecs import get_codec
-from hsicomp.container import unpack
 from hsicomp.entropy import golomb
 from hsicomp.errors import HsicompError
-from hsicomp.manifest import PatchRecord, write_manifest
-from hsicomp.plots import (
+from hsicomp.evaluation import shards as evaluate
+from hsicomp.figures.plots import (
     BAND_RATE_COLUMNS,
     band_rates,
     parse_entries,
@@ -28,6 +25,9 @@ from hsicomp.plots import (
     plot_rate_error,
     plot_rd,
 )
+from hsicomp.io.bsq import write_bsq
+from hsicomp.io.container import unpack
+from hsicomp.io.manifest import PatchRecord, write_manifest
 
 SHAPE = (8, 12, 10)
 BIT_DEPTH = 12
@@ -224,7 +224,7 @@ def test_error_image_from_the_decoded_patch(manifest, tmp_path):
 
 
 def test_rd_rate_axis_turns_logarithmic_for_wide_rate_ranges(tmp_path, monkeypatch):
-    import hsicomp.plots as plots
+    import hsicomp.figures.plots as plots
 
     scales: list[str] = []
 
@@ -240,7 +240,7 @@ def test_rd_rate_axis_turns_logarithmic_for_wide_rate_ranges(tmp_path, monkeypat
 
 
 def test_twenty_curves_all_look_different():
-    from hsicomp.plots import _looks
+    from hsicomp.figures.plots import _looks
 
     looks = _looks([f"c{i}" for i in range(20)])
     assert len(set(looks.values())) == 20
@@ -260,7 +260,7 @@ def test_plot_rd_peak_option_is_checked(tmp_path, capsys):
 
 def _drawn(monkeypatch, draw) -> object:
     """The matplotlib figure ``draw()`` saves, kept open for inspection."""
-    from hsicomp import plots
+    from hsicomp.figures import plots
 
     kept = {}
     monkeypatch.setattr(plots, "save_figure", lambda fig, *a, **k: kept.setdefault("fig", fig))
@@ -271,7 +271,7 @@ def _drawn(monkeypatch, draw) -> object:
 def test_rd_figures_stay_readable_with_lossy_codecs(tmp_path, monkeypatch):
     """Near-lossless errors of 0-40 next to lossy errors in the thousands; deltas, peaks,
     lossless rates and the legend placed where nothing runs out of the frame."""
-    from hsicomp.plots import plot_rate_error
+    from hsicomp.figures.plots import plot_rate_error
 
     rd = tmp_path / "rd.csv"
     lines = ["dataset,codec,model,delta,lossy,bpppc,psnr,max_abs_error"]

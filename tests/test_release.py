@@ -28,7 +28,7 @@ from helpers import (
 )
 
 from hsicomp.codecs import get_codec
-from hsicomp.container import unpack
+from hsicomp.io.container import unpack
 from hsicomp.models.checkpoint import import_checkpoint, load_model, model_hash
 from hsicomp.models.release import COMMIT, RELEASE, REPOSITORY, file_sha256
 

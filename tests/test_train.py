@@ -14,11 +14,11 @@ import time
 import pytest
 import torch
 
-from hsicomp.datasets import prepare
+from hsicomp.data.datasets import prepare
 from hsicomp.errors import HsicompError
 from hsicomp.models import LineRWKV
 from hsicomp.models.checkpoint import import_checkpoint, load_model, model_hash, save_model
-from hsicomp.train import Trainer, TrainSettings, laplace_bits
+from hsicomp.training.linerwkv import Trainer, TrainSettings, laplace_bits
 
 TINY = {"size": "XS", "epochs": 2, "samples_per_epoch": 4, "batch": 2, "band_window": 6,
         "pos_size": 8, "threads": 1, "checkpoint_every": 2, "seed": 3, "log_every": 1}

@@ -14,10 +14,10 @@ from typing import ClassVar
 import imagecodecs
 import numpy as np
 
-from hsicomp.bsq import BSQ_DTYPE, bsq_bytes
 from hsicomp.codecs.base import Codec, one_line, register
-from hsicomp.container import Header, decode_varints, encode_varints
 from hsicomp.errors import HsicompError
+from hsicomp.io.bsq import BSQ_DTYPE, bsq_bytes
+from hsicomp.io.container import Header, decode_varints, encode_varints
 
 #: Largest NEAR parameter JPEG-LS accepts.
 JPEGLS_MAX_DELTA = 255

@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hsicomp.container import FLAG_LOSSY, Header, file_check, pack, unpack
 from hsicomp.errors import HsicompError
+from hsicomp.io.container import FLAG_LOSSY, Header, file_check, pack, unpack
 
 #: Modules that define (and register) the project's codecs.
 CODEC_MODULES: tuple[str, ...] = ("hsicomp.codecs.anchors", "hsicomp.codecs.linerwkv",
@@ -79,10 +79,10 @@ class Codec(ABC):
     values, e.g. from the command line, are converted to the default's type).
 
     A ``lossy`` codec guarantees no maximum error: it accepts only delta 0 (meaning "no
-    bound"), and its files carry :data:`~hsicomp.container.FLAG_LOSSY` in the header.
+    bound"), and its files carry :data:`~hsicomp.io.container.FLAG_LOSSY` in the header.
 
     Every file carries a check value over its header, side info and decoded data (see
-    :mod:`hsicomp.container`); ``check_covers`` says what the decoded data is: ``"samples"``
+    :mod:`hsicomp.io.container`); ``check_covers`` says what the decoded data is: ``"samples"``
     (the decoded cube, verified by :meth:`check_output`) for decoders that are exact on every
     machine, ``"symbols"`` (the entropy-decoded integers, verified by the codec with
     :meth:`verify_check` before its floating-point synthesis) for the others.
@@ -182,7 +182,7 @@ class Codec(ABC):
 
     def pack(self, header: Header, side_info: bytes, payload: bytes,
              decoded: list[np.ndarray]) -> bytes:
-        """Serialise a .hsic file (see :func:`hsicomp.container.pack`); ``decoded`` is what
+        """Serialise a .hsic file (see :func:`hsicomp.io.container.pack`); ``decoded`` is what
         the decoder will reproduce: ``[reconstruction]`` (uint16, the shape of the cube) when
         ``check_covers`` is ``"samples"``, the decoded integer arrays when ``"symbols"``."""
         if self.check_covers == "samples":

@@ -42,8 +42,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hsicomp.codecs.base import Codec, register
-from hsicomp.container import decode_varints, encode_varints
 from hsicomp.errors import HsicompError
+from hsicomp.io.container import decode_varints, encode_varints
 
 LAYOUT_VERSION = 1
 _CONFIG_FIELDS = ("grids", "channels", "context", "channel_context", "arm_hidden",

@@ -43,10 +43,10 @@ import numpy as np
 from numba import njit
 
 from hsicomp.codecs.base import Codec, register
-from hsicomp.container import decode_varints, encode_varints
 from hsicomp.entropy import golomb
 from hsicomp.entropy.adaptive import ResidualDecoder, ResidualEncoder
 from hsicomp.errors import HsicompError
+from hsicomp.io.container import decode_varints, encode_varints
 
 LAYOUT_VERSION = 1
 CODERS = ("arith", "ccsds")

@@ -63,8 +63,8 @@ from hsicomp.codecs.linerwkv import (
     band_statistics,
 )
 from hsicomp.codecs.lms import C_INPUTS, code_line, code_rows
-from hsicomp.container import decode_varints, encode_varints
 from hsicomp.errors import HsicompError
+from hsicomp.io.container import decode_varints, encode_varints
 
 #: Side-info layout: version 1 has 15-byte ccsds123 settings (no second stage), version 2
 #: the 16-byte ones, version 3 adds ``ext_init`` NO_NETWORK (coded without the network).

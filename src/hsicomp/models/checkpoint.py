@@ -27,11 +27,11 @@ from typing import Any
 
 import torch
 
-from hsicomp.atomic import atomic_write_bytes
 from hsicomp.errors import HsicompError
+from hsicomp.io.atomic import atomic_write_bytes
+from hsicomp.io.paths import input_file
 from hsicomp.models.gdn import TransformCodec, TransformCodecConfig
 from hsicomp.models.linerwkv import SIZES, LineRWKV, LineRWKVConfig
-from hsicomp.paths import input_file
 
 FORMAT = "hsicomp-linerwkv"
 VERSION = 1

@@ -6,7 +6,7 @@ binary data file) and HDF5 ``.h5``/``.hdf5``. Whatever the format, samples must 
 values in 0..65535; anything else is refused with a one-line :class:`HsicompError`.
 
 :func:`read_product` also takes what the file says besides its samples (sample type,
-nodata, axis order, georeferencing, header fields, attributes: see :mod:`hsicomp.metadata`)
+nodata, axis order, georeferencing, header fields, attributes: see :mod:`hsicomp.io.metadata`)
 and can select bands; :func:`write_cube` given that metadata writes it back when the output
 has the input's format, and the samples in the input's type whatever the format.
 """
@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from hsicomp.atomic import atomic_path, atomic_write_bytes, atomic_write_text
-from hsicomp.bands import resolve_band_list
-from hsicomp.bsq import read_bsq, write_bsq
+from hsicomp.data.bands import resolve_band_list
 from hsicomp.errors import HsicompError
-from hsicomp.metadata import apply_nodata, number_from_json, number_to_json, restore_samples
-from hsicomp.paths import check_output, input_file
+from hsicomp.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from hsicomp.io.bsq import read_bsq, write_bsq
+from hsicomp.io.metadata import apply_nodata, number_from_json, number_to_json, restore_samples
+from hsicomp.io.paths import check_output, input_file
 
 RAW_SUFFIXES = (".bsq", ".raw")
 NPY_SUFFIXES = (".npy",)
@@ -151,7 +151,7 @@ def _read_npy(path: Path) -> np.ndarray:
 
 def _read_tiff(path: Path, bands: str | None = None,
                meta: dict[str, Any] | None = None) -> np.ndarray:
-    """The GeoTIFF's ``bands`` (a band-list spec, see :mod:`hsicomp.bands`; all when None).
+    """The GeoTIFF's ``bands`` (a band-list spec, see :mod:`hsicomp.data.bands`; all when None).
     With ``meta``, its georeferencing, nodata, descriptions, tags, scales, offsets and units
     of those bands, and their 0-based indices (``band_indices``), go into ``meta``."""
     import rasterio
@@ -376,7 +376,7 @@ class Product:
 
     #: uint16 (bands, rows, cols) samples to code.
     cube: np.ndarray
-    #: The metadata to carry (see :mod:`hsicomp.metadata`; empty: nothing to carry).
+    #: The metadata to carry (see :mod:`hsicomp.io.metadata`; empty: nothing to carry).
     metadata: dict[str, Any] = field(default_factory=dict)
     #: Original 0-based indices of the cube's bands (None: all bands of the file).
     band_list: list[int] | None = None
@@ -426,9 +426,9 @@ def read_product(path: str | os.PathLike, dims: tuple[int, int, int] | None = No
 
     ``layout`` is the axis order of a ``.npy`` or HDF5 array (see :data:`LAYOUTS`); when
     None, an array whose shape looks like (rows, cols, bands) is refused. ``bands`` selects
-    bands (a band-list spec, see :func:`hsicomp.bands.resolve_band_list`). ``nodata``: the
+    bands (a band-list spec, see :func:`hsicomp.data.bands.resolve_band_list`). ``nodata``: the
     value of missing samples (:data:`FILE_NODATA`: the one the file declares; None: none),
-    handled as :func:`hsicomp.metadata.apply_nodata` says.
+    handled as :func:`hsicomp.io.metadata.apply_nodata` says.
     """
     path = Path(path)
     suffix = cube_format(path)
@@ -492,7 +492,7 @@ def write_cube(path: str | os.PathLike, cube: np.ndarray, dataset: str = H5_DATA
     BSQ data file beside it with extension ``.img`` (data written first, header last).
     ``.h5``/``.hdf5``: dataset ``dataset`` (default ``cube``) holding (bands, rows, cols).
 
-    With ``metadata`` (see :mod:`hsicomp.metadata`) the samples are written in the input's
+    With ``metadata`` (see :mod:`hsicomp.io.metadata`) the samples are written in the input's
     type with its nodata values put back (a type the format cannot hold is widened; raw
     output, uint16 only, gets the coded samples), and when the output has the input's
     format, that format's metadata too: GeoTIFF georeferencing, nodata, descriptions, tags,

@@ -2,7 +2,7 @@
 
 Only a regular file (or nothing) is ever replaced: a directory, device, pipe or socket at
 the target is refused with a one-line :class:`HsicompError` (see
-:func:`hsicomp.paths.check_output`).
+:func:`hsicomp.io.paths.check_output`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from hsicomp.errors import HsicompError
-from hsicomp.paths import check_output
+from hsicomp.io.paths import check_output
 
 
 def _current_umask() -> int:

@@ -5,7 +5,7 @@ its sub-commands and sets ``func`` (taking the parsed arguments, returning an ex
 User errors (:class:`HsicompError`, OS errors such as a full disk, bad command-line
 arguments) are printed as one line ``hsicomp: error: ...``, without a traceback. Before a
 command runs, each of its output files (:data:`OUTPUTS`) is checked not to be one of its
-input files and not to be a directory, device or pipe (:func:`hsicomp.paths.check_output`).
+input files and not to be a directory, device or pipe (:func:`hsicomp.io.paths.check_output`).
 """
 
 from __future__ import annotations
@@ -17,20 +17,20 @@ import sys
 
 from hsicomp import __version__
 from hsicomp.errors import HsicompError
-from hsicomp.paths import check_output, os_error_text
+from hsicomp.io.paths import check_output, os_error_text
 
 COMMAND_MODULES = (
-    "hsicomp.codec_cli",
-    "hsicomp.datasets",
-    "hsicomp.download",
-    "hsicomp.evaluate",
-    "hsicomp.aggregate",
-    "hsicomp.plots",
-    "hsicomp.bdrate",
-    "hsicomp.references",
-    "hsicomp.train",
-    "hsicomp.train_gdn",
-    "hsicomp.model_cli",
+    "hsicomp.cli.codec",
+    "hsicomp.data.datasets",
+    "hsicomp.data.download",
+    "hsicomp.evaluation.shards",
+    "hsicomp.evaluation.aggregate",
+    "hsicomp.figures.plots",
+    "hsicomp.evaluation.bdrate",
+    "hsicomp.evaluation.references",
+    "hsicomp.training.linerwkv",
+    "hsicomp.training.gdn",
+    "hsicomp.cli.model",
 )
 
 #: Output file arguments (``dest`` names) of each command that reads and writes files.

@@ -2,13 +2,13 @@
 
 Sources (the ``kind`` of a dataset in the workflow config):
 
-- ``synthetic``: the built-in deterministic generator (:mod:`hsicomp.synthetic`).
+- ``synthetic``: the built-in deterministic generator (:mod:`hsicomp.data.synthetic`).
 - ``hyspecnet``: an unpacked HySpecNet-11k copy; patches listed by the official split CSVs.
 - ``geotiff_folder``: any folder of GeoTIFF cubes, optionally mosaicked by georeference.
 
 Output folder layout::
 
-    manifest.csv        one row per patch (see :class:`hsicomp.manifest.PatchRecord`)
+    manifest.csv        one row per patch (see :class:`hsicomp.io.manifest.PatchRecord`)
     test/<patch>.bsq    test patches, uint16 little-endian, (band, row, col)
     train.h5, val.h5    training/validation patches as datasets ``patches/<patch>``
 """
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hsicomp.atomic import atomic_write_text
-from hsicomp.bands import resolve_band_list
-from hsicomp.bsq import cube_sha256, write_bsq
+from hsicomp.data.bands import resolve_band_list
 from hsicomp.errors import HsicompError
-from hsicomp.manifest import PatchRecord, write_manifest
-from hsicomp.metadata import nodata_mask as nodata_samples
+from hsicomp.io.atomic import atomic_write_text
+from hsicomp.io.bsq import cube_sha256, write_bsq
+from hsicomp.io.manifest import PatchRecord, write_manifest
+from hsicomp.io.metadata import nodata_mask as nodata_samples
 from hsicomp.progress import progress_bar
 
 SPLITS = ("train", "val", "test")
@@ -227,7 +227,7 @@ def patch_seed(seed: int, split: str, index: int) -> int:
 
 def synthetic_patches(spec: dict) -> Iterator[tuple[str, str, Conversion]]:
     """Yield (patch_id, split, conversion) for the built-in synthetic dataset."""
-    from hsicomp.synthetic import generate_cube
+    from hsicomp.data.synthetic import generate_cube
 
     for split in SPLITS:
         for i in range(int(spec["patches"].get(split, 0))):

@@ -28,8 +28,8 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from hsicomp import __version__
-from hsicomp.atomic import atomic_write_text
 from hsicomp.errors import HsicompError
+from hsicomp.io.atomic import atomic_write_text
 
 USER_AGENT = f"hsicomp/{__version__} (+python-urllib)"
 CHUNK = 1 << 20

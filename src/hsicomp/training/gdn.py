@@ -24,7 +24,8 @@ uniform in [0, 1), sends the first ``n_min + ceil(f (C - n_min))`` channels and 
 ``lambdas[0] ** (1 - f) * lambdas[1] ** f``. Validation runs with all channels.
 
 Deterministic for a seed on a given machine and thread count. Resumable like
-:mod:`hsicomp.train`: every ``checkpoint_every`` steps the state goes to ``<model>.state``.
+:mod:`hsicomp.training.linerwkv`: every ``checkpoint_every`` steps the state goes to
+``<model>.state``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hsicomp.errors import HsicompError
-from hsicomp.train import (
+from hsicomp.training.linerwkv import (
     PatchStore,
     ResumableTraining,
     select_device,
@@ -233,7 +234,7 @@ class GdnTrainer(ResumableTraining):
         import torch
 
         from hsicomp.entropy.factorized import FactorizedEntropyModel
-        from hsicomp.metrics import psnr_db
+        from hsicomp.evaluation.metrics import psnr_db
 
         s = self.settings
         n = self.validation_count()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hsicomp.atomic import atomic_write_bytes
 from hsicomp.errors import HsicompError
+from hsicomp.io.atomic import atomic_write_bytes
 
 BSQ_DTYPE = np.dtype("<u2")
 

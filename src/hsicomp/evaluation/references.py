@@ -25,10 +25,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hsicomp.atomic import atomic_write_text
 from hsicomp.errors import HsicompError
-from hsicomp.metrics import format_value
-from hsicomp.plots import read_rd
+from hsicomp.evaluation.metrics import format_value
+from hsicomp.figures.plots import read_rd
+from hsicomp.io.atomic import atomic_write_text
 
 COLUMNS = ["dataset", "codec", "model", "delta", "bpppc", "reference", "reference_bpppc",
            "ratio", "reference_decoded", "source"]

@@ -16,7 +16,7 @@ Layout (all integers little-endian, ``varint`` = unsigned LEB128)::
     band list  u16 number of runs, then per run: u16 first band, u16 run length
                (original 0-based band indices; 0 runs = bands 0..bands-1)
     metadata   (version 3 only) varint length (1..MAX_METADATA_BYTES) + bytes: what the
-               input file said about the cube besides its samples (see hsicomp.metadata)
+               input file said about the cube besides its samples (see hsicomp.io.metadata)
     side info  varint length + bytes (codec-defined: parameters, statistics, model hash)
     payload    varint length + bytes (codec-defined entropy-coded data)
     check      u32 (version 2) CRC-32 of every byte from magic to the end of the side info,
@@ -78,7 +78,7 @@ class Header:
     delta: int = 0
     flags: int = 0
     band_list: list[int] | None = field(default=None)
-    #: The metadata block (empty: none; see :mod:`hsicomp.metadata`).
+    #: The metadata block (empty: none; see :mod:`hsicomp.io.metadata`).
     metadata: bytes = b""
     #: The file's check value (None for a version-1 file, or before packing).
     check: int | None = field(default=None, compare=False)

@@ -15,9 +15,9 @@ import math
 import sys
 from pathlib import Path
 
-from hsicomp.atomic import atomic_write_text
 from hsicomp.errors import HsicompError
-from hsicomp.metrics import PATCH_COLUMNS, format_value, parse_bool
+from hsicomp.evaluation.metrics import PATCH_COLUMNS, format_value, parse_bool
+from hsicomp.io.atomic import atomic_write_text
 
 RD_COLUMNS = [
     "dataset", "codec", "model", "delta", "lossy", "patches", "bands", "total_samples",

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from hsicomp.atomic import atomic_path, atomic_write_text
 from hsicomp.errors import HsicompError
-from hsicomp.manifest import PatchRecord, read_manifest
-from hsicomp.metrics import format_value, parse_bool
+from hsicomp.evaluation.metrics import format_value, parse_bool
+from hsicomp.io.atomic import atomic_path, atomic_write_text
+from hsicomp.io.manifest import PatchRecord, read_manifest
 
 #: Matplotlib settings shared by every figure of the project.
 STYLE = {
@@ -400,8 +400,8 @@ def band_rates(manifest: Path, entries: dict[str, dict], delta: int,
     (``last_stats["band_bits"]``); ``bpppc_band`` is bits / (rows x cols);
     ``wavelength_nm`` comes from the dataset's band table (empty when it has none).
     """
-    from hsicomp.datasets import read_band_table
-    from hsicomp.evaluate import _make_codec, _read_patch
+    from hsicomp.data.datasets import read_band_table
+    from hsicomp.evaluation.shards import _make_codec, _read_patch
 
     manifest = Path(manifest)
     wavelengths = read_band_table(manifest.parent)
@@ -510,12 +510,13 @@ def plot_error_image(manifest: Path, codec: str, params: dict, delta: int, out_p
     and the absolute error map (digital numbers).
 
     ``band`` defaults to the middle band, ``peak`` (for the PSNR in the title) to
-    2**bit_depth - 1. Returns the patch's metrics (see :func:`hsicomp.metrics.compare`) with
-    ``bpppc``. Raises HsicompError when the decoded patch breaks the error bound (a lossy
-    codec has none: its error map's scale is the measured maximum error).
+    2**bit_depth - 1. Returns the patch's metrics (see
+    :func:`hsicomp.evaluation.metrics.compare`) with ``bpppc``. Raises HsicompError when
+    the decoded patch breaks the error bound (a lossy codec has none: its error map's scale
+    is the measured maximum error).
     """
-    from hsicomp.evaluate import _make_codec, _read_patch
-    from hsicomp.metrics import bits_per_sample, compare
+    from hsicomp.evaluation.metrics import bits_per_sample, compare
+    from hsicomp.evaluation.shards import _make_codec, _read_patch
 
     manifest = Path(manifest)
     rec = pick_test_patch(manifest, patch_id)

@@ -8,8 +8,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from hsicomp.atomic import atomic_write_text
 from hsicomp.errors import HsicompError
+from hsicomp.io.atomic import atomic_write_text
 
 
 @dataclass

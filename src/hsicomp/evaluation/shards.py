@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hsicomp.atomic import atomic_write_bytes, atomic_write_text
-from hsicomp.bsq import read_bsq
 from hsicomp.codecs import Codec, get_codec
-from hsicomp.container import unpack
 from hsicomp.errors import HsicompError
-from hsicomp.manifest import PatchRecord, read_manifest, select_shard
-from hsicomp.metrics import PATCH_COLUMNS, bits_per_sample, compare, format_value
+from hsicomp.evaluation.metrics import PATCH_COLUMNS, bits_per_sample, compare, format_value
+from hsicomp.io.atomic import atomic_write_bytes, atomic_write_text
+from hsicomp.io.bsq import read_bsq
+from hsicomp.io.container import unpack
+from hsicomp.io.manifest import PatchRecord, read_manifest, select_shard
 from hsicomp.progress import progress_bar
 
 TIMING_COLUMNS = ["patch_id", "bytes", "encode_s"]

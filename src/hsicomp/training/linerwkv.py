@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from hsicomp.atomic import atomic_path, atomic_write_text
 from hsicomp.errors import HsicompError
-from hsicomp.manifest import PatchRecord, read_manifest
+from hsicomp.io.atomic import atomic_path, atomic_write_text
+from hsicomp.io.manifest import PatchRecord, read_manifest
 from hsicomp.progress import progress_bar
 
 #: Columns of the training log; train_loss is the mean over the steps since the last row,
@@ -429,7 +429,7 @@ def plot_training_log(log_csv: Path, out_png: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hsicomp.plots import PNG_METADATA, STYLE
+    from hsicomp.figures.plots import PNG_METADATA, STYLE
 
     with open(log_csv, newline="") as f:
         rows = list(csv.DictReader(f))

@@ -7,10 +7,12 @@ import argparse
 import time
 from pathlib import Path
 
-from hsicomp.atomic import atomic_write_bytes
 from hsicomp.codecs import available_codecs, codec_class, decode_bytes, get_codec
-from hsicomp.container import add_metadata, unpack
-from hsicomp.cubeio import (
+from hsicomp.errors import HsicompError
+from hsicomp.evaluation.metrics import bits_per_sample
+from hsicomp.io.atomic import atomic_write_bytes
+from hsicomp.io.container import add_metadata, unpack
+from hsicomp.io.cubeio import (
     FILE_NODATA,
     LAYOUTS,
     SUFFIXES,
@@ -20,10 +22,8 @@ from hsicomp.cubeio import (
     read_product,
     write_cube,
 )
-from hsicomp.errors import HsicompError
-from hsicomp.metadata import describe_metadata, dump_metadata, load_metadata
-from hsicomp.metrics import bits_per_sample
-from hsicomp.paths import check_output, input_file
+from hsicomp.io.metadata import describe_metadata, dump_metadata, load_metadata
+from hsicomp.io.paths import check_output, input_file
 
 
 def parse_dims(text: str) -> tuple[int, int, int]:

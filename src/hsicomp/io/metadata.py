@@ -4,7 +4,7 @@ Encoding records it; decoding to the same format writes it back, so the user get
 file back, not just its samples. Block layout: one byte :data:`METADATA_VERSION`, then a
 raw LZMA2 stream (dictionary :data:`MAX_JSON_BYTES`) of a UTF-8 JSON object of at most
 :data:`MAX_JSON_BYTES` once unpacked (the block itself is at most
-:data:`~hsicomp.container.MAX_METADATA_BYTES`). Keys, all optional:
+:data:`~hsicomp.io.container.MAX_METADATA_BYTES`). Keys, all optional:
 
 ``format``
     the input's format: ``raw``, ``npy``, ``tiff``, ``envi`` or ``hdf5``.
@@ -19,7 +19,7 @@ raw LZMA2 stream (dictionary :data:`MAX_JSON_BYTES`) of a UTF-8 JSON object of a
     depth) those samples were coded as 0 and ``"mask"`` holds their positions (base64 of
     the zlib-compressed :func:`numpy.packbits` of the (bands, rows, cols) mask).
 ``tiff``, ``envi``, ``hdf5``
-    the format's own metadata (see :mod:`hsicomp.cubeio`).
+    the format's own metadata (see :mod:`hsicomp.io.cubeio`).
 
 Only JSON is ever parsed (never pickle), and every size is bounded before it is allocated.
 """
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from hsicomp.container import MAX_METADATA_BYTES
 from hsicomp.errors import HsicompError
+from hsicomp.io.container import MAX_METADATA_BYTES
 
 #: Version of the metadata block layout (its first byte).
 METADATA_VERSION = 1

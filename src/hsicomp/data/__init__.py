@@ -1,0 +1,1 @@
+"""Datasets: band lists, download and extraction, preparation, synthetic cubes."""

@@ -1,0 +1,1 @@
+"""Evaluation: encoding and verifying shards, metrics, aggregation, BD-rate, reference rates."""

@@ -1,0 +1,1 @@
+"""Training loops: the LineRWKV predictor and the gdn transform codecs."""
