@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from helpers import ENMAP_DIR
 
-from hsicomp.data.bands import ENMAP_202
 from hsicomp.data.synthetic import generate_cube
 from hsicomp.entropy import adaptive, golomb
 from hsicomp.entropy.adaptive import (
@@ -18,6 +17,7 @@ from hsicomp.entropy.adaptive import (
     decode_cube,
     encode_cube,
 )
+from hsicomp.io.bands import ENMAP_202
 
 ENMAP_TILE = ENMAP_DIR / "enmap_potsdam_tile_128_128.tif"
 DELTAS = [0, 1, 2, 5, 10, 20, 40]

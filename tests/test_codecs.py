@@ -14,8 +14,8 @@ from helpers import ENMAP_DIR
 from hsicomp import cli
 from hsicomp.cli.codec import register_cli
 from hsicomp.codecs import available_codecs, codec_class, decode_bytes, get_codec
-from hsicomp.data.bands import ENMAP_202
 from hsicomp.errors import HsicompError
+from hsicomp.io.bands import ENMAP_202
 from hsicomp.io.container import MAX_METADATA_BYTES, Header, add_metadata, pack, unpack
 
 ANCHORS = ["jpegls", "jpeg2000", "jpegxl", "raw"]

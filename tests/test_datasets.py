@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from helpers import ENMAP_DIR as ENMAP
 
-from hsicomp.data.bands import ENMAP_202, ENMAP_WATER_VAPOUR
 from hsicomp.data.datasets import prepare, read_band_table, read_geotiff, to_uint
 from hsicomp.errors import HsicompError
+from hsicomp.io.bands import ENMAP_202, ENMAP_WATER_VAPOUR
 from hsicomp.io.bsq import read_bsq, write_bsq
 from hsicomp.io.manifest import read_manifest
 

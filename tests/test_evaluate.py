@@ -346,7 +346,7 @@ def test_label_names_the_csv_codec_column_and_errors(dataset: Path, tmp_path: Pa
 
 
 def test_plot_has_one_curve_per_codec_and_model(tmp_path: Path):
-    from hsicomp.figures.plots import _read_rd, rd_series, series_label
+    from hsicomp.evaluation.rd_table import rd_series, read_rd, series_label
 
     assert series_label("linerwkv-arith", "XS") == "linerwkv-arith XS"
     assert series_label("jpegls", "-") == "jpegls"
@@ -359,7 +359,7 @@ def test_plot_has_one_curve_per_codec_and_model(tmp_path: Path):
         writer = csv.writer(f)
         writer.writerow(["dataset", "codec", "model", "delta", "bpppc", "psnr"])
         writer.writerows(("toy", c, m, d, b - d / 10, p) for c, m, d, b, p in rows)
-    assert rd_series(_read_rd(rd)) == ["jpegls", "linerwkv-arith XS", "linerwkv-arith S",
+    assert rd_series(read_rd(rd)) == ["jpegls", "linerwkv-arith XS", "linerwkv-arith S",
                                        "linerwkv-ccsds XS", "linerwkv-ccsds S"]
     png = tmp_path / "rd.png"
     plot_rd(rd, png)

@@ -28,8 +28,9 @@ from hsicomp.entropy.factorized import decode_latents
 from hsicomp.evaluation.aggregate import aggregate
 from hsicomp.evaluation.bdrate import bdrate_table
 from hsicomp.evaluation.metrics import compare
+from hsicomp.evaluation.rd_table import read_rd
 from hsicomp.evaluation.shards import encode_shard, verify_shard
-from hsicomp.figures.plots import plot_lossless, plot_rd, read_rd
+from hsicomp.figures.plots import plot_lossless, plot_rd
 from hsicomp.io.bsq import read_bsq, write_bsq
 from hsicomp.io.container import FLAG_LOSSY, pack, unpack
 from hsicomp.io.manifest import PatchRecord, write_manifest

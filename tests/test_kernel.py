@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import ENMAP_DIR, perturbed_model
 
-from hsicomp.data.bands import ENMAP_202
+from hsicomp.io.bands import ENMAP_202
 from hsicomp.models import SIZES, LineRWKV, LineRWKVConfig
 from hsicomp.models.kernel import (
     ARITHMETIC_VERSION,

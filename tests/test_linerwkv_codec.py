@@ -18,8 +18,8 @@ from hsicomp.codecs.linerwkv import (
     _round_predictions,
     _unfold,
 )
-from hsicomp.data.bands import ENMAP_202
 from hsicomp.errors import HsicompError
+from hsicomp.io.bands import ENMAP_202
 from hsicomp.io.container import pack, unpack
 from hsicomp.models.checkpoint import save_model
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import SHARED
 
-from hsicomp.data.bands import ENMAP_202
+from hsicomp.io.bands import ENMAP_202
 from hsicomp.models import (
     SIZES,
     Block,

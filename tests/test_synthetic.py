@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from helpers import ENMAP_DIR as REAL_DIR
 
-from hsicomp.data.bands import ENMAP_202
 from hsicomp.data.synthetic import enmap_wavelengths, generate_cube
+from hsicomp.io.bands import ENMAP_202
 
 REAL_TILES = sorted(REAL_DIR.glob("*.tif"))
 

@@ -1,1 +1,1 @@
-"""Datasets: band lists, download and extraction, preparation, synthetic cubes."""
+"""Datasets: download and extraction, preparation, synthetic cubes."""

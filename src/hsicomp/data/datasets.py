@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hsicomp.data.bands import resolve_band_list
 from hsicomp.errors import HsicompError
 from hsicomp.io.atomic import atomic_write_text
+from hsicomp.io.bands import resolve_band_list
 from hsicomp.io.bsq import cube_sha256, write_bsq
 from hsicomp.io.manifest import PatchRecord, write_manifest
 from hsicomp.io.metadata import nodata_mask as nodata_samples

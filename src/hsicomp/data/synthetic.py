@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hsicomp.data.bands import ENMAP_202, ENMAP_BANDS
+from hsicomp.io.bands import ENMAP_202, ENMAP_BANDS
 
 # EnMAP band centres as four detector segments (start nm, stop nm, band count, bend nm):
 # the VNIR detector and three SWIR segments separated by the deep water-vapour gaps.

@@ -8,7 +8,8 @@ exactly over the shared range ``[psnr_low, psnr_high]``, and the mean log-rate d
 ``d`` gives ``bd_rate_percent = 100 (exp(d) - 1)``. Negative values mean fewer bits than the
 reference for the same quality.
 
-A curve is a dataset and a legend series (:func:`hsicomp.figures.plots.read_rd`): one codec label
+A curve is a dataset and a legend series (:func:`hsicomp.evaluation.rd_table.read_rd`): one
+codec label
 and model, or for a lossy codec the label with all its models (one point per trained
 lambda; the ``model`` column then lists them joined by ``+``). Only points with a finite
 PSNR are used (lossless points have ``psnr = inf``). As in Bjontegaard's method, each curve
@@ -30,7 +31,7 @@ import numpy as np
 
 from hsicomp.errors import HsicompError
 from hsicomp.evaluation.metrics import format_value
-from hsicomp.figures.plots import read_rd, series_label, series_sort_key
+from hsicomp.evaluation.rd_table import read_rd, series_label, series_sort_key
 from hsicomp.io.atomic import atomic_write_text
 
 #: Columns of the BD-rate CSV.
@@ -153,7 +154,8 @@ def _find_reference(rows: list[dict], reference: str, path: Path) -> str:
 def bdrate_table(rows: list[dict], reference: str, path: Path = Path("input")) -> list[dict]:
     """BD-rate rows (see :data:`BDRATE_COLUMNS`) of every dataset/series curve.
 
-    ``rows`` come from :func:`hsicomp.figures.plots.read_rd`; ``reference`` is a codec label (or
+    ``rows`` come from :func:`hsicomp.evaluation.rd_table.read_rd`; ``reference`` is a codec
+    label (or
     ``"label model"`` for a codec evaluated with several models).
     """
     ref_series = _find_reference(rows, reference, path)

@@ -27,7 +27,7 @@ from typing import Any
 
 from hsicomp.errors import HsicompError
 from hsicomp.evaluation.metrics import format_value
-from hsicomp.figures.plots import read_rd
+from hsicomp.evaluation.rd_table import read_rd
 from hsicomp.io.atomic import atomic_write_text
 
 COLUMNS = ["dataset", "codec", "model", "delta", "bpppc", "reference", "reference_bpppc",

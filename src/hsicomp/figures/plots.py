@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from hsicomp.errors import HsicompError
-from hsicomp.evaluation.metrics import format_value, parse_bool
+from hsicomp.evaluation.metrics import format_value
+from hsicomp.evaluation.rd_table import rd_series, read_rd, series_label
 from hsicomp.io.atomic import atomic_path, atomic_write_text
 from hsicomp.io.manifest import PatchRecord, read_manifest
 
@@ -50,73 +51,10 @@ LOG_RATE_SPAN = 30.0
 #: Metadata that would otherwise embed the time of drawing or the library version.
 PNG_METADATA = {"Software": None}
 PDF_METADATA = {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}
-_NO_MODEL = ("", "none", "-")
-#: Order of the LineRWKV sizes in legends (other model names follow, alphabetically).
-_MODEL_ORDER = {"XS": 0, "S": 1, "M": 2, "L": 3}
-_RD_REQUIRED = ("dataset", "codec", "model", "bpppc", "psnr")
 #: Columns of the per-band rate CSV written by ``band-rates``.
 BAND_RATE_COLUMNS = ["codec", "model", "patch_id", "delta", "band", "wavelength_nm", "bits",
                      "bpppc_band"]
 RATE_LABEL = "rate (bits per sample, bpppc)"
-
-
-def series_label(codec: str, model: str) -> str:
-    """Legend label of a codec/model pair: ``codec`` alone, or ``codec model``."""
-    return codec if model.lower() in _NO_MODEL or model == codec else f"{codec} {model}"
-
-
-def series_sort_key(row: dict) -> tuple:
-    """Sort key of a row's curve: codec label, then model size."""
-    model = row["model"]
-    return (row["codec"], _MODEL_ORDER.get(model, len(_MODEL_ORDER)), model)
-
-
-def rd_series(rows: list[dict]) -> list[str]:
-    """Legend labels of the curves (a row's ``series``, else its codec/model pair), in
-    drawing order."""
-    ordered = sorted(rows, key=series_sort_key)
-    return list(dict.fromkeys(r.get("series") or series_label(r["codec"], r["model"])
-                              for r in ordered))
-
-
-def read_rd(path: Path) -> list[dict]:
-    """Rows of a rate-distortion CSV (``aggregate``'s rd_all.csv).
-
-    Each row has dataset, codec, model, lossy, series (legend label), bpppc and psnr, and
-    delta (int) and max_abs_error (float) when the file has those columns (else None).
-    Lossy rows (``lossy`` true) have delta None, and their series is the codec label alone:
-    all models of a lossy codec (e.g. one per trained lambda) make one curve.
-    """
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            rows = list(reader)
-    except FileNotFoundError:
-        raise HsicompError(f"{path}: rate-distortion file not found") from None
-    missing = [c for c in _RD_REQUIRED if c not in columns]
-    if missing:
-        raise HsicompError(f"{path}: not a rate-distortion file (missing columns "
-                           f"{', '.join(missing)})")
-    out = []
-    for line, r in enumerate(rows, start=2):
-        try:
-            lossy = "lossy" in columns and parse_bool(r["lossy"])
-            out.append({
-                "dataset": r["dataset"], "codec": r["codec"], "model": r["model"],
-                "lossy": lossy,
-                "series": r["codec"] if lossy else series_label(r["codec"], r["model"]),
-                "bpppc": float(r["bpppc"]), "psnr": float(r["psnr"]),
-                "delta": int(r["delta"]) if "delta" in columns and not lossy else None,
-                "max_abs_error": float(r["max_abs_error"]) if "max_abs_error" in columns
-                else None,
-            })
-        except (TypeError, ValueError):
-            raise HsicompError(f"{path}:{line}: malformed row") from None
-    return out
-
-
-_read_rd = read_rd
 
 
 # --------------------------------------------------------------------------- shared helpers

@@ -1,2 +1,2 @@
-"""File formats: the .hsic container and its metadata, cube files, BSQ, manifests, atomic
-writes and path checks."""
+"""File formats: the .hsic container and its metadata, cube files and band lists, BSQ,
+manifests, atomic writes and path checks."""

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from hsicomp.data.bands import resolve_band_list
 from hsicomp.errors import HsicompError
 from hsicomp.io.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from hsicomp.io.bands import resolve_band_list
 from hsicomp.io.bsq import read_bsq, write_bsq
 from hsicomp.io.metadata import apply_nodata, number_from_json, number_to_json, restore_samples
 from hsicomp.io.paths import check_output, input_file
@@ -151,7 +151,7 @@ def _read_npy(path: Path) -> np.ndarray:
 
 def _read_tiff(path: Path, bands: str | None = None,
                meta: dict[str, Any] | None = None) -> np.ndarray:
-    """The GeoTIFF's ``bands`` (a band-list spec, see :mod:`hsicomp.data.bands`; all when None).
+    """The GeoTIFF's ``bands`` (a band-list spec, see :mod:`hsicomp.io.bands`; all when None).
     With ``meta``, its georeferencing, nodata, descriptions, tags, scales, offsets and units
     of those bands, and their 0-based indices (``band_indices``), go into ``meta``."""
     import rasterio
@@ -426,7 +426,7 @@ def read_product(path: str | os.PathLike, dims: tuple[int, int, int] | None = No
 
     ``layout`` is the axis order of a ``.npy`` or HDF5 array (see :data:`LAYOUTS`); when
     None, an array whose shape looks like (rows, cols, bands) is refused. ``bands`` selects
-    bands (a band-list spec, see :func:`hsicomp.data.bands.resolve_band_list`). ``nodata``: the
+    bands (a band-list spec, see :func:`hsicomp.io.bands.resolve_band_list`). ``nodata``: the
     value of missing samples (:data:`FILE_NODATA`: the one the file declares; None: none),
     handled as :func:`hsicomp.io.metadata.apply_nodata` says.
     """
