@@ -18,6 +18,7 @@ import yaml
 from helpers import REPO
 from hyspecnet_fixture import build_hyspecnet_archives, build_hyspecnet_tree
 
+from hsicomp.cli import data as data_cli
 from hsicomp.cli import main
 from hsicomp.data import download as dl
 from hsicomp.errors import HsicompError
@@ -639,7 +640,7 @@ def test_extract_hyspecnet_archives(hyspecnet, tmp_path):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hsicomp")
-    dl.register_cli(parser.add_subparsers(dest="command", required=True))
+    data_cli.register_cli(parser.add_subparsers(dest="command", required=True))
     return parser
 
 

@@ -25,7 +25,7 @@ from hsicomp.io.manifest import PatchRecord, read_manifest, select_shard, write_
 SHAPE = (4, 12, 10)
 BIT_DEPTH = 12
 PEAK = 4095.0
-MODULES = ("hsicomp.evaluation.shards", "hsicomp.evaluation.aggregate", "hsicomp.figures.plots")
+MODULES = ("hsicomp.cli.evaluate", "hsicomp.cli.figures")
 
 
 def main(argv: list[str]) -> int:

@@ -21,15 +21,10 @@ from hsicomp.io.paths import check_output, os_error_text
 
 COMMAND_MODULES = (
     "hsicomp.cli.codec",
-    "hsicomp.data.datasets",
-    "hsicomp.data.download",
-    "hsicomp.evaluation.shards",
-    "hsicomp.evaluation.aggregate",
-    "hsicomp.figures.plots",
-    "hsicomp.evaluation.bdrate",
-    "hsicomp.evaluation.references",
-    "hsicomp.training.linerwkv",
-    "hsicomp.training.gdn",
+    "hsicomp.cli.data",
+    "hsicomp.cli.evaluate",
+    "hsicomp.cli.figures",
+    "hsicomp.cli.train",
     "hsicomp.cli.model",
 )
 

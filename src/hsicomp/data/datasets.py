@@ -15,10 +15,8 @@ Output folder layout::
 
 from __future__ import annotations
 
-import argparse
 import csv
 import fnmatch
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -301,28 +299,3 @@ def prepare(spec: dict, out_dir: Path, progress: bool = True) -> list[PatchRecor
                                               unit="patch", enabled=progress):
         writer.add(patch_id, split, conv, spec["bit_depth"])
     return writer.finish()
-
-
-def _cmd_prepare(args: argparse.Namespace) -> int:
-    try:
-        spec = json.loads(args.spec)
-    except json.JSONDecodeError as exc:
-        raise HsicompError(f"--spec is not valid JSON ({exc})") from None
-    records = prepare(spec, Path(args.out), progress=not args.no_progress)
-    counts = {s: sum(r.split == s for r in records) for s in SPLITS}
-    clipped = sum(r.clipped_low + r.clipped_high for r in records)
-    nodata = sum(r.nodata for r in records)
-    print(f"{args.out}: {counts} patches, {clipped} clipped samples, {nodata} nodata samples")
-    return 0
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add ``hsicomp prepare``."""
-    p = sub.add_parser("prepare",
-                       help="prepare a dataset (BSQ test patches, HDF5 splits, manifest)")
-    p.add_argument("--spec", required=True, help="dataset description as a JSON object")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_prepare)
-
-

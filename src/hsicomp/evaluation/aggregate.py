@@ -7,12 +7,10 @@ sha256 recorded when it was verified.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
 import math
-import sys
 from pathlib import Path
 
 from hsicomp.errors import HsicompError
@@ -182,21 +180,3 @@ def _aggregate(metric_csvs: list[Path], rd_out: Path, per_patch_out: Path) -> No
     writer.writerows([format_value(row[c]) for c in RD_COLUMNS] for row in summary)
     atomic_write_text(per_patch_out, per_patch_text)
     atomic_write_text(rd_out, buf.getvalue())
-
-
-def _cmd_aggregate(args: argparse.Namespace) -> int:
-    aggregate(args.metrics, args.rd, args.per_patch)
-    print(f"aggregated {len(args.metrics)} metrics files -> {args.rd}", file=sys.stderr)
-    return 0
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add the ``aggregate`` command."""
-    p = sub.add_parser("aggregate", help="summarise per-patch metrics into rate-distortion rows")
-    p.add_argument("metrics", nargs="+", type=Path, metavar="METRICS_CSV",
-                   help="per-patch metrics CSVs written by verify-shard (each row's bitstream "
-                   "is checked against its recorded size and sha256; on any error both "
-                   "outputs are removed)")
-    p.add_argument("--rd", type=Path, required=True, help="rate-distortion summary CSV")
-    p.add_argument("--per-patch", type=Path, required=True, help="combined per-patch CSV")
-    p.set_defaults(func=_cmd_aggregate)

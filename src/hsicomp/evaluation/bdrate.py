@@ -20,11 +20,9 @@ get an empty ``bd_rate_percent`` and a ``reason``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -203,23 +201,3 @@ def write_bdrate(rd_csv: Path, reference: str, out_csv: Path) -> list[dict]:
     writer.writerows([format_value(row[c]) for c in BDRATE_COLUMNS] for row in table)
     atomic_write_text(out_csv, buf.getvalue())
     return table
-
-
-def _cmd_bdrate(args: argparse.Namespace) -> int:
-    table = write_bdrate(args.rd_csv, args.reference, args.out)
-    done = sum(1 for row in table if row["bd_rate_percent"] != "")
-    print(f"BD-rate of {done} of {len(table)} curves against {args.reference} -> {args.out}",
-          file=sys.stderr)
-    return 0
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add the ``bdrate`` command."""
-    p = sub.add_parser("bdrate", help="Bjontegaard delta rate of every curve of an rd CSV "
-                       "against a reference codec")
-    p.add_argument("rd_csv", type=Path, metavar="RD_CSV", help="rate-distortion summary CSV")
-    p.add_argument("--reference", default="ccsds123",
-                   help="codec label of the reference curve, or 'label model' for a codec "
-                   "with several models (default: ccsds123)")
-    p.add_argument("--out", type=Path, required=True, help="output BD-rate CSV")
-    p.set_defaults(func=_cmd_bdrate)

@@ -18,17 +18,9 @@ dataset, model and delta have a reference rate gives one row of the comparison, 
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
-import json
-from pathlib import Path
 from typing import Any
 
 from hsicomp.errors import HsicompError
-from hsicomp.evaluation.metrics import format_value
-from hsicomp.evaluation.rd_table import read_rd
-from hsicomp.io.atomic import atomic_write_text
 
 COLUMNS = ["dataset", "codec", "model", "delta", "bpppc", "reference", "reference_bpppc",
            "ratio", "reference_decoded", "source"]
@@ -79,31 +71,3 @@ def compare(rd_rows: list[dict], references: dict[str, Any]) -> list[dict]:
                         "reference_decoded": "false" if failed else "true",
                         "source": ref.get("source", "")})
     return out
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    try:
-        references = json.loads(args.references)
-    except json.JSONDecodeError as exc:
-        raise HsicompError(f"--references is not valid JSON ({exc.msg})") from None
-    if not isinstance(references, dict):
-        raise HsicompError("--references must be a JSON object: name -> reference")
-    rows = compare(read_rd(args.rd_csv), references)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    writer.writerows([format_value(row[c]) for c in COLUMNS] for row in rows)
-    atomic_write_text(args.out, buf.getvalue())
-    print(f"{args.out}: {len(rows)} rows against {len(references)} reference(s)")
-    return 0
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add the ``compare-rates`` command."""
-    p = sub.add_parser("compare-rates", help="the rates of an rd CSV next to reference rates "
-                       "measured elsewhere")
-    p.add_argument("rd_csv", type=Path, metavar="RD_CSV", help="rate-distortion summary CSV")
-    p.add_argument("--references", required=True,
-                   help="JSON object: name -> {source, compare, rates, not_decoded}")
-    p.add_argument("--out", type=Path, required=True, help="output CSV")
-    p.set_defaults(func=_cmd_compare)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
-import json
 import sys
 import time
 from pathlib import Path
@@ -40,7 +38,7 @@ def _read_patch(manifest: Path, rec: PatchRecord) -> np.ndarray:
     return read_bsq(manifest.parent / rec.file, rec.bands, rec.rows, rec.cols)
 
 
-def _display(codec: str, label: str | None) -> str:
+def display_name(codec: str, label: str | None) -> str:
     """How messages name a codec: its label, with the registry name when they differ."""
     return codec if label in (None, codec) else f"{label} ({codec})"
 
@@ -78,12 +76,12 @@ def encode_shard(manifest: Path, shard: int, shards: int, codec: str, params: di
     coder = _make_codec(codec, params, label)
     if not coder.supports(delta):
         hint = " (lossy codec: delta 0 = no bound)" if coder.lossy else ""
-        raise HsicompError(f"codec {_display(codec, label)} does not support delta={delta}"
+        raise HsicompError(f"codec {display_name(codec, label)} does not support delta={delta}"
                            f"{hint}")
     _set_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     timings = []
-    for rec in progress_bar(records, desc=f"encode {_display(codec, label)} d{delta}",
+    for rec in progress_bar(records, desc=f"encode {display_name(codec, label)} d{delta}",
                             unit="patch", enabled=progress):
         cube = _read_patch(manifest, rec)
         start = time.perf_counter()
@@ -116,7 +114,7 @@ def _verify_patch(path: Path, rec: PatchRecord, original: np.ndarray, coder: Cod
     near-lossless codec must also stay within ``delta`` (equal the original at delta 0),
     files of a lossy codec (header flag, no error bound) are only measured.
     """
-    what = f"{path}: {_display(coder.name, label)} " + ("lossy" if coder.lossy else
+    what = f"{path}: {display_name(coder.name, label)} " + ("lossy" if coder.lossy else
                                                        f"delta={delta}")
     try:
         data = path.read_bytes()
@@ -175,7 +173,7 @@ def verify_shard(manifest: Path, shard: int, shards: int, bitstreams: Path, timi
     timings = _read_timings(Path(timings_csv))
     coder = _make_codec(codec, params, label)
     rows = []
-    for rec in progress_bar(records, desc=f"verify {_display(codec, label)} d{delta}",
+    for rec in progress_bar(records, desc=f"verify {display_name(codec, label)} d{delta}",
                             unit="patch", enabled=progress):
         path = bitstreams / f"{rec.patch_id}.hsic"
         if rec.patch_id not in timings:
@@ -194,64 +192,3 @@ def verify_shard(manifest: Path, shard: int, shards: int, bitstreams: Path, timi
         })
     atomic_write_text(out_csv, _csv_text(PATCH_COLUMNS, rows, 10))
     return rows
-
-
-def _params(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise HsicompError(f"--params is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise HsicompError("--params must be a JSON object")
-    return value
-
-
-def _cmd_encode(args: argparse.Namespace) -> int:
-    n = encode_shard(args.manifest, args.shard, args.shards, args.codec, _params(args.params),
-                     args.delta, args.out_dir, args.timings, args.threads, args.label,
-                     progress=not args.no_progress)
-    print(f"encoded {n} patches with {_display(args.codec, args.label)} delta={args.delta} -> "
-          f"{args.out_dir}", file=sys.stderr)
-    return 0
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    rows = verify_shard(args.manifest, args.shard, args.shards, args.bitstreams, args.timings,
-                        args.dataset, args.codec, args.model, args.delta, _params(args.params),
-                        args.peak, args.out, args.label, progress=not args.no_progress)
-    print(f"verified {len(rows)} patches with {_display(args.codec, args.label)} "
-          f"delta={args.delta} -> {args.out}", file=sys.stderr)
-    return 0
-
-
-def _shard_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", type=Path, required=True, help="patch manifest CSV")
-    p.add_argument("--shard", type=int, required=True, help="0-based shard index")
-    p.add_argument("--shards", type=int, required=True, help="number of shards")
-    p.add_argument("--codec", required=True, help="codec name (see `hsicomp codecs`)")
-    p.add_argument("--label", help="name of the codec's configuration entry, written in the "
-                   "CSV's codec column and in messages (default: the codec name)")
-    p.add_argument("--params", default="{}", help="codec parameters as a JSON object")
-    p.add_argument("--delta", type=int, required=True,
-                   help="maximum absolute error (0 = lossless)")
-    p.add_argument("--timings", type=Path, required=True, help="encode timings CSV")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (by default one bar over the patches, on stderr)")
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add the ``encode-shard`` and ``verify-shard`` commands."""
-    p = sub.add_parser("encode-shard", help="encode the test patches of one shard")
-    _shard_args(p)
-    p.add_argument("--out-dir", type=Path, required=True, help="folder for the .hsic files")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.set_defaults(func=_cmd_encode)
-
-    p = sub.add_parser("verify-shard", help="decode, check and measure one encoded shard")
-    _shard_args(p)
-    p.add_argument("--bitstreams", type=Path, required=True, help="folder of .hsic files")
-    p.add_argument("--dataset", required=True, help="dataset name for the CSV")
-    p.add_argument("--model", required=True, help="model name for the CSV")
-    p.add_argument("--peak", type=float, required=True, help="PSNR peak value")
-    p.add_argument("--out", type=Path, required=True, help="per-patch metrics CSV")
-    p.set_defaults(func=_cmd_verify)

@@ -30,7 +30,6 @@ Deterministic for a seed on a given machine and thread count. Resumable like
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import time
@@ -47,7 +46,6 @@ from hsicomp.training.linerwkv import (
     ResumableTraining,
     select_device,
     settings_fingerprint,
-    settings_values,
 )
 
 if TYPE_CHECKING:
@@ -331,30 +329,3 @@ class GdnTrainer(ResumableTraining):
                                  "preset": self.settings.preset,
                                  "steps": self.step})
         self.write_log(LOG_COLUMNS)
-
-
-def _cmd_train_gdn(args: argparse.Namespace) -> int:
-    settings = GdnTrainSettings.from_dict(settings_values(args.settings, args.threads))
-    trainer = GdnTrainer(Path(args.data), Path(args.out), settings, progress=not args.no_progress)
-    trainer.run(stop_after=args.stop_after)
-    if trainer.step == trainer.total_steps:
-        print(f"{args.out}: gdn {settings.preset} {settings.describe()} trained for "
-              f"{trainer.step} steps")
-    return 0
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add ``hsicomp train-gdn``."""
-    p = sub.add_parser("train-gdn", help="train a GDN transform codec (one lambda, or gain "
-                       "units with lambdas) on a "
-                       "prepared dataset")
-    p.add_argument("--data", required=True, help="prepared dataset folder (with train.h5)")
-    p.add_argument("--out", required=True, help="output model file (.pt)")
-    p.add_argument("--settings", default="{}",
-                   help="training settings as a JSON object (preset, lmbda or lambdas, "
-                   "epochs, ...)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = from settings)")
-    p.add_argument("--stop-after", type=int, default=None,
-                   help="stop (resumably) after this many steps")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train_gdn)

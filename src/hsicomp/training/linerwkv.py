@@ -15,7 +15,6 @@ the model file is written.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import hashlib
@@ -422,38 +421,3 @@ class Trainer(ResumableTraining):
         from hsicomp.figures.loss_curve import plot_training_log
 
         plot_training_log(self.log_path, self.out.with_suffix(".loss.png"), self.settings.size)
-
-
-def settings_values(text: str, threads: int) -> dict:
-    """The ``--settings`` JSON object of a training command, with ``--threads`` applied."""
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise HsicompError(f"--settings is not valid JSON ({exc})") from None
-    if not isinstance(values, dict):
-        raise HsicompError("--settings must be a JSON object")
-    if threads:
-        values["threads"] = threads
-    return values
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    settings = TrainSettings.from_dict(settings_values(args.settings, args.threads))
-    trainer = Trainer(Path(args.data), Path(args.out), settings, progress=not args.no_progress)
-    trainer.run(stop_after=args.stop_after)
-    if trainer.step == trainer.total_steps:
-        print(f"{args.out}: {settings.size} trained for {trainer.step} steps")
-    return 0
-
-
-def register_cli(sub: argparse._SubParsersAction) -> None:
-    """Add ``hsicomp train``."""
-    p = sub.add_parser("train", help="train a LineRWKV predictor on a prepared dataset")
-    p.add_argument("--data", required=True, help="prepared dataset folder (with train.h5)")
-    p.add_argument("--out", required=True, help="output model file (.pt)")
-    p.add_argument("--settings", default="{}", help="training settings as a JSON object")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = from settings)")
-    p.add_argument("--stop-after", type=int, default=None,
-                   help="stop (resumably) after this many steps")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)

@@ -1,0 +1,144 @@
+"""Figure commands: ``plot-rd``, ``plot-rate-error``, ``plot-lossless``, ``band-rates``,
+``plot-band-rates``, ``error-image``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from hsicomp.errors import HsicompError
+from hsicomp.figures.plots import (
+    parse_entries,
+    plot_band_rates,
+    plot_error_image,
+    plot_lossless,
+    plot_rate_error,
+    plot_rd,
+    write_band_rates,
+)
+
+# --------------------------------------------------------------------------- command line
+
+
+def _done(args: argparse.Namespace) -> int:
+    print(f"wrote {args.png}" + (f" and {args.pdf}" if args.pdf else ""), file=sys.stderr)
+    return 0
+
+
+def _peak(text: str) -> tuple[str, float]:
+    """``DATASET=VALUE`` of ``--peak``."""
+    name, sep, value = text.rpartition("=")
+    try:
+        peak = float(value)
+    except ValueError:
+        peak = math.nan
+    if not sep or not name or not peak > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not DATASET=PEAK with a peak above 0")
+    return name, peak
+
+
+def _cmd_plot_rd(args: argparse.Namespace) -> int:
+    plot_rd(args.rd_csv, args.png, args.pdf, peaks=dict(args.peak))
+    return _done(args)
+
+
+def _cmd_plot_rate_error(args: argparse.Namespace) -> int:
+    plot_rate_error(args.rd_csv, args.png, args.pdf)
+    return _done(args)
+
+
+def _cmd_plot_lossless(args: argparse.Namespace) -> int:
+    plot_lossless(args.rd_csv, args.png, args.pdf)
+    return _done(args)
+
+
+def _cmd_band_rates(args: argparse.Namespace) -> int:
+    entries = parse_entries(args.codecs, args.codec)
+    rows = write_band_rates(args.manifest, entries, args.delta, args.out, args.patch)
+    print(f"band rates of {len(entries)} codecs ({len(rows)} rows) -> {args.out}",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_plot_band_rates(args: argparse.Namespace) -> int:
+    plot_band_rates(args.band_csv, args.png, args.pdf)
+    return _done(args)
+
+
+def _cmd_error_image(args: argparse.Namespace) -> int:
+    try:
+        params = json.loads(args.params)
+    except json.JSONDecodeError as exc:
+        raise HsicompError(f"--params is not valid JSON: {exc}") from None
+    if not isinstance(params, dict):
+        raise HsicompError("--params must be a JSON object")
+    plot_error_image(args.manifest, args.codec, params, args.delta, args.png, args.pdf,
+                     args.patch, args.band, args.label, args.peak)
+    return _done(args)
+
+
+def _outputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--png", type=Path, required=True, help="output PNG")
+    p.add_argument("--pdf", type=Path, help="output PDF (optional)")
+
+
+def _rd_command(sub: argparse._SubParsersAction, name: str, help_text: str, func: Any) -> None:
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("rd_csv", type=Path, metavar="RD_CSV", help="rate-distortion summary CSV")
+    _outputs(p)
+    p.set_defaults(func=func)
+
+
+def _patch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--manifest", type=Path, required=True, help="patch manifest CSV")
+    p.add_argument("--patch", help="test patch id (default: the first test patch)")
+    p.add_argument("--delta", type=int, default=0,
+                   help="maximum absolute error (default 0 = lossless)")
+
+
+def _register_plots(sub: argparse._SubParsersAction) -> None:
+    """Add the figure commands: ``plot-rd``, ``plot-rate-error``, ``plot-lossless``,
+    ``band-rates``, ``plot-band-rates`` and ``error-image``."""
+    _rd_command(sub, "plot-rd", "draw rate-distortion curves from an rd CSV", _cmd_plot_rd)
+    sub.choices["plot-rd"].add_argument(
+        "--peak", type=_peak, action="append", default=[], metavar="DATASET=PEAK",
+        help="PSNR peak of a dataset, shown in its panel's title (repeatable)")
+    _rd_command(sub, "plot-rate-error", "draw max. absolute error against rate from an rd CSV",
+                _cmd_plot_rate_error)
+    _rd_command(sub, "plot-lossless", "bar chart of the lossless rates of an rd CSV",
+                _cmd_plot_lossless)
+
+    p = sub.add_parser("band-rates", help="encode one test patch and write the bits of "
+                       "every band per codec")
+    _patch_args(p)
+    p.add_argument("--codec", action="append", metavar="NAME",
+                   help="registry codec with default parameters (repeatable)")
+    p.add_argument("--codecs", metavar="JSON",
+                   help='JSON object label -> {"codec": NAME, "params": {...}, "model": NAME}')
+    p.add_argument("--out", type=Path, required=True, help="output CSV")
+    p.set_defaults(func=_cmd_band_rates)
+
+    p = sub.add_parser("plot-band-rates", help="draw the per-band rates written by band-rates")
+    p.add_argument("band_csv", type=Path, metavar="BAND_CSV", help="band-rates CSV")
+    _outputs(p)
+    p.set_defaults(func=_cmd_plot_band_rates)
+
+    p = sub.add_parser("error-image", help="original, reconstruction and error map of one "
+                       "band of one test patch")
+    _patch_args(p)
+    p.add_argument("--codec", required=True, help="codec name (see `hsicomp codecs`)")
+    p.add_argument("--label", help="name of the codec's configuration entry (default: codec)")
+    p.add_argument("--params", default="{}", help="codec parameters as a JSON object")
+    p.add_argument("--band", type=int, help="band to show (default: the middle band)")
+    p.add_argument("--peak", type=float, help="PSNR peak (default 2**bit_depth - 1)")
+    _outputs(p)
+    p.set_defaults(func=_cmd_error_image)
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add the commands of this group."""
+    _register_plots(sub)
