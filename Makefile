@@ -26,7 +26,7 @@ $(STAMP): requirements.lock pyproject.toml
 env: $(STAMP)
 
 demo: env
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES) results/rd_all.csv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
 
 test: env
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest

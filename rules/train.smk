@@ -112,7 +112,7 @@ rule fetch_release:
         lower=r"xs|s|m|l",
     localrule: True
     conda:
-        "../envs/dvc.yaml"
+        "../envs/dvc-tool.yaml"
     resources:
         dvc=1,
     shell:

@@ -50,3 +50,12 @@ def test_readme_lists_every_codec_and_links_existing_documents():
                                            for p in (REPO / "docs").glob("*.md")]:
         for target in re.findall(r"\]\(([^)#]+\.md)\)", text):
             assert (folder / target).is_file(), target
+
+
+def test_no_file_is_mistaken_for_a_dvc_pipeline():
+    """DVC reads every dvc.yaml as a pipeline (and `dvc add` fails on anything else)."""
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert not [f for f in files if f == "dvc.yaml" or f.endswith("/dvc.yaml")]

@@ -64,12 +64,12 @@ def test_default_config_dry_run(tmp_path):
     proc = run_snakemake(tmp_path, "-n", "--cores", "2", "-p", "results/rd_all.csv")
     out = proc.stdout + proc.stderr
     assert "prepare_dataset" in out
-    # 1 shard x (anchors: 9 + 1 + 1 + 12 + 9 deltas; linerwkv: 2 coders x 2 sizes x 3 deltas;
+    # 1 shard x (anchors: 9 + 1 + 1 + 12 + 9 deltas; linerwkv: 2 coders x 1 size x 3 deltas;
     # gdn: 3 lambdas, one point each; gdn-gain and gdn-ohm: 5 points of one model each;
     # coolchic: 3 lambdas)
-    assert re.search(r"encode_shard\s+60\n", out)
-    assert '--params \'{"iterations": 1000, "lam": 0.03, "threads": 1}\'' in out
-    assert re.search(r"train\s+2\n", out)
+    assert re.search(r"encode_shard\s+54\n", out)
+    assert '--params \'{"iterations": 300, "lam": 0.03, "threads": 1}\'' in out
+    assert re.search(r"train\s+1\n", out)
     assert re.search(r"train_gdn\s+3\n", out)
     assert re.search(r"train_gdn_curve\s+2\n", out)
     assert '--params \'{"fraction": 0.25, "model": "models/synthetic/gdn-ohm-gdn-ohm.pt"' in out
@@ -81,7 +81,7 @@ def test_default_config_dry_run(tmp_path):
     assert "results/metrics/synthetic/gdn/l0.1/d0/shard0.csv" in out
     assert ("python -m hsicomp train-gdn --data data/synthetic"
             " --out models/synthetic/gdn-gdn-l1.pt") in out
-    assert "results/metrics/synthetic/linerwkv-ccsds/S/d40/shard0.csv" in out
+    assert "results/metrics/synthetic/linerwkv-ccsds/XS/d40/shard0.csv" in out
     assert "--codec linerwkv --label linerwkv-arith" in out
     assert '"model": "models/synthetic/linerwkv-XS.pt", "threads": 2' in out
 
@@ -577,7 +577,7 @@ def test_conda_deployment_parses_and_plans(tmp_path, monkeypatch):
     work.mkdir()
     proc = run_snakemake(work, "--sdm", "conda", "-n", "--cores", "1", "results/rd_all.csv")
     out = proc.stdout + proc.stderr
-    assert re.search(r"encode_shard\s+60\n", out)
+    assert re.search(r"encode_shard\s+54\n", out)
     assert "envs/hsicomp.yaml will be created" in out
     config = write_config(tmp_path / "cpu.yaml", {**TINY, "conda_env": "hsicomp-cpu"})
     proc = run_snakemake(work, "--sdm", "conda", "-n", "--cores", "1", "--configfile", str(config))
