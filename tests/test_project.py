@@ -59,3 +59,15 @@ def test_no_file_is_mistaken_for_a_dvc_pipeline():
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
                            check=True).stdout.split()
     assert not [f for f in files if f == "dvc.yaml" or f.endswith("/dvc.yaml")]
+
+
+def test_docs_describe_every_rd_all_column():
+    """docs/results.md's column table names each column `aggregate` writes, and no other."""
+    from hsicomp.evaluation.aggregate import RD_COLUMNS
+
+    text = (REPO / "docs" / "results.md").read_text()
+    table = text[text.index("| column | meaning |"):]
+    table = table[:table.index("\n\n")]
+    documented = [name.strip() for cell in re.findall(r"^\| `([^`]+)` \|", table, flags=re.M)
+                  for name in cell.split(",")]
+    assert sorted(documented) == sorted(RD_COLUMNS)

@@ -57,6 +57,8 @@ def test_hyspecnet_dry_run_without_data(tmp_path):
     assert re.search(r"train_gdn\s+5\n", out)  # one per lambda
     assert re.search(r"train_gdn_curve\s+2\n", out)  # gdn-gain and gdn-ohm: one model each
     assert re.search(r"total\s+8175\n", out)
+    # the documented job count is this one
+    assert "8,175 jobs" in (REPO / "docs" / "workflow.md").read_text()
     assert not (tmp_path / "downloads").exists()
 
 
