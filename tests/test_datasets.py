@@ -142,3 +142,12 @@ def test_unknown_kind_and_missing_folder_are_clear_errors(tmp_path):
     with pytest.raises(HsicompError, match="folder not found"):
         prepare({"kind": "geotiff_folder", "path": str(tmp_path / "missing"), "bit_depth": 14},
                 tmp_path / "out")
+
+
+def test_prepare_spec_must_be_a_json_object(tmp_path, capsys):
+    from hsicomp.cli import main
+
+    for spec, message in (("{", "--spec is not valid JSON"),
+                          ("[1]", "--spec must be a JSON object")):
+        assert main(["prepare", "--spec", spec, "--out", str(tmp_path / "ds")]) == 2
+        assert message in capsys.readouterr().err

@@ -131,15 +131,18 @@ def test_band_rates_command_and_figure(manifest, tmp_path):
 
 
 def test_band_rates_errors(manifest, monkeypatch, capsys, tmp_path):
-    entries = parse_entries('{"lw": {"codec": "jpeg2000"}}', None)
+    entries = parse_entries({"lw": {"codec": "jpeg2000"}}, None)
     with pytest.raises(HsicompError, match=r"codec lw \(jpeg2000\) does not support delta=2"):
         band_rates(manifest, entries, 2)
     with pytest.raises(HsicompError, match="no test patch 'p1'"):
         band_rates(manifest, entries, 0, patch_id="p1")
-    with pytest.raises(HsicompError, match="--codecs is not valid JSON"):
-        parse_entries("{", None)
+    out = str(tmp_path / "b.csv")
+    assert main(["band-rates", "--manifest", str(manifest), "--codecs", "{", "--out", out]) == 2
+    assert "--codecs is not valid JSON" in capsys.readouterr().err
+    assert main(["band-rates", "--manifest", str(manifest), "--codecs", "[1]", "--out", out]) == 2
+    assert "--codecs must be a JSON object: label -> entry" in capsys.readouterr().err
     with pytest.raises(HsicompError, match="--codecs entry x: expected an object"):
-        parse_entries('{"x": {"codec": "raw", "size": 1}}', None)
+        parse_entries({"x": {"codec": "raw", "size": 1}}, None)
     with pytest.raises(HsicompError, match="no codecs given"):
         parse_entries(None, None)
 

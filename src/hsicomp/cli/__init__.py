@@ -1,4 +1,6 @@
-"""The ``hsicomp`` command line. Each command lives in the module that implements it.
+"""The ``hsicomp`` command line: one module per group of commands (``codec``, ``data``,
+``evaluate``, ``figures``, ``train``, ``model``); option values they share are parsed by
+:mod:`hsicomp.cli.options`.
 
 Every module listed in ``COMMAND_MODULES`` defines ``register_cli(subparsers)``, which adds
 its sub-commands and sets ``func`` (taking the parsed arguments, returning an exit code).

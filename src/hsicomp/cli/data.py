@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from hsicomp.cli.options import json_object
 from hsicomp.data.datasets import SPLITS, prepare
 from hsicomp.data.download import (
     DEFAULT_DEADLINE,
@@ -17,15 +17,11 @@ from hsicomp.data.download import (
     download,
     safe_extract,
 )
-from hsicomp.errors import HsicompError
 from hsicomp.io.atomic import atomic_write_text
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    try:
-        spec = json.loads(args.spec)
-    except json.JSONDecodeError as exc:
-        raise HsicompError(f"--spec is not valid JSON ({exc})") from None
+    spec = json_object(args.spec, "--spec")
     records = prepare(spec, Path(args.out), progress=not args.no_progress)
     counts = {s: sum(r.split == s for r in records) for s in SPLITS}
     clipped = sum(r.clipped_low + r.clipped_high for r in records)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import sys
 from pathlib import Path
 
-from hsicomp.errors import HsicompError
+from hsicomp.cli.options import json_object
 from hsicomp.evaluation.aggregate import aggregate
 from hsicomp.evaluation.bdrate import write_bdrate
 from hsicomp.evaluation.metrics import format_value
@@ -20,19 +19,10 @@ from hsicomp.evaluation.shards import display_name, encode_shard, verify_shard
 from hsicomp.io.atomic import atomic_write_text
 
 
-def _params(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise HsicompError(f"--params is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise HsicompError("--params must be a JSON object")
-    return value
-
-
 def _cmd_encode(args: argparse.Namespace) -> int:
-    n = encode_shard(args.manifest, args.shard, args.shards, args.codec, _params(args.params),
-                     args.delta, args.out_dir, args.timings, args.threads, args.label,
+    params = json_object(args.params, "--params")
+    n = encode_shard(args.manifest, args.shard, args.shards, args.codec, params, args.delta,
+                     args.out_dir, args.timings, args.threads, args.label,
                      progress=not args.no_progress)
     print(f"encoded {n} patches with {display_name(args.codec, args.label)} delta={args.delta} -> "
           f"{args.out_dir}", file=sys.stderr)
@@ -40,9 +30,10 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    params = json_object(args.params, "--params")
     rows = verify_shard(args.manifest, args.shard, args.shards, args.bitstreams, args.timings,
-                        args.dataset, args.codec, args.model, args.delta, _params(args.params),
-                        args.peak, args.out, args.label, progress=not args.no_progress)
+                        args.dataset, args.codec, args.model, args.delta, params, args.peak,
+                        args.out, args.label, progress=not args.no_progress)
     print(f"verified {len(rows)} patches with {display_name(args.codec, args.label)} "
           f"delta={args.delta} -> {args.out}", file=sys.stderr)
     return 0
@@ -120,12 +111,8 @@ def _register_bdrate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    try:
-        references = json.loads(args.references)
-    except json.JSONDecodeError as exc:
-        raise HsicompError(f"--references is not valid JSON ({exc.msg})") from None
-    if not isinstance(references, dict):
-        raise HsicompError("--references must be a JSON object: name -> reference")
+    references = json_object(args.references, "--references",
+                             "a JSON object: name -> reference")
     rows = compare(read_rd(args.rd_csv), references)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from hsicomp.errors import HsicompError
+from hsicomp.cli.options import json_object
 from hsicomp.figures.plots import (
     parse_entries,
     plot_band_rates,
@@ -57,7 +56,9 @@ def _cmd_plot_lossless(args: argparse.Namespace) -> int:
 
 
 def _cmd_band_rates(args: argparse.Namespace) -> int:
-    entries = parse_entries(args.codecs, args.codec)
+    given = json_object(args.codecs, "--codecs", "a JSON object: label -> entry") \
+        if args.codecs else None
+    entries = parse_entries(given, args.codec)
     rows = write_band_rates(args.manifest, entries, args.delta, args.out, args.patch)
     print(f"band rates of {len(entries)} codecs ({len(rows)} rows) -> {args.out}",
           file=sys.stderr)
@@ -70,12 +71,7 @@ def _cmd_plot_band_rates(args: argparse.Namespace) -> int:
 
 
 def _cmd_error_image(args: argparse.Namespace) -> int:
-    try:
-        params = json.loads(args.params)
-    except json.JSONDecodeError as exc:
-        raise HsicompError(f"--params is not valid JSON: {exc}") from None
-    if not isinstance(params, dict):
-        raise HsicompError("--params must be a JSON object")
+    params = json_object(args.params, "--params")
     plot_error_image(args.manifest, args.codec, params, args.delta, args.png, args.pdf,
                      args.patch, args.band, args.label, args.peak)
     return _done(args)

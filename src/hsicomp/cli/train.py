@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from hsicomp.errors import HsicompError
+from hsicomp.cli.options import json_object
 from hsicomp.training.gdn import GdnTrainer, GdnTrainSettings
 from hsicomp.training.linerwkv import Trainer, TrainSettings
 
 
 def settings_values(text: str, threads: int) -> dict:
     """The ``--settings`` JSON object of a training command, with ``--threads`` applied."""
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise HsicompError(f"--settings is not valid JSON ({exc})") from None
-    if not isinstance(values, dict):
-        raise HsicompError("--settings must be a JSON object")
+    values = json_object(text, "--settings")
     if threads:
         values["threads"] = threads
     return values

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -302,17 +301,11 @@ def pick_test_patch(manifest: Path, patch_id: str | None = None) -> PatchRecord:
     raise HsicompError(f"{manifest}: no test patch {patch_id!r}")
 
 
-def parse_entries(codecs_json: str | None, names: list[str] | None) -> dict[str, dict]:
-    """Codec entries: label -> {"codec", "params", "model"} from a JSON object of
-    configuration-style entries, followed by plain registry names."""
+def parse_entries(given: dict | None, names: list[str] | None) -> dict[str, dict]:
+    """Codec entries: label -> {"codec", "params", "model"} from ``given`` (the ``--codecs``
+    object of configuration-style entries), followed by plain registry names."""
     entries: dict[str, dict] = {}
-    if codecs_json:
-        try:
-            given = json.loads(codecs_json)
-        except json.JSONDecodeError as exc:
-            raise HsicompError(f"--codecs is not valid JSON: {exc}") from None
-        if not isinstance(given, dict):
-            raise HsicompError("--codecs must be a JSON object: label -> entry")
+    if given:
         for label, entry in given.items():
             if not isinstance(entry, dict) or set(entry) - {"codec", "params", "model"} \
                     or not isinstance(entry.get("params", {}), dict):
