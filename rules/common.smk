@@ -19,7 +19,9 @@ from snakemake.utils import update_config, validate
 # The checkout holding these rules: the workflow's own folder, also when another workflow
 # uses it as a module (where workflow.basedir is that workflow's folder).
 ROOT = Path(str(workflow.current_basedir)).parent
-SCHEMA = "../workflow/schemas/config.schema.yaml"
+SCHEMA = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+with open(SCHEMA) as _f:
+    SCHEMA_DEFS = yaml.safe_load(_f)["$defs"]
 
 if not workflow.config_settings.configfiles and "datasets" not in config:
     # The built-in default applies only when no configuration is given (a config file, or
@@ -35,11 +37,9 @@ validate(config, SCHEMA)
 
 def _apply_dataset_defaults():
     """Fill the per-kind defaults of the schema into each dataset description."""
-    with open(ROOT / "workflow" / "schemas" / "config.schema.yaml") as f:
-        defs = yaml.safe_load(f)["$defs"]
     for spec in config["datasets"].values():
-        for key, prop in defs[spec["kind"]]["properties"].items():
-            default = prop.get("default", defs["common"].get(key, {}).get("default"))
+        for key, prop in SCHEMA_DEFS[spec["kind"]]["properties"].items():
+            default = prop.get("default", SCHEMA_DEFS["common"].get(key, {}).get("default"))
             if key not in spec and default is not None:
                 spec[key] = default
 
@@ -152,8 +152,7 @@ def _check_codec_names():
     """Every codec entry names a registry codec (by its `codec:` key or its label)."""
     import difflib
 
-    with open(ROOT / "workflow" / "schemas" / "config.schema.yaml") as f:
-        known = yaml.safe_load(f)["$defs"]["codec_name"]["enum"]
+    known = SCHEMA_DEFS["codec_name"]["enum"]
     for label, entry in config["codecs"].items():
         if "codec" not in entry and label not in known:
             close = difflib.get_close_matches(label, known, n=1)
@@ -247,7 +246,7 @@ def _check_curve_entry(label, entry):
         raise ValueError(f"codecs.{label}: codec gdn-gain needs at least 2 lambdas (levels)")
     if name == "gdn-ohm" and len(entry.get("lambdas", [])) != 2:
         raise ValueError(
-            f"codecs.{label}: codec gdn-ohm needs 2 lambdas (at the fewest and" " at all channels)"
+            f"codecs.{label}: codec gdn-ohm needs 2 lambdas (at the fewest and at all channels)"
         )
     points = entry.get(key)
     if not points:
@@ -288,13 +287,13 @@ def _check_gdn_codecs():
             raise ValueError(f"codecs.{label}: {key} only applies to codec {owner}")
         elif not entry.get("lambdas"):
             raise ValueError(
-                f"codecs.{label}: codec {name} needs lambdas (one rate point per" " lambda)"
+                f"codecs.{label}: codec {name} needs lambdas (one rate point per lambda)"
             )
         elif len(gdn_lambdas(label)) != len(entry["lambdas"]):
             raise ValueError(f"codecs.{label}.lambdas: two lambdas have the same tag")
         if entry.get("deltas", [0]) != [0]:
             raise ValueError(
-                f"codecs.{label}.deltas: codec {name} is lossy, only delta 0" " (no bound)"
+                f"codecs.{label}.deltas: codec {name} is lossy, only delta 0 (no bound)"
             )
         given = sorted(
             {"model", "threads", "level", "fraction", "lam"} & set(entry.get("params", {}))

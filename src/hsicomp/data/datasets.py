@@ -45,7 +45,8 @@ class Conversion:
     clipped_low: int
     clipped_high: int
     nodata: int
-    #: Centre wavelength of every band in nm, when the source file says.
+    #: Centre wavelength of every band in nm, when the source file says (read for a dataset's
+    #: first patch only: the band table describes the whole dataset).
     wavelengths: tuple[float, ...] | None = None
 
 
@@ -167,7 +168,7 @@ class PatchWriter:
         if split not in SPLITS:
             raise HsicompError(f"patch {patch_id}: unknown split {split!r}")
         cube = conv.cube
-        if conv.wavelengths is not None and self.wavelengths is None:
+        if conv.wavelengths is not None:
             self.wavelengths = conv.wavelengths
         if split == "test":
             rel = f"test/{patch_id}.bsq"
@@ -248,6 +249,7 @@ def hyspecnet_patches(spec: dict) -> Iterator[tuple[str, str, Conversion]]:
     if not base.is_dir():
         raise HsicompError(f"{base}: HySpecNet-11k folder not found (set 'root' or 'download')")
     limits = spec.get("max_patches") or {}
+    first = True
     for split in SPLITS:
         entries = read_split_csv(base / "splits" / spec.get("split", "hard") / f"{split}.csv")
         limit = limits.get(split)
@@ -256,7 +258,9 @@ def hyspecnet_patches(spec: dict) -> Iterator[tuple[str, str, Conversion]]:
             data, nodata = read_geotiff([tif], spec.get("bands", "enmap202"))
             patch_id = Path(rel).parent.name
             conv = to_uint(data, spec["bit_depth"], nodata, str(tif))
-            conv.wavelengths = geotiff_wavelengths(tif, spec.get("bands", "enmap202"))
+            if first:
+                conv.wavelengths = geotiff_wavelengths(tif, spec.get("bands", "enmap202"))
+                first = False
             yield patch_id, split, conv
 
 
@@ -273,14 +277,15 @@ def folder_patches(spec: dict) -> Iterator[tuple[str, str, Conversion]]:
             raise HsicompError(f"{folder}: no files match {spec.get('pattern', '*.tif')!r}")
         groups = {f.stem: [f] for f in files}
     assignment = spec.get("splits") or {}
-    for patch_id in sorted(groups):
+    for i, patch_id in enumerate(sorted(groups)):
         split = next((s for s in H5_SPLITS
                       if any(fnmatch.fnmatch(patch_id, pat) for pat in assignment.get(s, []))),
                      "test")
         data, nodata = read_geotiff(groups[patch_id], spec.get("bands", "all"))
         nodata = spec.get("nodata", nodata)
         conv = to_uint(data, spec["bit_depth"], nodata, str(groups[patch_id][0]))
-        conv.wavelengths = geotiff_wavelengths(groups[patch_id][0], spec.get("bands", "all"))
+        if i == 0:
+            conv.wavelengths = geotiff_wavelengths(groups[patch_id][0], spec.get("bands", "all"))
         yield patch_id, split, conv
 
 
