@@ -89,16 +89,15 @@ def main() -> None:
         small = x[:4, :4, :32]
         predict_cube(weights, small)  # compile / load the cache outside the timings
         decode_loop(weights, small, True)
-        runs = [(f"encode t{t}", lambda w=weights, t=t: predict_cube(w, x, threads=t))
+        # (name, threads it runs on, call)
+        runs = [(f"encode t{t}", t, lambda w=weights, t=t: predict_cube(w, x, threads=t))
                 for t in args.threads]
         if not args.skip_decode:
-            runs += [("decode threaded", lambda w=weights: decode_loop(w, x, True)),
-                     ("decode serial", lambda w=weights: decode_loop(w, x, False))]
+            runs += [("decode threaded", 2, lambda w=weights: decode_loop(w, x, True)),
+                     ("decode serial", 1, lambda w=weights: decode_loop(w, x, False))]
         config = LineRWKV.from_size(size).config
-        for name, fn in runs:
+        for name, threads, fn in runs:
             best, worst = best_of(fn, args.repeats)
-            threads = 1 if name == "decode serial" else (
-                int(name.split("t")[-1]) if name.startswith("encode") else 2)
             mac = linerwkv_macs(config, x.shape, decoder=name.startswith("decode")) / best
             row = {"size": size, "run": name, "best_s": best, "worst_s": worst,
                    "msamples_per_s": n_pred / best / 1e6,
