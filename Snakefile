@@ -31,4 +31,4 @@ rule all:
         rules.plot_band_rates.output,
         rules.error_image.output,
         rules.compare_references.output if config.get("references") else [],
-        model_files(),
+        PLAN.model_files(),

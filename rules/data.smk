@@ -18,13 +18,13 @@ rule download_archive:
         downloads=1,
     params:
         # the md5 defines the archive; the address and the bounds do not change it
-        md5=lambda w: download_root(w.root)["archives"][w.archive],
-        url=lambda w: Untracked(archive_url(w)),
-        retries=lambda w: Untracked(download_root(w.root)["retries"]),
-        max_bytes=lambda w: Untracked(download_root(w.root)["max_archive_bytes"]),
-        deadline=lambda w: Untracked(download_root(w.root)["download_deadline"]),
-        min_rate=lambda w: Untracked(download_root(w.root)["download_min_rate"]),
-        rate_window=lambda w: Untracked(download_root(w.root)["download_rate_window"]),
+        md5=lambda w: PLAN.download_root(w.root)["archives"][w.archive],
+        url=lambda w: Untracked(PLAN.archive_url(w.root, w.archive)),
+        retries=lambda w: Untracked(PLAN.download_root(w.root)["retries"]),
+        max_bytes=lambda w: Untracked(PLAN.download_root(w.root)["max_archive_bytes"]),
+        deadline=lambda w: Untracked(PLAN.download_root(w.root)["download_deadline"]),
+        min_rate=lambda w: Untracked(PLAN.download_root(w.root)["download_min_rate"]),
+        rate_window=lambda w: Untracked(PLAN.download_root(w.root)["download_rate_window"]),
     shell:
         "python -m hsicomp download --url {params.url:q} --md5 {params.md5} --out {output:q}"
         " --retries {params.retries} --max-bytes {params.max_bytes} --deadline {params.deadline}"
@@ -43,7 +43,7 @@ rule extract_archive:
     conda:
         ENV
     params:
-        max_bytes=lambda w: Untracked(download_root(w.root)["max_extracted_bytes"]),
+        max_bytes=lambda w: Untracked(PLAN.download_root(w.root)["max_extracted_bytes"]),
     shell:
         "python -m hsicomp extract {input:q} --dest {wildcards.root:q} --stamp {output:q}"
         " --max-bytes {params.max_bytes} > {log:q} 2>&1"
@@ -51,7 +51,7 @@ rule extract_archive:
 
 rule prepare_dataset:
     input:
-        prepare_inputs,
+        lambda w: PLAN.prepare_inputs(w.dataset),
     output:
         manifest="data/{dataset}/manifest.csv",
         test=directory("data/{dataset}/test"),
@@ -67,7 +67,7 @@ rule prepare_dataset:
         mem_mb=8000,
         runtime=720,
     params:
-        spec=lambda w: quoted_json(prepare_spec(w.dataset)),
+        spec=lambda w: quoted_json(PLAN.prepare_spec(w.dataset)),
     shell:
         "python -m hsicomp prepare --spec {params.spec} --out data/{wildcards.dataset}"
         " --no-progress > {log:q} 2>&1"

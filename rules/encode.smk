@@ -1,9 +1,7 @@
 # Encode stage: one job per (dataset, codec, model, delta, shard of test patches) writes one
-# .hsic file per patch. {codec} is the label of a config `codecs:` entry; {model} is "-" for
-# codecs without a model and the LineRWKV size for linerwkv entries.
-
-BITSTREAMS = "results/bitstreams/{dataset}/{codec}/{model}/d{delta}/shard{shard}"
-TIMINGS = "results/bitstreams/{dataset}/{codec}/{model}/d{delta}/shard{shard}.timings.csv"
+# .hsic file per patch, the patches' encode times and the bits the codec spent on each band.
+# {codec} is the label of a config `codecs:` entry; {model} is "-" for codecs without a
+# model, the LineRWKV size or the tag of a rate point (paths: hsicomp.evaluation.plan).
 
 
 rule encode_shard:
@@ -14,6 +12,7 @@ rule encode_shard:
     output:
         bitstreams=directory(BITSTREAMS),
         timings=TIMINGS,
+        band_bits=BAND_BITS,
     log:
         "logs/encode/{dataset}/{codec}/{model}/d{delta}/shard{shard}.log",
     benchmark:
@@ -23,17 +22,17 @@ rule encode_shard:
         "shard"
     conda:
         ENV
-    threads: lambda w: codec_threads(w.codec)
+    threads: lambda w: PLAN.threads(w.codec)
     resources:
         mem_mb=4000,
-        runtime=lambda w: codec_runtime(w.codec),
+        runtime=lambda w: PLAN.runtime(w.codec),
     params:
         shards=SHARDS,
-        codec=lambda w: codec_name(w.codec),
+        codec=lambda w: PLAN.codec_name(w.codec),
         codec_params=codec_params,
     shell:
         "python -m hsicomp encode-shard --manifest {input.manifest:q} --shard {wildcards.shard}"
         " --shards {params.shards} --codec {params.codec} --label {wildcards.codec}"
         " --params {params.codec_params}"
         " --delta {wildcards.delta} --out-dir {output.bitstreams:q} --timings {output.timings:q}"
-        " --threads {threads} > {log:q} 2>&1"
+        " --band-bits {output.band_bits:q} --threads {threads} > {log:q} 2>&1"

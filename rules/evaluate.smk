@@ -8,11 +8,8 @@
 # changed, the checkpoint invalidate_shards removes the bitstreams, timings and metrics of
 # those shards and rd_all.csv, and Snakemake then encodes and verifies those shards again
 # before aggregate. aggregate itself checks every file's sha256 (and removes rd_all.csv
-# when one differs, so that the next run rebuilds that shard). The check: shard_problem and
-# aggregate_inputs in rules/common.smk.
-
-METRICS = "results/metrics/{dataset}/{codec}/{model}/d{delta}/shard{shard}.csv"
-INVALIDATED = "results/invalidated/{stamp}.txt"
+# when one differs, so that the next run rebuilds that shard). The check:
+# hsicomp.evaluation.records.shard_problem, called by aggregate_inputs in rules/common.smk.
 
 
 rule verify_shard:
@@ -33,15 +30,15 @@ rule verify_shard:
         "shard"
     conda:
         ENV
-    threads: lambda w: codec_threads(w.codec)
+    threads: lambda w: PLAN.threads(w.codec)
     resources:
         mem_mb=4000,
-        runtime=lambda w: codec_runtime(w.codec),
+        runtime=lambda w: PLAN.runtime(w.codec),
     params:
         shards=SHARDS,
-        codec=lambda w: codec_name(w.codec),
+        codec=lambda w: PLAN.codec_name(w.codec),
         codec_params=codec_params,
-        peak=lambda w: psnr_peak(w.dataset),
+        peak=lambda w: PLAN.psnr_peak(w.dataset),
     shell:
         "python -m hsicomp verify-shard --manifest {input.manifest:q} --shard {wildcards.shard}"
         " --shards {params.shards} --bitstreams {input.bitstreams:q} --timings {input.timings:q}"
@@ -66,7 +63,7 @@ rule aggregate:
     conda:
         ENV
     params:
-        provenance=Untracked(PROVENANCE),
+        provenance=PROVENANCE,
     shell:
         "python -m hsicomp aggregate {input:q} --rd {output.rd:q} --per-patch {output.per_patch:q}"
         " > {log:q} 2>&1"
@@ -110,8 +107,8 @@ rule plot_rd:
         ENV
     params:
         # dataset names are [A-Za-z0-9_.-]: nothing to quote
-        peaks=" ".join(f"--peak {name}={psnr_peak(name):g}" for name in config["datasets"]),
-        provenance=Untracked(PROVENANCE),
+        peaks=" ".join(f"--peak {name}={PLAN.psnr_peak(name):g}" for name in config["datasets"]),
+        provenance=PROVENANCE,
     shell:
         "python -m hsicomp plot-rd {input:q} --png {output.png:q} --pdf {output.pdf:q}"
         " {params.peaks} > {log:q} 2>&1"

@@ -1,69 +1,13 @@
 # Results stage: the BD-rate table and the figures drawn from rd_all.csv, and the per-band
 # rates and error image of one test patch (the first test patch of the first dataset unless
-# the config's figures: section names others).
+# the config's figures: section names others). The one-patch figures read what the encode
+# and verify jobs wrote (band-bits CSVs, verified bitstreams): nothing is encoded again.
+# What they show: hsicomp.evaluation.plan.Figures.
 
-from types import SimpleNamespace
-
-FIGURES = config["figures"]
-FIGURE_DATASET = FIGURES["dataset"] or next(iter(config["datasets"]))
-FIGURE_MANIFEST = f"data/{FIGURE_DATASET}/manifest.csv"
-FIGURE_TEST = f"data/{FIGURE_DATASET}/test"
-FIGURE_PATCH = f"--patch {shlex.quote(FIGURES['patch'])}" if FIGURES["patch"] else ""
-
-# Codec labels of the per-band rates (default: every label evaluated at the figure's delta,
-# except lossy transform codecs, which have no per-band bits) and of the error image
-# (default: the BD-rate reference, else the first label, that is evaluated at some delta > 0).
-BAND_RATE_LABELS = FIGURES["band_rates"]["codecs"] or [
-    label
-    for label in config["codecs"]
-    if FIGURES["band_rates"]["delta"] in codec_deltas(label)
-    and codec_name(label) not in LEARNED_CODECS
-]
-ERROR_IMAGE_LABEL = FIGURES["error_image"]["codec"] or next(
-    (
-        label
-        for label in [FIGURES["reference"], *config["codecs"]]
-        if label in config["codecs"] and max(codec_deltas(label)) > 0
-    ),
-    next(iter(config["codecs"])),
-)
-
-if FIGURE_DATASET not in config["datasets"]:
-    raise ValueError(f"figures.dataset {FIGURE_DATASET!r} is not a dataset")
-_unknown = [c for c in [*BAND_RATE_LABELS, ERROR_IMAGE_LABEL] if c not in config["codecs"]]
-if _unknown:
-    raise ValueError(
-        f"figures: {', '.join(_unknown)} is not a codec label"
-        f" (labels: {', '.join(config['codecs'])})"
-    )
-
-# {model} of each label in the one-patch figures: the smallest linerwkv size, the first gdn
-# lambda, or "-".
-_SIZE_ORDER = ["-", "XS", "S", "M", "L"]
-FIGURE_MODEL = {
-    label: min(
-        codec_models(label),
-        key=lambda m: _SIZE_ORDER.index(m) if m in _SIZE_ORDER else len(_SIZE_ORDER),
-    )
-    for label in config["codecs"]
-}
-# Each label's entry as `band-rates --codecs` takes it; model codecs get the model file of
-# FIGURE_MODEL and the entry's threads, as in the encode jobs.
-FIGURE_ENTRIES = {
-    label: {
-        "codec": codec_name(label),
-        "model": FIGURE_MODEL[label],
-        "params": job_params(label, FIGURE_MODEL[label], FIGURE_DATASET, codec_threads(label)),
-    }
-    for label in config["codecs"]
-}
-# The model files the one-patch figures of each label need.
-FIGURE_MODEL_FILES = {
-    label: model_input(
-        SimpleNamespace(codec=label, model=FIGURE_MODEL[label], dataset=FIGURE_DATASET)
-    )
-    for label in config["codecs"]
-}
+FIGURE_MANIFEST = f"data/{FIGURES.dataset}/manifest.csv"
+FIGURE_TEST = f"data/{FIGURES.dataset}/test"
+FIGURE_PATCH = f"--patch {shlex.quote(FIGURES.patch)}" if FIGURES.patch else ""
+IMAGE_LABEL = FIGURES.image_label
 
 
 rule bdrate:
@@ -80,7 +24,7 @@ rule bdrate:
     conda:
         ENV
     params:
-        reference=FIGURES["reference"],
+        reference=FIGURES.reference,
     shell:
         "python -m hsicomp bdrate {input:q} --reference {params.reference:q} --out {output:q}"
         " > {log:q} 2>&1"
@@ -149,7 +93,11 @@ rule band_rates:
     input:
         manifest=FIGURE_MANIFEST,
         test=FIGURE_TEST,
-        models=[path for label in BAND_RATE_LABELS for path in FIGURE_MODEL_FILES[label]],
+        band_bits=[
+            path
+            for label in FIGURES.band_labels
+            for path in FIGURES.shard_files(label, FIGURES.band_delta, "band_bits")
+        ],
     output:
         report(
             "results/band_rates.csv",
@@ -158,20 +106,23 @@ rule band_rates:
         ),
     log:
         "logs/figures/band_rates.log",
-    benchmark:
-        "logs/benchmarks/figures/band_rates.tsv"
     conda:
         ENV
-    threads: max([codec_threads(label) for label in BAND_RATE_LABELS], default=1)
-    resources:
-        mem_mb=4000,
     params:
-        codecs=quoted_json({label: FIGURE_ENTRIES[label] for label in BAND_RATE_LABELS}),
-        delta=FIGURES["band_rates"]["delta"],
+        sources=quoted_json(
+            {
+                label: {
+                    "model": FIGURES.model(label),
+                    "files": FIGURES.shard_files(label, FIGURES.band_delta, "band_bits"),
+                }
+                for label in FIGURES.band_labels
+            }
+        ),
+        delta=FIGURES.band_delta,
         patch=FIGURE_PATCH,
     shell:
         "python -m hsicomp band-rates --manifest {input.manifest:q} {params.patch}"
-        " --codecs {params.codecs} --delta {params.delta} --out {output:q} > {log:q} 2>&1"
+        " --sources {params.sources} --delta {params.delta} --out {output:q} > {log:q} 2>&1"
 
 
 rule plot_band_rates:
@@ -197,7 +148,10 @@ rule error_image:
     input:
         manifest=FIGURE_MANIFEST,
         test=FIGURE_TEST,
-        models=FIGURE_MODEL_FILES[ERROR_IMAGE_LABEL],
+        # verified shards: their bitstreams are the files decoded here
+        metrics=FIGURES.shard_files(IMAGE_LABEL, FIGURES.image_delta, "metrics"),
+        bitstreams=FIGURES.shard_files(IMAGE_LABEL, FIGURES.image_delta, "bitstreams"),
+        models=FIGURES.model_files(IMAGE_LABEL),
     output:
         png=report(
             "results/figures/error_image.png",
@@ -211,31 +165,22 @@ rule error_image:
         "logs/benchmarks/figures/error_image.tsv"
     conda:
         ENV
-    threads: codec_threads(ERROR_IMAGE_LABEL)
+    threads: PLAN.threads(IMAGE_LABEL)
     resources:
         mem_mb=4000,
     params:
-        label=ERROR_IMAGE_LABEL,
-        codec=codec_name(ERROR_IMAGE_LABEL),
-        codec_params=quoted_json(FIGURE_ENTRIES[ERROR_IMAGE_LABEL]["params"]),
-        # a lossy codec has the single point delta 0 (no bound)
-        delta=(
-            0
-            if codec_name(ERROR_IMAGE_LABEL) in LEARNED_CODECS
-            else FIGURES["error_image"]["delta"]
-        ),
-        band=(
-            f"--band {FIGURES['error_image']['band']}"
-            if FIGURES["error_image"]["band"] is not None
-            else ""
-        ),
+        label=IMAGE_LABEL,
+        codec=PLAN.codec_name(IMAGE_LABEL),
+        codec_params=quoted_json(FIGURES.params(IMAGE_LABEL)),
+        delta=FIGURES.image_delta,
+        band=f"--band {FIGURES.band}" if FIGURES.band is not None else "",
         patch=FIGURE_PATCH,
-        peak=psnr_peak(FIGURE_DATASET),
+        peak=PLAN.psnr_peak(FIGURES.dataset),
     shell:
         "python -m hsicomp error-image --manifest {input.manifest:q} {params.patch}"
-        " --codec {params.codec} --label {params.label} --params {params.codec_params}"
-        " --delta {params.delta} {params.band} --peak {params.peak}"
-        " --png {output.png:q} --pdf {output.pdf:q} > {log:q} 2>&1"
+        " --bitstreams {input.bitstreams:q} --codec {params.codec} --label {params.label}"
+        " --params {params.codec_params} --delta {params.delta} {params.band}"
+        " --peak {params.peak} --png {output.png:q} --pdf {output.pdf:q} > {log:q} 2>&1"
 
 
 rule figures:

@@ -27,49 +27,51 @@ rule train:
         ENV
     threads: lambda w: config["linerwkv"]["threads"]
     resources:
-        gpu=lambda w: train_gpus(train_settings(w.size)),
+        gpu=lambda w: PLAN.train_gpus(PLAN.linerwkv_settings(w.size)),
         mem_mb=lambda w: config["linerwkv"]["mem_mb"],
         runtime=lambda w: config["linerwkv"]["runtime"],
     params:
-        settings=lambda w: quoted_json(train_settings(w.size)),
+        settings=lambda w: quoted_json(PLAN.linerwkv_settings(w.size)),
     shell:
         "python -m hsicomp train --data data/{wildcards.dataset} --out {output.model:q}"
         " --settings {params.settings} --threads {threads} > {log:q} 2>&1"
 
 
 rule train_gdn:
-    """One gdn transform codec per (codec entry, lambda) on the training split of a dataset."""
+    """One model per (codec entry, lambda) of the per-lambda codecs (gdn), on the training
+    split of a dataset."""
     input:
         manifest="data/{dataset}/manifest.csv",
         train="data/{dataset}/train.h5",
         val="data/{dataset}/val.h5",
     output:
-        model="models/{dataset}/gdn-{label}-{tag}.pt",
-        log_csv="models/{dataset}/gdn-{label}-{tag}.log.csv",
+        model="models/{dataset}/{name}-{label}-{tag}.pt",
+        log_csv="models/{dataset}/{name}-{label}-{tag}.log.csv",
     log:
-        "logs/train_gdn/{dataset}/{label}-{tag}.log",
+        "logs/train_gdn/{dataset}/{name}-{label}-{tag}.log",
     benchmark:
-        "logs/benchmarks/train_gdn/{dataset}/{label}-{tag}.tsv"
+        "logs/benchmarks/train_gdn/{dataset}/{name}-{label}-{tag}.tsv"
     wildcard_constraints:
-        label=labels_of(GDN_CODECS),
+        name="|".join(PLAN.codec_names_with(Training.PER_LAMBDA)),
+        label=labels_of(Training.PER_LAMBDA),
         tag=r"l[0-9.]+",
     conda:
         ENV
-    threads: lambda w: gdn_train_threads(w.label)
+    threads: lambda w: PLAN.train_threads(w.label)
     resources:
-        gpu=lambda w: train_gpus(gdn_train_settings(w.label, w.tag)),
+        gpu=lambda w: PLAN.train_gpus(PLAN.train_settings(w.label, w.tag)),
         mem_mb=8000,
         runtime=2880,
     params:
-        settings=lambda w: quoted_json(gdn_train_settings(w.label, w.tag)),
+        settings=lambda w: quoted_json(PLAN.train_settings(w.label, w.tag)),
     shell:
         "python -m hsicomp train-gdn --data data/{wildcards.dataset} --out {output.model:q}"
         " --settings {params.settings} --threads {threads} > {log:q} 2>&1"
 
 
 rule train_gdn_curve:
-    """One model per curve entry (gdn-gain: gain units, one level per lambda; gdn-ohm:
-    adaptive-rate One-Hot-Max) and dataset."""
+    """One model per entry of the per-entry codecs (gdn-gain: gain units, one level per
+    lambda; gdn-ohm: adaptive-rate One-Hot-Max) and dataset."""
     input:
         manifest="data/{dataset}/manifest.csv",
         train="data/{dataset}/train.h5",
@@ -82,17 +84,17 @@ rule train_gdn_curve:
     benchmark:
         "logs/benchmarks/train_gdn/{dataset}/{curve}-{label}.tsv"
     wildcard_constraints:
-        curve="|".join(CURVE_CODECS),
-        label=labels_of(CURVE_CODECS),
+        curve="|".join(PLAN.codec_names_with(Training.PER_ENTRY)),
+        label=labels_of(Training.PER_ENTRY),
     conda:
         ENV
-    threads: lambda w: gdn_train_threads(w.label)
+    threads: lambda w: PLAN.train_threads(w.label)
     resources:
-        gpu=lambda w: train_gpus(curve_train_settings(w.label)),
+        gpu=lambda w: PLAN.train_gpus(PLAN.train_settings(w.label)),
         mem_mb=8000,
         runtime=2880,
     params:
-        settings=lambda w: quoted_json(curve_train_settings(w.label)),
+        settings=lambda w: quoted_json(PLAN.train_settings(w.label)),
     shell:
         "python -m hsicomp train-gdn --data data/{wildcards.dataset} --out {output.model:q}"
         " --settings {params.settings} --threads {threads} > {log:q} 2>&1"
@@ -140,4 +142,4 @@ rule import_release:
 rule models:
     """Every trained model of the configuration."""
     input:
-        model_files(),
+        PLAN.model_files(),

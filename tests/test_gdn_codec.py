@@ -139,7 +139,10 @@ def test_verify_shard_measures_lossy_files_without_an_error_bound(models, tmp_pa
     params = {"model": str(models[0])}
     assert "lossy codec: delta 0" in _error(encode_shard, manifest, 0, 1, "gdn", params, 2,
                                             tmp_path / "b2", tmp_path / "t2.csv")
-    encode_shard(manifest, 0, 1, "gdn", params, 0, tmp_path / "bits", tmp_path / "t.csv")
+    encode_shard(manifest, 0, 1, "gdn", params, 0, tmp_path / "bits", tmp_path / "t.csv",
+                 band_bits_csv=tmp_path / "bands.csv")
+    # a transform codec attributes no bits to bands: the band-bits file has no rows
+    assert (tmp_path / "bands.csv").read_text() == "patch_id,band,bits\n"
     rows = verify_shard(manifest, 0, 1, tmp_path / "bits", tmp_path / "t.csv", "toy", "gdn",
                         "l1", 0, params, 4095.0, tmp_path / "m.csv")
     assert [(r["delta"], r["lossy"]) for r in rows] == [("", True), ("", True)]

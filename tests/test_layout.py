@@ -39,3 +39,14 @@ def test_every_package_has_a_stage():
     packages = {p.name for p in SRC.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     modules = {p.stem for p in SRC.glob("*.py")} - {"__init__", "__main__"}
     assert packages | modules == set(STAGES)
+
+
+def test_architecture_doc_names_every_module():
+    """docs/architecture.md lists every module (or subpackage) of every stage."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    missing = [f"{path.parent.name}/{path.name}" for path in sorted(SRC.glob("*/*"))
+               if path.name not in ("__init__.py", "__pycache__")
+               and (path.suffix == ".py" or (path / "__init__.py").exists())
+               and f"{path.parent.name}/{path.name}" not in text
+               and f"{path.parent.name}/{path.name}/" not in text]
+    assert not missing, f"docs/architecture.md does not mention {', '.join(missing)}"

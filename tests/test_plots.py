@@ -4,6 +4,7 @@ the rate-distortion figures and the error image."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -15,11 +16,13 @@ from hsicomp.cli import main
 from hsicomp.codecs import get_codec
 from hsicomp.entropy import golomb
 from hsicomp.errors import HsicompError
-from hsicomp.evaluation import shards as evaluate
-from hsicomp.figures.plots import (
+from hsicomp.evaluation.one_patch import (
     BAND_RATE_COLUMNS,
     band_rates,
-    parse_entries,
+    decode_patch,
+)
+from hsicomp.evaluation.shards import encode_shard
+from hsicomp.figures.plots import (
     plot_error_image,
     plot_lossless,
     plot_rate_error,
@@ -102,22 +105,42 @@ def test_golomb_band_bits_are_the_code_lengths_and_the_stream_is_unchanged():
 # --------------------------------------------------------------------------- band rates
 
 
-def test_band_rates_command_and_figure(manifest, tmp_path):
+def encoded(manifest: Path, tmp_path: Path, codec: str, params: dict, delta: int,
+            shards: int = 2) -> tuple[list[Path], list[Path]]:
+    """Encode every shard as the workflow does; return the bitstream folders and the
+    band-bits CSVs."""
+    folders, band_bits = [], []
+    for shard in range(shards):
+        out = tmp_path / "bits" / f"{codec}-{delta}-{len(str(params))}" / f"shard{shard}"
+        encode_shard(manifest, shard, shards, codec, params, delta, out,
+                     out.with_suffix(".timings.csv"), progress=False,
+                     band_bits_csv=out.with_suffix(".band_bits.csv"))
+        folders.append(out)
+        band_bits.append(out.with_suffix(".band_bits.csv"))
+    return folders, band_bits
+
+
+def test_band_rates_come_from_the_encode_jobs(manifest, tmp_path):
+    """encode-shard writes every patch's band bits; band-rates reads them (no encoding)."""
+    _, jpegls = encoded(manifest, tmp_path, "jpegls", {}, 0)
+    _, arith = encoded(manifest, tmp_path, "ccsds123", {"coder": "arith"}, 0)
+    assert read_csv(jpegls[0])[0] == {"patch_id": "p0", "band": "0",
+                                      "bits": read_csv(jpegls[0])[0]["bits"]}
     out = tmp_path / "res" / "band_rates.csv"
-    codecs = '{"arith": {"codec": "ccsds123", "params": {"coder": "arith"}}}'
-    assert main(["band-rates", "--manifest", str(manifest), "--codec", "jpegls",
-                 "--codecs", codecs, "--out", str(out)]) == 0
+    sources = {"arith": {"model": "-", "files": [str(f) for f in arith]},
+               "jpegls": {"model": "-", "files": [str(f) for f in jpegls]}}
+    assert main(["band-rates", "--manifest", str(manifest), "--sources",
+                 json.dumps(sources), "--out", str(out)]) == 0
     with open(out, newline="") as f:
         assert next(csv.reader(f)) == BAND_RATE_COLUMNS
     rows = read_csv(out)
     assert [(r["codec"], r["band"]) for r in rows] == \
         [(c, str(b)) for c in ("arith", "jpegls") for b in range(SHAPE[0])]
     assert {(r["model"], r["patch_id"], r["delta"]) for r in rows} == {("-", "p0", "0")}
-    jpegls = get_codec("jpegls")
-    jpegls.encode(evaluate._read_patch(manifest, evaluate._shard_records(manifest, 0, 1)[0]),
-                  0, BIT_DEPTH)
+    codec = get_codec("jpegls")
+    codec.encode(smooth_cube(SHAPE, BIT_DEPTH, 10), 0, BIT_DEPTH)  # patch p0
     assert [int(r["bits"]) for r in rows if r["codec"] == "jpegls"] == \
-        jpegls.last_stats["band_bits"].tolist()
+        codec.last_stats["band_bits"].tolist()
     for r in rows:
         assert float(r["bpppc_band"]) == pytest.approx(int(r["bits"]) / (12 * 10))
 
@@ -125,41 +148,35 @@ def test_band_rates_command_and_figure(manifest, tmp_path):
     assert main(["plot-band-rates", str(out), "--png", str(png), "--pdf", str(pdf)]) == 0
     assert png.stat().st_size > 1000 and pdf.stat().st_size > 1000
 
-    second = band_rates(manifest, parse_entries(None, ["raw"]), 0, patch_id="p2")
+    _, raw = encoded(manifest, tmp_path, "raw", {}, 0)
+    second = band_rates(manifest, {"raw": {"model": "-", "files": raw}}, 0, patch_id="p2")
     assert {r["patch_id"] for r in second} == {"p2"}
     assert {r["bits"] for r in second} == {16 * 12 * 10}
 
 
-def test_band_rates_errors(manifest, monkeypatch, capsys, tmp_path):
-    entries = parse_entries({"lw": {"codec": "jpeg2000"}}, None)
-    with pytest.raises(HsicompError, match=r"codec lw \(jpeg2000\) does not support delta=2"):
-        band_rates(manifest, entries, 2)
+def test_band_rates_errors(manifest, capsys, tmp_path):
+    _, jpegls = encoded(manifest, tmp_path, "jpegls", {}, 0)
     with pytest.raises(HsicompError, match="no test patch 'p1'"):
-        band_rates(manifest, entries, 0, patch_id="p1")
+        band_rates(manifest, {"j": {"model": "-", "files": jpegls}}, 0, patch_id="p1")
+    with pytest.raises(HsicompError, match="no band bits of patch p2"):
+        band_rates(manifest, {"j": {"model": "-", "files": jpegls[:1]}}, 0, patch_id="p2")
+    with pytest.raises(HsicompError, match="nope.csv: band-bits file not found"):
+        band_rates(manifest, {"j": {"model": "-", "files": [tmp_path / "nope.csv"]}}, 0)
     out = str(tmp_path / "b.csv")
-    assert main(["band-rates", "--manifest", str(manifest), "--codecs", "{", "--out", out]) == 2
-    assert "--codecs is not valid JSON" in capsys.readouterr().err
-    assert main(["band-rates", "--manifest", str(manifest), "--codecs", "[1]", "--out", out]) == 2
-    assert "--codecs must be a JSON object: label -> entry" in capsys.readouterr().err
-    with pytest.raises(HsicompError, match="--codecs entry x: expected an object"):
-        parse_entries({"x": {"codec": "raw", "size": 1}}, None)
-    with pytest.raises(HsicompError, match="no codecs given"):
-        parse_entries(None, None)
-
-    class NoBandBits:
-        def supports(self, delta: int) -> bool:
-            return True
-
-        def encode(self, cube: np.ndarray, delta: int, bit_depth: int) -> bytes:
-            return b""
-
-    monkeypatch.setattr(evaluate, "_make_codec", lambda codec, params, label: NoBandBits())
-    out = tmp_path / "b.csv"
-    assert main(["band-rates", "--manifest", str(manifest), "--codecs",
-                 '{"lw-x": {"codec": "linerwkv"}}', "--out", str(out)]) == 2
-    assert capsys.readouterr().err == ("hsicomp: error: codec lw-x (linerwkv) does not report "
-                                       "per-band bits (no band_bits in its last_stats)\n")
-    assert not out.exists()
+    assert main(["band-rates", "--manifest", str(manifest), "--sources", "{", "--out", out]) == 2
+    assert "--sources is not valid JSON" in capsys.readouterr().err
+    assert main(["band-rates", "--manifest", str(manifest), "--sources", '{"x": {"model": "-"}}',
+                 "--out", out]) == 2
+    assert "--sources entry x: expected an object with model and files" in \
+        capsys.readouterr().err
+    # a codec that attributes no bits to bands writes a band-bits file without rows
+    empty = tmp_path / "empty.band_bits.csv"
+    empty.write_text("patch_id,band,bits\n")
+    assert main(["band-rates", "--manifest", str(manifest), "--sources",
+                 json.dumps({"lw": {"model": "-", "files": [str(empty)]}}), "--out", out]) == 2
+    assert capsys.readouterr().err == ("hsicomp: error: codec lw does not report per-band "
+                                       "bits\n")
+    assert not Path(out).exists()
 
 
 # --------------------------------------------------------------------------- rd figures
@@ -212,18 +229,28 @@ def test_rate_error_falls_back_to_delta_and_lossless_needs_delta(tmp_path):
 # --------------------------------------------------------------------------- error image
 
 
-def test_error_image_from_the_decoded_patch(manifest, tmp_path):
+def test_error_image_from_the_verified_bitstream(manifest, tmp_path):
+    """The error image decodes the bitstream the evaluation wrote; nothing is encoded."""
+    folders, _ = encoded(manifest, tmp_path, "ccsds123", {}, 3)
+    patch = decode_patch(manifest, folders, "ccsds123", {}, 3)
+    m = patch.metrics
+    assert 0 < m["max_abs_error"] <= 3 and math.isfinite(m["psnr"])
+    assert m["bpppc"] == 8 * (folders[0] / "p0.hsic").stat().st_size / np.prod(SHAPE)
     png, pdf = tmp_path / "err.png", tmp_path / "err.pdf"
-    m = plot_error_image(manifest, "ccsds123", {}, 3, png, pdf, band=2)
-    assert 0 < m["max_abs_error"] <= 3 and math.isfinite(m["psnr"]) and m["bpppc"] > 0
+    plot_error_image(patch, "ccsds123", 3, png, pdf, band=2)
     assert png.stat().st_size > 1000 and pdf.stat().st_size > 1000
-    assert main(["error-image", "--manifest", str(manifest), "--codec", "ccsds123",
-                 "--label", "arith", "--params", '{"coder": "arith"}', "--delta", "0",
+    arith, _ = encoded(manifest, tmp_path, "ccsds123", {"coder": "arith"}, 0)
+    assert main(["error-image", "--manifest", str(manifest), "--bitstreams",
+                 *map(str, arith), "--codec", "ccsds123", "--label", "arith", "--delta", "0",
                  "--patch", "p2", "--png", str(png)]) == 0
     with pytest.raises(HsicompError, match="band 8 out of range for 8 bands"):
-        plot_error_image(manifest, "jpegls", {}, 1, png, band=8)
-    with pytest.raises(HsicompError, match=r"codec j2k \(jpeg2000\) does not support delta=1"):
-        plot_error_image(manifest, "jpeg2000", {}, 1, png, label="j2k")
+        plot_error_image(patch, "ccsds123", 3, png, band=8)
+    with pytest.raises(HsicompError, match="coded at delta 3, not 1"):
+        decode_patch(manifest, folders, "ccsds123", {}, 1)
+    with pytest.raises(HsicompError, match="no bitstream p2.hsic in"):
+        decode_patch(manifest, folders[:1], "ccsds123", {}, 3, patch_id="p2")
+    with pytest.raises(HsicompError, match="written by codec 'ccsds123'"):
+        decode_patch(manifest, folders, "jpegls", {}, 3)
 
 
 def test_rd_rate_axis_turns_logarithmic_for_wide_rate_ranges(tmp_path, monkeypatch):

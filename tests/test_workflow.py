@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 from helpers import REPO, dvc, git, read_csv, run_snakemake, tool_env, write_config
 
@@ -93,79 +92,35 @@ FIGURE_RULES = ("bdrate", "plot_rate_error", "plot_lossless", "band_rates", "plo
 
 
 def test_default_config_dry_run_of_the_figures(tmp_path):
+    """The one-patch figures read the band bits and bitstreams of evaluated points."""
     proc = run_snakemake(tmp_path, "-n", "--cores", "2", "-p")
     out = proc.stdout + proc.stderr
     for rule in FIGURE_RULES:
         assert re.search(rf"{rule}\s+1\n", out)
     assert ("python -m hsicomp bdrate results/rd_all.csv --reference ccsds123"
             " --out results/bdrate.csv") in out
-    # every label evaluated at delta 0; linerwkv with the smallest size's model
     assert "python -m hsicomp band-rates --manifest data/synthetic/manifest.csv" in out
-    assert ('"linerwkv-ccsds": {"codec": "linerwkv", "model": "XS", "params": {"coder": "ccsds",'
-            ' "model": "models/synthetic/linerwkv-XS.pt", "threads": 2}}') in out
-    assert '"jpeg2000": {"codec": "jpeg2000", "model": "-", "params": {}}' in out
-    assert ("--codec ccsds123 --label ccsds123 --params '{}' --delta 10  --peak 16383"
-            " --png results/figures/error_image.png") in out
+    assert ('"linerwkv-ccsds": {"files": ["results/bitstreams/synthetic/linerwkv-ccsds/XS/d0/'
+            'shard0.band_bits.csv"], "model": "XS"}') in out
+    assert ("--bitstreams results/bitstreams/synthetic/ccsds123/-/d10/shard0 --codec ccsds123"
+            " --label ccsds123 --params '{}' --delta 10  --peak 16383") in out
     for name in ("rate_max_error", "lossless_rates", "band_rates", "error_image"):
         assert f"results/figures/{name}.pdf" in out
 
 
-def test_figures_section_is_used_and_checked(tmp_path):
-    figures = {"reference": "jpegls", "dataset": "tiny", "patch": "synth-test-0001",
-               "band_rates": {"codecs": ["jpeg2000"], "delta": 0},
-               "error_image": {"codec": "jpegls", "delta": 2, "band": 3}}
-    cfg = write_config(tmp_path / "c.yaml", dict(TINY, figures=figures))
-    proc = run_snakemake(tmp_path, "-n", "-p", "all", "--configfile", str(cfg))
-    out = proc.stdout + proc.stderr
-    assert "--reference jpegls" in out
-    assert ("band-rates --manifest data/tiny/manifest.csv --patch synth-test-0001 --codecs"
-            " '{\"jpeg2000\": {\"codec\": \"jpeg2000\", \"model\": \"-\", \"params\": {}}}'"
-            " --delta 0") in out
-    assert "--codec jpegls --label jpegls --params '{}' --delta 2 --band 3 --peak 16383" in out
-    # without a figures section and without ccsds123: the first near-lossless label
-    proc = run_snakemake(tmp_path, "-n", "-p", "all", "--configfile",
-                         str(write_config(tmp_path / "t.yaml", TINY)))
-    assert "--codec jpegls --label jpegls --params '{}' --delta 10 " in proc.stdout + proc.stderr
-    bad = dict(TINY, figures={"band_rates": {"codecs": ["jpegls", "nope"]}})
-    proc = run_snakemake(tmp_path, "-n", "--configfile",
-                         str(write_config(tmp_path / "bad.yaml", bad)), check=False)
+def test_config_mistakes_fail_the_dry_run(tmp_path):
+    """A configuration the plan refuses stops `snakemake -n` with its one-line message."""
+    cfg = write_config(tmp_path / "c.yaml", {**TINY, "codecs": {"jpeg-ls": {}}})
+    proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
     assert proc.returncode != 0
-    assert "figures: nope is not a codec label (labels: jpeg2000, jpegls)" in (
+    assert "codecs.jpeg-ls: no codec of that name (did you mean 'jpegls'?" in (
         proc.stdout + proc.stderr)
-
-
-def test_bad_config_is_rejected(tmp_path):
-    bad = dict(TINY, evaluation={"shards": 0})
-    cfg = write_config(tmp_path / "c.yaml", bad)
-    proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
-    assert proc.returncode != 0
-    assert "shards" in proc.stdout + proc.stderr
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"codecs": {"jpeg-ls": {}}}, "codecs.jpeg-ls: no codec of that name (did you mean 'jpegls'?"),
-    ({"codecs": {"near": {"codec": "jpegsl"}}}, "jpegsl"),
-    ({"datasets": {"tifs": {"kind": "geotiff_folder", "path": "nowhere"}}},
-     "datasets.tifs.path: nowhere: folder not found"),
-    ({"datasets": {"tifs": {"kind": "geotiff_folder", "path": "empty"}}},
-     "datasets.tifs.path: empty: no files match '*.tif'"),
-    ({"datasets": {"tifs": {"kind": "geotiff_folder", "path": "empty",
-                            "mosaics": {"a": ["x.tif"]}}}},
-     "datasets.tifs.path: empty: mosaic tiles not found: x.tif"),
-])
-def test_config_mistakes_fail_the_dry_run(tmp_path, change, message):
-    """Misspelt codecs and missing or empty GeoTIFF folders stop `snakemake -n`, not a job."""
-    (tmp_path / "empty").mkdir()
-    cfg = write_config(tmp_path / "c.yaml", {**TINY, **change})
-    proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
-    assert proc.returncode != 0
-    assert message in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+    assert not (tmp_path / "results").exists()
 
 
 def test_entry_sizes_and_references_in_the_plan(tmp_path):
     """A linerwkv entry's own sizes, released weights (fetched and converted, nothing
-    trained) and the reference comparison, in a dry run; an entry size that is not a
-    configured size is refused."""
+    trained) and the reference comparison, in a dry run."""
     config = dict(TINY, evaluation={"shards": 1}, deltas=[0],
                   codecs={"jpegls": {}, "net": {"codec": "linerwkv", "sizes": ["S"]},
                           "lms": {"codec": "linerwkv-lms"}},
@@ -181,11 +136,6 @@ def test_entry_sizes_and_references_in_the_plan(tmp_path):
     assert re.search(r"fetch_release\s+2\n", out) and re.search(r"import_release\s+2\n", out)
     assert not re.search(r"\btrain\s+\d+\n", out)
     assert re.search(r"compare_references\s+1\n", out)
-    config["codecs"]["net"]["sizes"] = ["L"]
-    proc = run_snakemake(tmp_path, "-n", "--configfile",
-                         str(write_config(tmp_path / "c.yaml", config)), check=False)
-    assert proc.returncode != 0
-    assert "codecs.net.sizes: L not in linerwkv.sizes" in proc.stdout + proc.stderr
 
 
 def test_tiny_workflow_end_to_end(tmp_path):
@@ -336,26 +286,6 @@ def test_tiny_workflow_with_linerwkv(tmp_path):
     assert (tmp_path / "results" / "figures" / "rd_psnr.png").stat().st_size > 1000
     nothing = run_snakemake(tmp_path, "-n", "results/rd_all.csv", "--configfile", str(cfg))
     assert "Nothing to be done" in nothing.stdout + nothing.stderr
-
-
-def test_linerwkv_codec_without_linerwkv_section_is_rejected(tmp_path):
-    config = {k: v for k, v in TINY_LINERWKV.items() if k != "linerwkv"}
-    cfg = write_config(tmp_path / "c.yaml", config)
-    proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
-    assert proc.returncode != 0
-    out = proc.stdout + proc.stderr
-    assert ("codecs.linerwkv-arith uses codec 'linerwkv', which needs trained models: add a "
-            "linerwkv: section") in out
-    assert not (tmp_path / "results").exists()
-
-
-def test_linerwkv_model_param_is_rejected(tmp_path):
-    config = dict(TINY_LINERWKV, codecs={
-        "lw": {"codec": "linerwkv", "params": {"model": "m.pt"}}})
-    cfg = write_config(tmp_path / "c.yaml", config)
-    proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
-    assert proc.returncode != 0
-    assert "codecs.lw.params: model is set by the workflow" in proc.stdout + proc.stderr
 
 
 def test_dvc_push_pull_round_trip_leaves_nothing_to_do(tmp_path):
@@ -514,41 +444,6 @@ def test_tiny_workflow_with_gdn(tmp_path):
     assert (tmp_path / "results" / "figures" / "error_image.png").stat().st_size > 1000
     nothing = run_snakemake(tmp_path, "-n", "results/rd_all.csv", "--configfile", str(cfg))
     assert "Nothing to be done" in nothing.stdout + nothing.stderr
-
-
-@pytest.mark.parametrize(("entry", "message"), [
-    ({"codec": "gdn"}, "codecs.bad: codec gdn needs lambdas"),
-    ({"codec": "coolchic"}, "codecs.bad: codec coolchic needs lambdas"),
-    ({"codec": "coolchic", "lambdas": [1], "preset": "tiny"},
-     "preset do not apply to codec coolchic"),
-    ({"codec": "coolchic", "lambdas": [1], "params": {"lam": 2}}, "lam is set by the workflow"),
-    ({"codec": "gdn", "lambdas": [1], "deltas": [2]}, "codec gdn is lossy, only delta 0"),
-    ({"codec": "jpegls", "lambdas": [1]},
-     "codecs.bad: lambdas only apply to codecs coolchic, gdn, gdn-gain, gdn-ohm"),
-    ({"codec": "gdn", "lambdas": [1], "train_dataset": "nope"}, "'nope' is not a dataset"),
-    ({"codec": "gdn-gain", "lambdas": [1, 10]}, "codec gdn-gain needs levels_eval"),
-    ({"codec": "gdn-gain", "lambdas": [1], "levels_eval": [0]}, "needs at least 2 lambdas"),
-    ({"codec": "gdn-gain", "lambdas": [1, 10], "levels_eval": [0, 1.5]},
-     "levels_eval: 1.5 is not in [0, 1]"),
-    ({"codec": "gdn-gain", "lambdas": [1, 10], "levels_eval": [0], "params": {"level": 1}},
-     "level is set by the workflow"),
-    ({"codec": "gdn", "lambdas": [1], "levels_eval": [0]},
-     "levels_eval only applies to codec gdn-gain"),
-    ({"codec": "gdn-ohm", "lambdas": [1, 10, 100], "fractions_eval": [0]},
-     "codec gdn-ohm needs 2 lambdas"),
-    ({"codec": "gdn-ohm", "lambdas": [1, 10]}, "codec gdn-ohm needs fractions_eval"),
-    ({"codec": "gdn-ohm", "lambdas": [1, 10], "fractions_eval": [0, 1.5]},
-     "1.5 is greater than the maximum of 1"),
-    ({"codec": "gdn-ohm", "lambdas": [1, 10], "fractions_eval": [0], "levels_eval": [0]},
-     "levels_eval does not apply to codec gdn-ohm"),
-    ({"codec": "gdn-ohm", "lambdas": [1, 10], "fractions_eval": [0],
-      "params": {"fraction": 1}}, "fraction is set by the workflow"),
-])
-def test_bad_gdn_entries_are_rejected(tmp_path, entry, message):
-    cfg = write_config(tmp_path / "c.yaml", dict(TINY, codecs={"bad": entry}))
-    proc = run_snakemake(tmp_path, "-n", "--configfile", str(cfg), check=False)
-    assert proc.returncode != 0
-    assert message in proc.stdout + proc.stderr
 
 
 FAKE_CONDA = """#!/bin/sh

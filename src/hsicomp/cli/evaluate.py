@@ -23,7 +23,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     params = json_object(args.params, "--params")
     n = encode_shard(args.manifest, args.shard, args.shards, args.codec, params, args.delta,
                      args.out_dir, args.timings, args.threads, args.label,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, band_bits_csv=args.band_bits)
     print(f"encoded {n} patches with {display_name(args.codec, args.label)} delta={args.delta} -> "
           f"{args.out_dir}", file=sys.stderr)
     return 0
@@ -60,6 +60,8 @@ def _register_shards(sub: argparse._SubParsersAction) -> None:
     _shard_args(p)
     p.add_argument("--out-dir", type=Path, required=True, help="folder for the .hsic files")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--band-bits", type=Path, help="CSV of the bits the codec spent on each "
+                   "band of each patch (patch_id, band, bits)")
     p.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("verify-shard", help="decode, check and measure one encoded shard")

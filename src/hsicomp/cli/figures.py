@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from hsicomp.cli.options import json_object
+from hsicomp.errors import HsicompError
+from hsicomp.evaluation.one_patch import decode_patch, write_band_rates
 from hsicomp.figures.plots import (
-    parse_entries,
     plot_band_rates,
     plot_error_image,
     plot_lossless,
     plot_rate_error,
     plot_rd,
-    write_band_rates,
 )
 
 # --------------------------------------------------------------------------- command line
@@ -55,12 +55,23 @@ def _cmd_plot_lossless(args: argparse.Namespace) -> int:
     return _done(args)
 
 
+def _band_sources(text: str) -> dict[str, dict]:
+    """The ``--sources`` object: label -> {"model": NAME, "files": [band-bits CSV, ...]}."""
+    sources = json_object(text, "--sources", "a JSON object: label -> {model, files}")
+    for label, source in sources.items():
+        if not isinstance(source, dict) or set(source) != {"model", "files"} \
+                or not isinstance(source["files"], list) or not source["files"]:
+            raise HsicompError(f"--sources entry {label}: expected an object with model and "
+                               f"files (a non-empty list of band-bits CSVs)")
+    if not sources:
+        raise HsicompError("--sources: no codec labels given")
+    return sources
+
+
 def _cmd_band_rates(args: argparse.Namespace) -> int:
-    given = json_object(args.codecs, "--codecs", "a JSON object: label -> entry") \
-        if args.codecs else None
-    entries = parse_entries(given, args.codec)
-    rows = write_band_rates(args.manifest, entries, args.delta, args.out, args.patch)
-    print(f"band rates of {len(entries)} codecs ({len(rows)} rows) -> {args.out}",
+    sources = _band_sources(args.sources)
+    rows = write_band_rates(args.manifest, sources, args.delta, args.out, args.patch)
+    print(f"band rates of {len(sources)} codecs ({len(rows)} rows) -> {args.out}",
           file=sys.stderr)
     return 0
 
@@ -72,8 +83,11 @@ def _cmd_plot_band_rates(args: argparse.Namespace) -> int:
 
 def _cmd_error_image(args: argparse.Namespace) -> int:
     params = json_object(args.params, "--params")
-    plot_error_image(args.manifest, args.codec, params, args.delta, args.png, args.pdf,
-                     args.patch, args.band, args.label, args.peak)
+    patch = decode_patch(args.manifest, args.bitstreams, args.codec, params, args.delta,
+                         args.patch, args.peak)
+    label = args.label or args.codec
+    name = label if label == args.codec else f"{label} ({args.codec})"
+    plot_error_image(patch, name, args.delta, args.png, args.pdf, args.band)
     return _done(args)
 
 
@@ -108,13 +122,11 @@ def _register_plots(sub: argparse._SubParsersAction) -> None:
     _rd_command(sub, "plot-lossless", "bar chart of the lossless rates of an rd CSV",
                 _cmd_plot_lossless)
 
-    p = sub.add_parser("band-rates", help="encode one test patch and write the bits of "
-                       "every band per codec")
+    p = sub.add_parser("band-rates", help="the bits of every band of one test patch per "
+                       "codec, from the band-bits CSVs its encode jobs wrote")
     _patch_args(p)
-    p.add_argument("--codec", action="append", metavar="NAME",
-                   help="registry codec with default parameters (repeatable)")
-    p.add_argument("--codecs", metavar="JSON",
-                   help='JSON object label -> {"codec": NAME, "params": {...}, "model": NAME}')
+    p.add_argument("--sources", required=True, metavar="JSON",
+                   help='JSON object label -> {"model": NAME, "files": [band-bits CSV, ...]}')
     p.add_argument("--out", type=Path, required=True, help="output CSV")
     p.set_defaults(func=_cmd_band_rates)
 
@@ -124,11 +136,13 @@ def _register_plots(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_plot_band_rates)
 
     p = sub.add_parser("error-image", help="original, reconstruction and error map of one "
-                       "band of one test patch")
+                       "band of one test patch, decoded from its bitstream")
     _patch_args(p)
+    p.add_argument("--bitstreams", type=Path, nargs="+", required=True, metavar="DIR",
+                   help="bitstream folders of the evaluated point (one per shard)")
     p.add_argument("--codec", required=True, help="codec name (see `hsicomp codecs`)")
     p.add_argument("--label", help="name of the codec's configuration entry (default: codec)")
-    p.add_argument("--params", default="{}", help="codec parameters as a JSON object")
+    p.add_argument("--params", default="{}", help="decoder parameters as a JSON object")
     p.add_argument("--band", type=int, help="band to show (default: the middle band)")
     p.add_argument("--peak", type=float, help="PSNR peak (default 2**bit_depth - 1)")
     _outputs(p)

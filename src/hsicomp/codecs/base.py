@@ -23,6 +23,8 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar
 
 import numpy as np
@@ -46,6 +48,40 @@ _FALSE = {"0", "false", "no", "off"}
 
 _REGISTRY: dict[str, type[Codec]] = {}
 _loaded = False
+
+
+class Training(StrEnum):
+    """How the workflow obtains a codec's model, and what the {model} of its jobs is."""
+
+    #: No model: {model} is "-".
+    NONE = "none"
+    #: The LineRWKV predictor of each size of the config's ``linerwkv:`` section (trained, or
+    #: the released weights); {model} is the size (XS, S, M, L).
+    LINERWKV = "linerwkv"
+    #: One model trained (``hsicomp train-gdn``) per lambda of the entry; {model} is the
+    #: lambda's tag (l0.1).
+    PER_LAMBDA = "per-lambda"
+    #: One model trained per entry, on all its lambdas; each value of the entry's rate-point
+    #: list is one rate point (see :class:`RatePoints`), {model} its tag (g0.5).
+    PER_ENTRY = "per-entry"
+    #: Nothing trained: the encoder fits a model to each cube; each lambda of the entry is one
+    #: rate point, given to the codec as ``lam``; {model} is the lambda's tag (l0.03).
+    PER_CUBE = "per-cube"
+
+
+@dataclass(frozen=True)
+class RatePoints:
+    """The rate points of a :attr:`Training.PER_ENTRY` codec: the config key listing them,
+    the codec parameter each sets, the letter of their {model} tag, how many lambdas the
+    one model is trained with (at least ``min_lambdas``, at most ``max_lambdas``; the points
+    lie in [0, lambdas - 1]) and training settings applied unless the entry gives them."""
+
+    key: str
+    param: str
+    tag: str
+    min_lambdas: int = 1
+    max_lambdas: int | None = None
+    train_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def one_line(exc: BaseException) -> str:
@@ -78,6 +114,10 @@ class Codec(ABC):
     ``lossy`` and ``defaults`` (the parameters they accept, with default values; text
     values, e.g. from the command line, are converted to the default's type).
 
+    ``training`` (a :class:`Training`) tells the workflow how the codec's model is obtained
+    and ``rate_points`` describes the rate points of a per-entry model; the parameters the
+    workflow then sets (:meth:`workflow_params`) may not be given in a config entry.
+
     A ``lossy`` codec guarantees no maximum error: it accepts only delta 0 (meaning "no
     bound"), and its files carry :data:`~hsicomp.io.container.FLAG_LOSSY` in the header.
 
@@ -93,6 +133,19 @@ class Codec(ABC):
     lossy: ClassVar[bool] = False
     check_covers: ClassVar[str] = "samples"
     defaults: ClassVar[dict[str, Any]] = {}
+    training: ClassVar[Training] = Training.NONE
+    rate_points: ClassVar[RatePoints | None] = None
+
+    @classmethod
+    def workflow_params(cls) -> frozenset[str]:
+        """The parameters the workflow gives this codec in every job (model file, threads,
+        the rate parameter of a point)."""
+        if cls.training is Training.NONE:
+            return frozenset()
+        if cls.training is Training.PER_CUBE:
+            return frozenset({"lam", "threads"})
+        point = {cls.rate_points.param} if cls.rate_points else set()
+        return frozenset({"model", "threads", *point})
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))

@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hsicomp.codecs.base import Codec, register
+from hsicomp.codecs.base import Codec, Training, register
 from hsicomp.errors import HsicompError
 from hsicomp.io.container import decode_varints, encode_varints
 
@@ -75,6 +75,7 @@ class CoolChicCodec(Codec):
         "lam": 0.01, "iterations": 0, "preset": "default", "grids": 0, "channels": 0,
         "context": 0, "channel_context": -1, "arm_hidden": 0, "synth_hidden": 0,
         "synth_layers": -1, "lr": 0.04, "seed": 0, "threads": 1}
+    training = Training.PER_CUBE
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hsicomp.codecs.base import Codec, register
+from hsicomp.codecs.base import Codec, Training, register
 from hsicomp.errors import HsicompError
 from hsicomp.io.container import decode_varints, encode_varints
 
@@ -64,6 +64,7 @@ class GdnCodec(Codec):
     lossy = True
     check_covers = "symbols"  # the float synthesis may round differently on another CPU
     defaults: ClassVar[dict[str, Any]] = {"model": "", "threads": 0}
+    training = Training.PER_LAMBDA
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

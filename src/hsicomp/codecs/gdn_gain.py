@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from hsicomp.codecs.base import register
+from hsicomp.codecs.base import RatePoints, Training, register
 from hsicomp.codecs.gdn import GdnCodec
 from hsicomp.errors import HsicompError
 
@@ -31,6 +31,9 @@ class GdnGainCodec(GdnCodec):
     name = "gdn-gain"
     lossy = True
     defaults: ClassVar[dict[str, Any]] = {"model": "", "threads": 0, "level": 0.0}
+    training = Training.PER_ENTRY
+    #: One model with one gain level per lambda, evaluated at real levels in between.
+    rate_points = RatePoints(key="levels_eval", param="level", tag="g", min_lambdas=2)
     side_ints: ClassVar[int] = 4
 
     def check_model(self, model: Any, path: str) -> None:

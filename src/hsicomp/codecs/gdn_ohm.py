@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from hsicomp.codecs.base import register
+from hsicomp.codecs.base import RatePoints, Training, register
 from hsicomp.codecs.gdn import GdnCodec
 from hsicomp.errors import HsicompError
 
@@ -31,6 +31,12 @@ class GdnOhmCodec(GdnCodec):
     name = "gdn-ohm"
     lossy = True
     defaults: ClassVar[dict[str, Any]] = {"model": "", "threads": 0, "fraction": 1.0}
+    training = Training.PER_ENTRY
+    #: One adaptive-rate model trained with the lambdas at the fewest and at all channels,
+    #: evaluated at channel fractions in [0, 1].
+    rate_points = RatePoints(key="fractions_eval", param="fraction", tag="f", min_lambdas=2,
+                             max_lambdas=2,
+                             train_defaults={"ohm_symbols": 32, "ohm_min_channels": 1})
 
     def check_model(self, model: Any, path: str) -> None:
         """HsicompError unless the model has One-Hot-Max quantisation."""

@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numba import njit
 
-from hsicomp.codecs.base import Codec, register
+from hsicomp.codecs.base import Codec, Training, register
 from hsicomp.entropy import golomb
 from hsicomp.entropy.adaptive import ResidualDecoder, ResidualEncoder
 from hsicomp.errors import HsicompError
@@ -209,6 +209,7 @@ class LineRWKVCodec(Codec):
 
     name = "linerwkv"
     defaults: ClassVar[dict[str, Any]] = {"model": "", "coder": "arith", "threads": 0}
+    training = Training.LINERWKV
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

@@ -14,10 +14,10 @@ import numpy as np
 from hsicomp.codecs import Codec, get_codec
 from hsicomp.errors import HsicompError
 from hsicomp.evaluation.metrics import PATCH_COLUMNS, bits_per_sample, compare, format_value
+from hsicomp.evaluation.one_patch import band_bits_text
 from hsicomp.io.atomic import atomic_write_bytes, atomic_write_text
-from hsicomp.io.bsq import read_bsq
 from hsicomp.io.container import unpack
-from hsicomp.io.manifest import PatchRecord, read_manifest, select_shard
+from hsicomp.io.manifest import PatchRecord, read_manifest, read_test_patch, select_shard
 from hsicomp.progress import progress_bar
 
 TIMING_COLUMNS = ["patch_id", "bytes", "encode_s"]
@@ -32,10 +32,6 @@ def _set_threads(threads: int) -> None:
 
 def _shard_records(manifest: Path, shard: int, shards: int) -> list[PatchRecord]:
     return select_shard(read_manifest(manifest), shard, shards)
-
-
-def _read_patch(manifest: Path, rec: PatchRecord) -> np.ndarray:
-    return read_bsq(manifest.parent / rec.file, rec.bands, rec.rows, rec.cols)
 
 
 def display_name(codec: str, label: str | None) -> str:
@@ -64,12 +60,15 @@ def _csv_text(columns: list[str], rows: list[dict], digits: int) -> str:
 
 def encode_shard(manifest: Path, shard: int, shards: int, codec: str, params: dict,
                  delta: int, out_dir: Path, timings_csv: Path, threads: int = 1,
-                 label: str | None = None, progress: bool = True) -> int:
+                 label: str | None = None, progress: bool = True,
+                 band_bits_csv: Path | None = None) -> int:
     """Encode the shard's test patches to ``out_dir/<patch_id>.hsic``; return how many.
 
     ``codec`` is the registry name; ``label`` (default ``codec``) names the configuration
-    entry in messages. Writes ``timings_csv`` (patch_id, bytes, encode_s) once every patch is
-    written.
+    entry in messages. Once every patch is written, writes ``timings_csv`` (patch_id, bytes,
+    encode_s) and ``band_bits_csv`` (patch_id, band, bits: the bits the codec attributes to
+    each band, see :data:`~hsicomp.evaluation.one_patch.BAND_BITS_COLUMNS`; no rows when
+    the codec reports none).
     """
     manifest, out_dir = Path(manifest), Path(out_dir)
     records = _shard_records(manifest, shard, shards)
@@ -80,15 +79,18 @@ def encode_shard(manifest: Path, shard: int, shards: int, codec: str, params: di
                            f"{hint}")
     _set_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings = []
+    timings, band_bits = [], []
     for rec in progress_bar(records, desc=f"encode {display_name(codec, label)} d{delta}",
                             unit="patch", enabled=progress):
-        cube = _read_patch(manifest, rec)
+        cube = read_test_patch(manifest, rec)
         start = time.perf_counter()
         data = coder.encode(cube, delta, rec.bit_depth)
         seconds = time.perf_counter() - start
         atomic_write_bytes(out_dir / f"{rec.patch_id}.hsic", data)
         timings.append({"patch_id": rec.patch_id, "bytes": len(data), "encode_s": seconds})
+        band_bits.append((rec.patch_id, getattr(coder, "last_stats", {}).get("band_bits")))
+    if band_bits_csv is not None:
+        atomic_write_text(band_bits_csv, band_bits_text(band_bits))
     atomic_write_text(timings_csv, _csv_text(TIMING_COLUMNS, timings, 10))
     return len(records)
 
@@ -178,7 +180,7 @@ def verify_shard(manifest: Path, shard: int, shards: int, bitstreams: Path, timi
         path = bitstreams / f"{rec.patch_id}.hsic"
         if rec.patch_id not in timings:
             raise HsicompError(f"{timings_csv}: no encode time for patch {rec.patch_id}")
-        original = _read_patch(manifest, rec)
+        original = read_test_patch(manifest, rec)
         m, decode_s, data = _verify_patch(path, rec, original, coder, delta, peak, label)
         n_bytes = len(data)
         rows.append({

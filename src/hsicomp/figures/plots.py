@@ -9,7 +9,6 @@ as PNG and PDF without timestamps in the metadata.
 from __future__ import annotations
 
 import csv
-import io
 import math
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,9 @@ from typing import Any
 import numpy as np
 
 from hsicomp.errors import HsicompError
-from hsicomp.evaluation.metrics import format_value
+from hsicomp.evaluation.one_patch import BAND_RATE_COLUMNS, DecodedPatch
 from hsicomp.evaluation.rd_table import rd_series, read_rd, series_label
-from hsicomp.io.atomic import atomic_path, atomic_write_text
-from hsicomp.io.manifest import PatchRecord, read_manifest
+from hsicomp.io.atomic import atomic_path
 
 #: Matplotlib settings shared by every figure of the project.
 STYLE = {
@@ -48,9 +46,6 @@ LOG_RATE_SPAN = 30.0
 #: Metadata that would otherwise embed the time of drawing or the library version.
 PNG_METADATA = {"Software": None}
 PDF_METADATA = {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}
-#: Columns of the per-band rate CSV written by ``band-rates``.
-BAND_RATE_COLUMNS = ["codec", "model", "patch_id", "delta", "band", "wavelength_nm", "bits",
-                     "bpppc_band"]
 RATE_LABEL = "rate (bits per sample, bpppc)"
 
 
@@ -288,89 +283,6 @@ def plot_lossless(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> N
 # --------------------------------------------------------------------------- one test patch
 
 
-def pick_test_patch(manifest: Path, patch_id: str | None = None) -> PatchRecord:
-    """The manifest record of test patch ``patch_id`` (default: the first test patch)."""
-    tests = [r for r in read_manifest(manifest) if r.split == "test"]
-    if not tests:
-        raise HsicompError(f"{manifest}: no test patches")
-    if patch_id is None:
-        return tests[0]
-    for rec in tests:
-        if rec.patch_id == patch_id:
-            return rec
-    raise HsicompError(f"{manifest}: no test patch {patch_id!r}")
-
-
-def parse_entries(given: dict | None, names: list[str] | None) -> dict[str, dict]:
-    """Codec entries: label -> {"codec", "params", "model"} from ``given`` (the ``--codecs``
-    object of configuration-style entries), followed by plain registry names."""
-    entries: dict[str, dict] = {}
-    if given:
-        for label, entry in given.items():
-            if not isinstance(entry, dict) or set(entry) - {"codec", "params", "model"} \
-                    or not isinstance(entry.get("params", {}), dict):
-                raise HsicompError(f"--codecs entry {label}: expected an object with codec, "
-                                   f"params (object) and model")
-            entries[label] = {"codec": str(entry.get("codec", label)),
-                              "params": entry.get("params", {}),
-                              "model": str(entry.get("model", "-"))}
-    for name in names or []:
-        entries[name] = {"codec": name, "params": {}, "model": "-"}
-    if not entries:
-        raise HsicompError("no codecs given (--codec NAME or --codecs JSON)")
-    return entries
-
-
-def band_rates(manifest: Path, entries: dict[str, dict], delta: int,
-               patch_id: str | None = None) -> list[dict]:
-    """Encode one test patch with every codec entry; rows of :data:`BAND_RATE_COLUMNS`.
-
-    ``bits`` are the payload bits the codec attributes to each band
-    (``last_stats["band_bits"]``); ``bpppc_band`` is bits / (rows x cols);
-    ``wavelength_nm`` comes from the dataset's band table (empty when it has none).
-    """
-    from hsicomp.data.datasets import read_band_table
-    from hsicomp.evaluation.shards import _make_codec, _read_patch
-
-    manifest = Path(manifest)
-    wavelengths = read_band_table(manifest.parent)
-    rec = pick_test_patch(manifest, patch_id)
-    cube = _read_patch(manifest, rec)
-    rows = []
-    for label, entry in entries.items():
-        codec = _make_codec(entry["codec"], entry["params"], label)
-        name = label if label == entry["codec"] else f"{label} ({entry['codec']})"
-        if not codec.supports(delta):
-            raise HsicompError(f"codec {name} does not support delta={delta}")
-        codec.encode(cube, delta, rec.bit_depth)
-        bits = getattr(codec, "last_stats", {}).get("band_bits")
-        if bits is None:
-            raise HsicompError(f"codec {name} does not report per-band bits "
-                               f"(no band_bits in its last_stats)")
-        bits = np.asarray(bits, dtype=np.int64)
-        if bits.shape != (rec.bands,):
-            raise HsicompError(f"codec {name} reported {bits.size} band bit counts for "
-                               f"{rec.bands} bands")
-        for band, b in enumerate(bits.tolist()):
-            rows.append({"codec": label, "model": entry["model"], "patch_id": rec.patch_id,
-                         "delta": delta, "band": band, "wavelength_nm": wavelengths.get(band, ""),
-                         "bits": b,
-                         "bpppc_band": b / (rec.rows * rec.cols)})
-    return rows
-
-
-def write_band_rates(manifest: Path, entries: dict[str, dict], delta: int, out_csv: Path,
-                     patch_id: str | None = None) -> list[dict]:
-    """:func:`band_rates` written atomically to ``out_csv``."""
-    rows = band_rates(manifest, entries, delta, patch_id)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(BAND_RATE_COLUMNS)
-    writer.writerows([format_value(row[c], 8) for c in BAND_RATE_COLUMNS] for row in rows)
-    atomic_write_text(out_csv, buf.getvalue())
-    return rows
-
-
 def _read_band_rates(path: Path) -> list[dict]:
     try:
         with open(path, newline="") as f:
@@ -431,43 +343,21 @@ def plot_band_rates(band_csv: Path, out_png: Path, out_pdf: Path | None = None) 
         save_figure(fig, out_png, out_pdf)
 
 
-def plot_error_image(manifest: Path, codec: str, params: dict, delta: int, out_png: Path,
-                     out_pdf: Path | None = None, patch_id: str | None = None,
-                     band: int | None = None, label: str | None = None,
-                     peak: float | None = None) -> dict:
-    """Encode and decode one test patch; show one band of the original, the reconstruction
-    and the absolute error map (digital numbers).
+def plot_error_image(patch: DecodedPatch, label: str, delta: int, out_png: Path,
+                     out_pdf: Path | None = None, band: int | None = None) -> dict:
+    """Show one band of a test patch, its reconstruction and the absolute error map
+    (digital numbers); return the patch's metrics (with ``bpppc``).
 
-    ``band`` defaults to the middle band, ``peak`` (for the PSNR in the title) to
-    2**bit_depth - 1. Returns the patch's metrics (see
-    :func:`hsicomp.evaluation.metrics.compare`) with ``bpppc``. Raises HsicompError when
-    the decoded patch breaks the error bound (a lossy codec has none: its error map's scale
-    is the measured maximum error).
+    ``band`` defaults to the middle band. A lossy codec has no error bound: its error map's
+    scale is the measured maximum error.
     """
-    from hsicomp.evaluation.metrics import bits_per_sample, compare
-    from hsicomp.evaluation.shards import _make_codec, _read_patch
-
-    manifest = Path(manifest)
-    rec = pick_test_patch(manifest, patch_id)
-    label = label or codec
-    name = label if label == codec else f"{label} ({codec})"
-    coder = _make_codec(codec, params, label)
-    if not coder.supports(delta):
-        raise HsicompError(f"codec {name} does not support delta={delta}")
+    rec, m = patch.record, patch.metrics
     if band is None:
         band = rec.bands // 2
     if not 0 <= band < rec.bands:
         raise HsicompError(f"band {band} out of range for {rec.bands} bands")
-    cube = _read_patch(manifest, rec)
-    data = coder.encode(cube, delta, rec.bit_depth)
-    decoded = coder.decode(data, f"{rec.patch_id} ({name})")
-    m = compare(cube, decoded, peak or (1 << rec.bit_depth) - 1)
-    m["bpppc"] = bits_per_sample(len(data), rec.shape)
-    if m["max_abs_error"] > delta and not coder.lossy:
-        raise HsicompError(f"codec {name}: decoded {rec.patch_id} has max error "
-                           f"{m['max_abs_error']} > delta={delta}")
-    original = cube[band].astype(np.int64)
-    recon = decoded[band].astype(np.int64)
+    original = patch.original[band].astype(np.int64)
+    recon = patch.decoded[band].astype(np.int64)
     error = np.abs(original - recon)
     lo, hi = np.percentile(original, [1, 99])
     hi = max(hi, lo + 1)
@@ -481,7 +371,7 @@ def plot_error_image(manifest: Path, codec: str, params: dict, delta: int, out_p
             shown = ax.imshow(image, **grey)
             ax.set_title(f"{title}, band {band}")
             fig.colorbar(shown, ax=ax, shrink=0.85, label="digital number (DN)")
-        top = max(m["max_abs_error"] if coder.lossy else delta, 1)
+        top = max(m["max_abs_error"] if patch.lossy else delta, 1)
         if top <= 64:
             shown = axes[2].imshow(error, cmap=plt.get_cmap("viridis", top + 1), vmin=-0.5,
                                    vmax=top + 0.5, interpolation="nearest")
@@ -496,7 +386,7 @@ def plot_error_image(manifest: Path, codec: str, params: dict, delta: int, out_p
             ax.set(xlabel="column (pixel)", ylabel="row (pixel)")
             ax.grid(False)
         psnr = "inf" if math.isinf(m["psnr"]) else f"{m['psnr']:.2f}"
-        fig.suptitle(f"{rec.patch_id}, {name}, {_delta_text(delta, coder.lossy)}: "
+        fig.suptitle(f"{rec.patch_id}, {label}, {_delta_text(delta, patch.lossy)}: "
                      f"{m['bpppc']:.3f} bpppc, "
                      f"PSNR {psnr} dB, max. error {m['max_abs_error']} DN (all bands)")
         save_figure(fig, out_png, out_pdf)

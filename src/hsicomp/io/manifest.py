@@ -8,8 +8,11 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
+
 from hsicomp.errors import HsicompError
 from hsicomp.io.atomic import atomic_write_text
+from hsicomp.io.bsq import read_bsq
 
 
 @dataclass
@@ -83,3 +86,21 @@ def select_shard(records: list[PatchRecord], shard: int, shards: int) -> list[Pa
     if not 0 <= shard < shards:
         raise HsicompError(f"shard {shard} out of range for {shards} shards")
     return [r for r in records if r.split == "test"][shard::shards]
+
+
+def pick_test_patch(manifest: str | os.PathLike, patch_id: str | None = None) -> PatchRecord:
+    """The record of test patch ``patch_id`` (default: the first test patch)."""
+    tests = [r for r in read_manifest(manifest) if r.split == "test"]
+    if not tests:
+        raise HsicompError(f"{manifest}: no test patches")
+    if patch_id is None:
+        return tests[0]
+    for rec in tests:
+        if rec.patch_id == patch_id:
+            return rec
+    raise HsicompError(f"{manifest}: no test patch {patch_id!r}")
+
+
+def read_test_patch(manifest: str | os.PathLike, rec: PatchRecord) -> np.ndarray:
+    """The cube (bands, rows, cols) of a test patch, from its BSQ file."""
+    return read_bsq(Path(manifest).parent / rec.file, rec.bands, rec.rows, rec.cols)
