@@ -71,10 +71,11 @@ class Training(StrEnum):
 
 @dataclass(frozen=True)
 class RatePoints:
-    """The rate points of a :attr:`Training.PER_ENTRY` codec: the config key listing them,
-    the codec parameter each sets, the letter of their {model} tag, how many lambdas the
-    one model is trained with (at least ``min_lambdas``, at most ``max_lambdas``; the points
-    lie in [0, lambdas - 1]) and training settings applied unless the entry gives them."""
+    """The rate points of a :attr:`Training.PER_ENTRY` codec, or of a lossy codec without a
+    model whose rate is set by a parameter: the config key listing them, the codec parameter
+    each sets and the letter of their {model} tag; for a per-entry model, how many lambdas
+    it is trained with (at least ``min_lambdas``, at most ``max_lambdas``; the points lie in
+    [0, lambdas - 1]) and training settings applied unless the entry gives them."""
 
     key: str
     param: str
@@ -140,11 +141,11 @@ class Codec(ABC):
     def workflow_params(cls) -> frozenset[str]:
         """The parameters the workflow gives this codec in every job (model file, threads,
         the rate parameter of a point)."""
+        point = {cls.rate_points.param} if cls.rate_points else set()
         if cls.training is Training.NONE:
-            return frozenset()
+            return frozenset(point)
         if cls.training is Training.PER_CUBE:
             return frozenset({"lam", "threads"})
-        point = {cls.rate_points.param} if cls.rate_points else set()
         return frozenset({"model", "threads", *point})
 
     def __init__(self, **params: Any) -> None:

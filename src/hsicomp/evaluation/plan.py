@@ -245,25 +245,34 @@ class Plan:
     def _check_entry(self, label: str) -> None:
         entry, cls = self.entries[label], self.codecs[label]
         name, where = cls.name, f"codecs.{label}"
-        point_keys = {c.rate_points.key: c.name for c in map(codec_class, available_codecs())
-                      if c.rate_points}
+        owners: dict[str, list[str]] = {}
+        for other in map(codec_class, available_codecs()):
+            if other.rate_points:
+                owners.setdefault(other.rate_points.key, []).append(other.name)
         own_key = cls.rate_points.key if cls.rate_points else None
-        for key in sorted(set(point_keys) & set(entry) - {own_key}):
-            if cls.training is Training.PER_ENTRY:
+        for key in sorted(set(owners) & set(entry) - {own_key}):
+            if own_key is not None:
                 raise ConfigError(f"{where}: {key} does not apply to codec {name}")
             if cls.training in (Training.PER_LAMBDA, Training.PER_CUBE):
-                raise ConfigError(f"{where}: {key} only applies to codec {point_keys[key]}")
+                codecs = "codec" if len(owners[key]) == 1 else "codecs"
+                raise ConfigError(f"{where}: {key} only applies to {codecs} "
+                                  f"{', '.join(owners[key])}")
         if cls.training in (Training.NONE, Training.LINERWKV):
-            extra = sorted((set(LEARNED_KEYS) | set(point_keys)) & set(entry))
+            extra = sorted((set(LEARNED_KEYS) | set(owners) - {own_key}) & set(entry))
             if extra:
                 raise ConfigError(f"{where}: {', '.join(extra)} only apply to codecs "
                                   f"{', '.join(self._learned_names())}")
         if "sizes" in entry and cls.training is not Training.LINERWKV:
             raise ConfigError(f"{where}: sizes only apply to codecs evaluated with LineRWKV "
                               f"models")
+        if cls.lossy and entry.get("deltas", [0]) != [0]:
+            raise ConfigError(f"{where}.deltas: codec {name} is lossy, only delta 0 (no bound)")
         if cls.training is Training.LINERWKV:
             self._check_linerwkv_entry(label)
-        elif cls.training is not Training.NONE:
+        elif cls.training is Training.NONE:
+            if cls.rate_points is not None:
+                self._check_points(label)
+        else:
             self._check_learned_entry(label)
         given = sorted(cls.workflow_params() & set(entry.get("params", {})))
         if given:
@@ -273,6 +282,22 @@ class Plan:
             known = ", ".join(sorted(set(cls.defaults) - cls.workflow_params())) or "none"
             raise ConfigError(f"{where}.params: codec {name} has no parameter "
                               f"{', '.join(unknown)} (known: {known})")
+
+    def _check_points(self, label: str) -> None:
+        """The rate points of a codec without a model: present, distinct, each accepted
+        by the codec."""
+        entry, cls = self.entries[label], self.codecs[label]
+        points, where = cls.rate_points, f"codecs.{label}"
+        values = entry.get(points.key)
+        if not values:
+            raise ConfigError(f"{where}: codec {cls.name} needs {points.key} (rate points)")
+        if len(self.rate_points(label)) != len(values):
+            raise ConfigError(f"{where}.{points.key}: two points have the same tag")
+        for value in values:
+            try:
+                cls(**{**entry.get("params", {}), points.param: value})
+            except HsicompError as exc:
+                raise ConfigError(f"{where}.{points.key}: {exc}") from None
 
     def _check_linerwkv_entry(self, label: str) -> None:
         where = f"codecs.{label}"
@@ -316,8 +341,6 @@ class Plan:
                 raise ConfigError(f"{where}.{points.key}: {bad[0]} is not in [0, {top}]")
             if len(self.rate_points(label)) != len(values):
                 raise ConfigError(f"{where}.{points.key}: two points have the same tag")
-        if entry.get("deltas", [0]) != [0]:
-            raise ConfigError(f"{where}.deltas: codec {name} is lossy, only delta 0 (no bound)")
         if "train_dataset" in entry:
             self._check_train_dataset(f"{where}.train_dataset", entry["train_dataset"])
 
@@ -326,7 +349,8 @@ class Plan:
         return {number_tag("l", v): float(v) for v in self.entries[label].get("lambdas", [])}
 
     def rate_points(self, label: str) -> dict[str, float]:
-        """Rate tag -> value of the rate parameter of a per-entry model, in config order."""
+        """Rate tag -> value of the rate parameter of a codec with rate points (a per-entry
+        model, or a codec without a model), in config order."""
         points = self.codecs[label].rate_points
         return {number_tag(points.tag, v): float(v) for v in self.entries[label][points.key]}
 
@@ -335,16 +359,15 @@ class Plan:
         kind = self.training(label)
         if kind is Training.LINERWKV:
             return list(self.entries[label].get("sizes", self.linerwkv["sizes"]))
+        if self.codecs[label].rate_points is not None:
+            return list(self.rate_points(label))
         if kind in (Training.PER_LAMBDA, Training.PER_CUBE):
             return list(self.lambdas(label))
-        if kind is Training.PER_ENTRY:
-            return list(self.rate_points(label))
         return ["-"]
 
     def deltas(self, label: str) -> list[int]:
-        """The deltas of an entry; a lossy learned codec has the one point 0 (no bound)."""
-        if self.training(label) in (Training.PER_LAMBDA, Training.PER_ENTRY,
-                                    Training.PER_CUBE):
+        """The deltas of an entry; a lossy codec has the one point 0 (no bound)."""
+        if self.codecs[label].lossy:
             return [0]
         return self.entries[label].get("deltas", self.config["deltas"])
 
@@ -471,8 +494,7 @@ class Figures:
         given = cfg["band_rates"]["codecs"]
         self.band_labels: list[str] = given or [
             label for label in plan.entries
-            if self.band_delta in plan.deltas(label)
-            and plan.training(label) in (Training.NONE, Training.LINERWKV)]
+            if self.band_delta in plan.deltas(label) and not plan.codecs[label].lossy]
         image = cfg["error_image"]
         self.image_label: str = image["codec"] or next(
             (label for label in [self.reference, *plan.entries]
