@@ -8,12 +8,13 @@ Usage::
 
 One section per part of the configuration (``SECTIONS``), each a table ``| key | type |
 default | meaning |``: keys written as their path from the top (``figures.error_image.delta``;
-``<name>``, ``<label>``, ``<size>`` stand for the names an entry is given), ``$ref`` resolved,
-bounds and enumerations shown, defaults as the schema fills them in, meanings from the
-``description`` of every key. A key that is an object with keys of its own is followed by them,
-unless a section of its own lists them (then its row links there). The output depends only on
-the schema; every property of the schema must land in some section, or this script fails
-naming it.
+``<name>``, ``<label>``, ``<size>`` stand for the names an entry is given; a section used at
+several places, such as the LineRWKV training settings, gives them relative to those places),
+``$ref`` resolved, bounds and enumerations shown, defaults as the schema fills them in,
+meanings from the ``description`` of every key. A key that is an object with keys of its own
+is followed by them, unless a section of its own lists them (then its row links there). The
+output depends only on the schema; every property of the schema must land in some section, or
+this script fails naming it.
 """
 
 from __future__ import annotations
