@@ -6,7 +6,9 @@ intrinsics and global constants that the function compiles in: after an edit of 
 those, it would go on running the old code. :func:`cached_njit` is ``njit`` with a cache
 whose index key also holds a sha256 digest of a given list of files (all the files of a
 package and those it takes compiled code or constants from), so editing any of them
-recompiles every function of that package.
+recompiles every function of that package. (Entries under older digests stay in numba's index
+until the defining file changes.) It relies on two internals of numba, ``Cache._index_key``
+and a dispatcher's ``_cache``; ``tests/test_numba_cache.py`` checks the whole behaviour.
 """
 
 from __future__ import annotations
