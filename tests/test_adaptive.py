@@ -10,13 +10,14 @@ import pytest
 from helpers import ENMAP_DIR
 
 from hsicomp.data.synthetic import generate_cube
-from hsicomp.entropy import adaptive, golomb
+from hsicomp.entropy import golomb
 from hsicomp.entropy.adaptive import (
     ResidualDecoder,
     ResidualEncoder,
     decode_cube,
     encode_cube,
 )
+from hsicomp.entropy.adaptive.constants import _VERSION
 from hsicomp.io.bands import ENMAP_202
 
 ENMAP_TILE = ENMAP_DIR / "enmap_potsdam_tile_128_128.tif"
@@ -218,7 +219,7 @@ def test_garbage_stream_never_crashes() -> None:
     failures = 0
     for n in range(1, 40):
         words = rng.integers(0, 1 << 32, size=n, dtype=np.uint64).astype("<u4").tobytes()
-        data = bytes([adaptive._VERSION]) + n.to_bytes(4, "little") + words
+        data = bytes([_VERSION]) + n.to_bytes(4, "little") + words
         try:
             out = decode_cube(data, pred, top)
         except ValueError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hsicomp.entropy import adaptive
+from hsicomp.entropy.adaptive.tables import _build_cdf
 from hsicomp.entropy.rangecoder import (
     D_LOWER,
     D_POINT,
@@ -65,7 +65,7 @@ def test_matches_constriction() -> None:
     ] + [np.eye(1, 127, 63, dtype=np.int64)[0] * 2**21 + 1]
     cdfs = np.zeros((len(counts), 128), dtype=np.int64)
     for h, cnt in enumerate(counts):
-        adaptive._build_cdf(np.asarray(cnt, dtype=np.int64), cdfs[h])
+        _build_cdf(np.asarray(cnt, dtype=np.int64), cdfs[h])
     assert np.all(np.diff(cdfs, axis=1) >= 1) and np.all(cdfs[:, -1] == TOTAL)
     categorical = [model.Categorical(np.diff(c).astype(np.float64) - 1, perfect=False)
                    for c in cdfs]
