@@ -28,9 +28,11 @@ Range coding
 
 from __future__ import annotations
 
-import numpy as np
-from numba import njit
+from pathlib import Path
 
+import numpy as np
+
+from hsicomp.entropy import laplace_tables, rangecoder
 from hsicomp.entropy.laplace_tables import (
     LATENT_MAX,
     LOG2_SCALE_MIN,
@@ -54,6 +56,7 @@ from hsicomp.entropy.rangecoder import (
     take,
 )
 from hsicomp.entropy.rangecoder import encode_intervals as _encode_words
+from hsicomp.numba_cache import cached_njit
 
 __all__ = [
     "FRAC_BITS",
@@ -79,8 +82,11 @@ _MU_SHIFT = FRAC_BITS - (NMU.bit_length() - 1)  # fraction bits below the mean b
 _SCALE_SHIFT = FRAC_BITS - (SCALE_STEPS.bit_length() - 1)
 _OK, _INVALID, _CORRUPT = 0, -1, -2
 _TOTAL = 1 << PRECISION
-_jit = njit(cache=True, nogil=True, error_model="numpy")
-_inline = njit(cache=True, nogil=True, error_model="numpy", inline="always")
+# Compiled code takes in the range coder's functions and the Laplace tables' constants: the
+# cache is keyed by all three files.
+_SOURCES = (Path(__file__), Path(rangecoder.__file__), Path(laplace_tables.__file__))
+_jit = cached_njit(_SOURCES, nogil=True, error_model="numpy")
+_inline = cached_njit(_SOURCES, nogil=True, error_model="numpy", inline="always")
 
 
 def context_offsets(spatial: int, channel: int) -> np.ndarray:
