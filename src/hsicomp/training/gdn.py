@@ -23,8 +23,8 @@ at the fewest channels, lambda at all channels]): each step draws ``f = sqrt(u)`
 uniform in [0, 1), sends the first ``n_min + ceil(f (C - n_min))`` channels and uses
 ``lambdas[0] ** (1 - f) * lambdas[1] ** f``. Validation runs with all channels.
 
-Deterministic for a seed on a given machine and thread count. Resumable like
-:mod:`hsicomp.training.linerwkv`: every ``checkpoint_every`` steps the state goes to
+Deterministic for a seed on a given machine and thread count. Resumable
+(:mod:`hsicomp.training.loop`): every ``checkpoint_every`` steps the state goes to
 ``<model>.state``.
 """
 
@@ -32,31 +32,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hsicomp.errors import HsicompError
-from hsicomp.training.linerwkv import (
-    PatchStore,
-    ResumableTraining,
-    select_device,
-    settings_fingerprint,
-)
+from hsicomp.training.loop import ResumableTraining, check_setting_names, settings_fingerprint
 
 if TYPE_CHECKING:
     from hsicomp.models.gdn import TransformCodecConfig
-
-#: Columns of the training log (validation columns are nan on rows without validation):
-#: bits per sample, MSE in normalised units, validation PSNR in dB of the de-normalised,
-#: rounded reconstruction (peak 2**bit_depth - 1).
-LOG_COLUMNS = ["step", "epoch", "lr", "train_loss", "train_bps", "train_mse", "val_bps",
-               "val_psnr", "samples_per_s", "elapsed_s"]
-
 
 @dataclass
 class GdnTrainSettings:
@@ -92,10 +79,7 @@ class GdnTrainSettings:
         """Settings from a mapping; unknown keys and unknown presets are an error."""
         from hsicomp.models.gdn import PRESETS
 
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise HsicompError(f"unknown gdn training settings: {', '.join(unknown)}")
+        check_setting_names(cls, values, "gdn training settings")
         settings = cls(**values)
         if settings.preset not in PRESETS:
             raise HsicompError(f"unknown gdn preset {settings.preset!r} "
@@ -155,40 +139,33 @@ class GdnTrainSettings:
 class GdnTrainer(ResumableTraining):
     """One training run of one lambda; see the module docstring."""
 
+    #: Log columns (:func:`hsicomp.training.loop.log_columns`; validation columns are nan
+    #: on rows without validation): bits per sample, MSE in normalised units, validation
+    #: PSNR in dB of the de-normalised, rounded reconstruction (peak 2**bit_depth - 1).
+    train_columns = ("train_loss", "train_bps", "train_mse")
+    val_columns = ("val_bps", "val_psnr")
+
     def __init__(self, dataset_dir: Path, out: Path, settings: GdnTrainSettings,
                  progress: bool = True) -> None:
         import torch
 
         from hsicomp.models.gdn import PRESETS, TransformCodec
 
-        self.settings = settings
-        self.out = out
-        self.state_path = out.with_name(out.name + ".state")
-        self.log_path = out.with_suffix(".log.csv")
-        self.progress = progress
-        torch.set_num_threads(settings.threads)
-        self.device = select_device(settings.device)
-        self.train = PatchStore(dataset_dir, "train")
-        self.val = PatchStore(dataset_dir, "val")
-        if len(self.train) == 0:
-            raise HsicompError(f"{dataset_dir}: no training patches")
+        super().__init__(dataset_dir, out, settings, progress)
         bands = {r.bands for r in self.train.records}
         if len(bands) != 1:
             raise HsicompError(f"{dataset_dir}: training patches have different band counts "
                                f"{sorted(bands)}")
-        torch.manual_seed(settings.seed)
         config = settings.model_config(PRESETS[settings.preset], bands.pop())
         self.model = TransformCodec(config)
         self.model.set_normalization(*self.band_statistics())
         self.model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr_start)
-        self.rng = np.random.default_rng(settings.seed)
-        per_epoch = settings.samples_per_epoch or len(self.train)
-        self.steps_per_epoch = max(1, math.ceil(per_epoch / settings.batch))
-        self.total_steps = self.steps_per_epoch * settings.epochs
-        self.step = 0
-        self.log_rows: list[dict] = []
         self.read_patch = lru_cache(maxsize=settings.cache_patches)(self.train.read)
+
+    def describe(self) -> str:
+        """``gdn`` and the lambda(s)."""
+        return f"gdn {self.settings.describe()}"
 
     def band_statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-band mean and standard deviation over the first ``norm_patches`` patches."""
@@ -227,6 +204,33 @@ class GdnTrainer(ResumableTraining):
         x = torch.from_numpy(np.stack(crops)).to(self.device)
         return self.model.normalize(x)
 
+    def losses(self, x: Any) -> tuple[Any, tuple[float, float, float]]:
+        """Rate-distortion loss of a batch at a random level (gain units) or channel count
+        (adaptive OHM); the values of loss, bits per sample and MSE."""
+        from hsicomp.models.gdn import rate_distortion_loss
+        from hsicomp.models.ohm import channels_for_fraction
+
+        s = self.settings
+        if s.ohm_symbols and s.lambdas:
+            f = math.sqrt(float(self.rng.random()))
+            n = channels_for_fraction(f, self.model.config.ohm_fewest_channels,
+                                      self.model.config.ohm_channel_count)
+            out = self.model(x, channels=n)
+            lmbda = s.lambdas[0] ** (1 - f) * s.lambdas[1] ** f
+        elif s.lambdas:
+            level = int(self.rng.integers(s.levels))
+            out, lmbda = self.model(x, float(level)), s.lambdas[level]
+        else:
+            out, lmbda = self.model(x), s.lmbda
+        loss, bps, mse = rate_distortion_loss(x, out, lmbda)
+        return loss, (loss.item(), bps.item(), mse.item())
+
+    def clip_gradients(self) -> None:
+        """Clip the gradient norm to ``clip_grad``."""
+        import torch
+
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.clip_grad)
+
     def validate(self) -> tuple[float, float]:
         """(estimated bits per sample, PSNR in dB of the rounded reconstruction) on val."""
         import torch
@@ -254,68 +258,6 @@ class GdnTrainer(ResumableTraining):
         self.model.train()
         return bits / count, psnr_db(sq / count, peak)
 
-    # -- loop --------------------------------------------------------------------------------
-    def run(self, stop_after: int | None = None) -> None:
-        """Train to the end (or for ``stop_after`` more steps); write the model and log."""
-        import torch
-
-        from hsicomp.models.gdn import rate_distortion_loss
-        from hsicomp.models.ohm import channels_for_fraction
-
-        s = self.settings
-        if self.try_resume():
-            print(f"resuming {self.out.name} at step {self.step}/{self.total_steps}")
-        bar = self.progress_bar(f"train gdn {s.describe()}")
-        t0, samples, steps_run = time.perf_counter(), 0, 0
-        sums, count = np.zeros(3), 0
-        elapsed_before = self.log_rows[-1]["elapsed_s"] if self.log_rows else 0.0
-        self.model.train()
-        while self.step < self.total_steps:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr_at(self.step)
-            x = self.sample_batch()
-            if s.ohm_symbols and s.lambdas:
-                f = math.sqrt(float(self.rng.random()))
-                n = channels_for_fraction(f, self.model.config.ohm_fewest_channels,
-                                          self.model.config.ohm_channel_count)
-                out = self.model(x, channels=n)
-                lmbda = s.lambdas[0] ** (1 - f) * s.lambdas[1] ** f
-            elif s.lambdas:
-                level = int(self.rng.integers(s.levels))
-                out, lmbda = self.model(x, float(level)), s.lambdas[level]
-            else:
-                out, lmbda = self.model(x), s.lmbda
-            loss, bps, mse = rate_distortion_loss(x, out, lmbda)
-            if not math.isfinite(loss.item()):
-                raise HsicompError(f"gdn training ({s.describe()}) diverged at step "
-                                   f"{self.step}")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.clip_grad)
-            self.optimizer.step()
-            self.step += 1
-            steps_run += 1
-            samples += x.shape[0]
-            sums, count = sums + [loss.item(), bps.item(), mse.item()], count + 1
-            bar.update(1)
-            done = self.step == self.total_steps
-            validate = done or (s.validate_every is not None and self.step % s.validate_every == 0)
-            if validate or self.step % s.log_every == 0:
-                val_bps, val_psnr = self.validate() if validate else (float("nan"),) * 2
-                self.log_rows.append({
-                    "step": self.step, "epoch": self.step / self.steps_per_epoch,
-                    "lr": self.lr_at(self.step - 1), "train_loss": sums[0] / count,
-                    "train_bps": sums[1] / count, "train_mse": sums[2] / count,
-                    "val_bps": val_bps, "val_psnr": val_psnr,
-                    "samples_per_s": samples / max(time.perf_counter() - t0, 1e-9),
-                    "elapsed_s": elapsed_before + time.perf_counter() - t0})
-                sums, count = np.zeros(3), 0
-            if self.checkpoint(done, steps_run, stop_after):
-                bar.close()
-                return
-        bar.close()
-        self.finish()
-
     def write_outputs(self) -> None:
         """Freeze the entropy tables; write the model file and the CSV log."""
         from hsicomp.models.checkpoint import save_gdn_model
@@ -328,4 +270,4 @@ class GdnTrainer(ResumableTraining):
                                     else {"lambda": self.settings.lmbda}),
                                  "preset": self.settings.preset,
                                  "steps": self.step})
-        self.write_log(LOG_COLUMNS)
+        self.write_log()
