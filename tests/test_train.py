@@ -18,7 +18,7 @@ from hsicomp.data.datasets import prepare
 from hsicomp.errors import HsicompError
 from hsicomp.models import LineRWKV
 from hsicomp.models.checkpoint import import_checkpoint, load_model, model_hash, save_model
-from hsicomp.training.linerwkv import Trainer, TrainSettings, laplace_bits
+from hsicomp.training.linerwkv import LineRWKVTrainer, LineRWKVTrainSettings, laplace_bits
 
 TINY = {"size": "XS", "epochs": 2, "samples_per_epoch": 4, "batch": 2, "band_window": 6,
         "pos_size": 8, "threads": 1, "checkpoint_every": 2, "seed": 3, "log_every": 1}
@@ -34,8 +34,9 @@ def dataset(tmp_path_factory):
 
 
 def train(dataset, out, stop_after=None, **overrides):
-    trainer = Trainer(dataset, out, TrainSettings.from_dict({**TINY, **overrides}),
-                      progress=False)
+    trainer = LineRWKVTrainer(dataset, out,
+                              LineRWKVTrainSettings.from_dict({**TINY, **overrides}),
+                              progress=False)
     trainer.run(stop_after=stop_after)
     return trainer
 
@@ -112,7 +113,8 @@ def test_laplace_bits_sum_to_one_probability():
 
 
 def test_learning_rate_schedule_and_groups(dataset, tmp_path):
-    trainer = Trainer(dataset, tmp_path / "s.pt", TrainSettings.from_dict(TINY), progress=False)
+    trainer = LineRWKVTrainer(dataset, tmp_path / "s.pt", LineRWKVTrainSettings.from_dict(TINY),
+                              progress=False)
     assert trainer.lr_at(0) == pytest.approx(5e-4)
     assert trainer.lr_at(trainer.total_steps - 1) == pytest.approx(1e-6)
     factors = sorted(g["lr_factor"] for g in trainer.optimizer.param_groups)
@@ -121,9 +123,10 @@ def test_learning_rate_schedule_and_groups(dataset, tmp_path):
 
 def test_bad_settings_are_one_line_errors(dataset, tmp_path):
     with pytest.raises(HsicompError, match="unknown training settings: nope"):
-        TrainSettings.from_dict({"nope": 1})
+        LineRWKVTrainSettings.from_dict({"nope": 1})
     with pytest.raises(HsicompError, match="fewer than band_window"):
-        Trainer(dataset, tmp_path / "x.pt", TrainSettings.from_dict({**TINY, "band_window": 99}))
+        LineRWKVTrainer(dataset, tmp_path / "x.pt",
+                        LineRWKVTrainSettings.from_dict({**TINY, "band_window": 99}))
 
 
 def test_import_released_checkpoint(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hsicomp.cli.options import json_object
 from hsicomp.training.gdn import GdnTrainer, GdnTrainSettings
-from hsicomp.training.linerwkv import Trainer, TrainSettings
+from hsicomp.training.linerwkv import LineRWKVTrainer, LineRWKVTrainSettings
 
 
 def settings_values(text: str, threads: int) -> dict:
@@ -19,8 +19,9 @@ def settings_values(text: str, threads: int) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    settings = TrainSettings.from_dict(settings_values(args.settings, args.threads))
-    trainer = Trainer(Path(args.data), Path(args.out), settings, progress=not args.no_progress)
+    settings = LineRWKVTrainSettings.from_dict(settings_values(args.settings, args.threads))
+    trainer = LineRWKVTrainer(Path(args.data), Path(args.out), settings,
+                              progress=not args.no_progress)
     trainer.run(stop_after=args.stop_after)
     if trainer.step == trainer.total_steps:
         print(f"{args.out}: {settings.size} trained for {trainer.step} steps")

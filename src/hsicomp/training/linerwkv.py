@@ -1,6 +1,6 @@
 """Training of the LineRWKV predictor on the HDF5 splits of a prepared dataset.
 
-Recipe (every value comes from the training settings, see :class:`TrainSettings`):
+Recipe (every value comes from the training settings, see :class:`LineRWKVTrainSettings`):
 whole patches, a random window of ``band_window`` contiguous bands per sample, per-image and
 per-band normalisation by mean and std over (lines, columns), predictions of lines 1..T-1
 de-normalised before the loss, values scaled by ``value_scale``; L1 loss, or the rate-aware
@@ -27,7 +27,7 @@ from hsicomp.training.loop import ResumableTraining, check_setting_names, settin
 
 
 @dataclass
-class TrainSettings:
+class LineRWKVTrainSettings:
     """Every hyper-parameter of a training run."""
 
     size: str = "XS"
@@ -57,7 +57,7 @@ class TrainSettings:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, values: dict) -> TrainSettings:
+    def from_dict(cls, values: dict) -> LineRWKVTrainSettings:
         """Settings from a mapping; unknown keys are an error."""
         check_setting_names(cls, values, "training settings")
         values = dict(values)
@@ -112,14 +112,14 @@ def rate_loss(pred, target):
     return laplace_bits(noisy, scale).mean()
 
 
-class Trainer(ResumableTraining):
+class LineRWKVTrainer(ResumableTraining):
     """One training run of one model size; see the module docstring."""
 
     #: Log columns (:func:`hsicomp.training.loop.log_columns`): train_loss is the mean over
     #: the steps since the last row; val_l1 and val_bits are nan on rows without validation.
     val_columns = ("val_l1", "val_bits")
 
-    def __init__(self, dataset_dir: Path, out: Path, settings: TrainSettings,
+    def __init__(self, dataset_dir: Path, out: Path, settings: LineRWKVTrainSettings,
                  progress: bool = True) -> None:
         import torch
 
