@@ -25,9 +25,6 @@ Side information
 
 from __future__ import annotations
 
-import os
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,9 +38,8 @@ _HASH_BYTES = 32
 _FIXED_SIDE = 1 + _HASH_BYTES
 
 
-@lru_cache(maxsize=4)
-def _load(path: str, mtime_ns: int, size: int) -> tuple[Any, bytes]:
-    """The model (eval mode, CPU) and the sha256 of its weights (cached per file version)."""
+def _load(path: str) -> tuple[Any, bytes]:
+    """The model (eval mode, CPU) and the sha256 of its weights."""
     from hsicomp.models.checkpoint import load_gdn_model, model_hash
 
     model, _ = load_gdn_model(path)
@@ -81,11 +77,9 @@ class GdnCodec(Codec):
         if not path:
             raise HsicompError(f"codec {self.name!r} needs a model file (--model PATH or param "
                                "model=PATH)")
-        try:
-            st = os.stat(path)
-        except OSError:
-            raise HsicompError(f"{path}: model file not found") from None
-        model, digest = _load(str(Path(path)), st.st_mtime_ns, st.st_size)
+        from hsicomp.models.cache import load_cached
+
+        model, digest = load_cached(path, _load)
         self.check_model(model, path)
         if int(self.params["threads"]) > 0:
             import torch

@@ -34,9 +34,6 @@ Side information (inside the .hsic container)
 
 from __future__ import annotations
 
-import os
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -136,9 +133,8 @@ def _unfold(mapped, pred, max_q, out):
 # --------------------------------------------------------------------------- helpers
 
 
-@lru_cache(maxsize=4)
-def _load_predictor(path: str, mtime_ns: int, size: int) -> tuple[Any, bytes]:
-    """Kernel weights and weight hash of a model file (cached per path and version)."""
+def _load_predictor(path: str) -> tuple[Any, bytes]:
+    """Kernel weights and weight hash of a model file."""
     from hsicomp.models.checkpoint import load_model, model_hash
     from hsicomp.models.kernel import KernelWeights
 
@@ -233,11 +229,9 @@ class LineRWKVCodec(Codec):
         if not path:
             raise HsicompError("codec 'linerwkv' needs a model file (--model PATH or "
                                "param model=PATH)")
-        try:
-            st = os.stat(path)
-        except OSError:
-            raise HsicompError(f"{path}: model file not found") from None
-        return _load_predictor(str(Path(path)), st.st_mtime_ns, st.st_size)
+        from hsicomp.models.cache import load_cached
+
+        return load_cached(path, _load_predictor)
 
     def _threads(self) -> int | None:
         threads = int(self.params["threads"])
