@@ -1,1 +1,1 @@
-"""Training loops: the LineRWKV predictor and the gdn transform codecs."""
+"""Training: one resumable loop (:mod:`.loop`) and the LineRWKV and gdn trainers on it."""
