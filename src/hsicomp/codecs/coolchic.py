@@ -135,7 +135,7 @@ class CoolChicCodec(Codec):
         offset = np.float32(x.mean())
         scale = np.float32(max(float(x.std()), 1.0))
         target = torch.from_numpy((cube.astype(np.float32) - offset) / scale)
-        settings = cc.TrainSettings(lam=float(self.params["lam"]), iterations=iterations,
+        settings = cc.FitSettings(lam=float(self.params["lam"]), iterations=iterations,
                                     lr=float(self.params["lr"]), seed=int(self.params["seed"]))
         start = time.perf_counter()
         model, history = cc.fit(target, config, settings, target.mean(dim=(1, 2)))

@@ -58,7 +58,7 @@ __all__ = [
     "CoolChic",
     "CoolChicConfig",
     "QuantizedCoolChic",
-    "TrainSettings",
+    "FitSettings",
     "decoder_macs",
     "fit",
     "grid_shapes",
@@ -244,7 +244,7 @@ class CoolChic(nn.Module):
 
 
 @dataclass
-class TrainSettings:
+class FitSettings:
     """Optimisation settings of :func:`fit`."""
 
     lam: float = 0.01
@@ -255,7 +255,7 @@ class TrainSettings:
     hard_fraction: float = 0.1
 
 
-def _proxy(y: Tensor, step: int, s: TrainSettings, gen: torch.Generator) -> Tensor:
+def _proxy(y: Tensor, step: int, s: FitSettings, gen: torch.Generator) -> Tensor:
     y = y.clamp(-LATENT_MAX, LATENT_MAX)
     n_noise = int(s.noise_fraction * s.iterations)
     n_hard = int(s.hard_fraction * s.iterations)
@@ -268,7 +268,7 @@ def _proxy(y: Tensor, step: int, s: TrainSettings, gen: torch.Generator) -> Tens
     return softround(softround(y, t) + (torch.rand(y.shape, generator=gen) - 0.5), t)
 
 
-def fit(target: Tensor, config: CoolChicConfig, settings: TrainSettings,
+def fit(target: Tensor, config: CoolChicConfig, settings: FitSettings,
         band_mean: Tensor | None = None) -> tuple[CoolChic, list[float]]:
     """Overfit a model to a normalised cube ``(bands, rows, cols)``; returns it and the loss
     (``D + lam * R``, R in bits per sample) every 100 steps and at the end."""
