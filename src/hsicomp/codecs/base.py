@@ -37,7 +37,7 @@ CODEC_MODULES: tuple[str, ...] = ("hsicomp.codecs.anchors", "hsicomp.codecs.line
                                   "hsicomp.codecs.ccsds123", "hsicomp.codecs.linerwkv_lms",
                                   "hsicomp.codecs.gdn", "hsicomp.codecs.gdn_gain",
                                   "hsicomp.codecs.gdn_ohm", "hsicomp.codecs.coolchic",
-                                  "hsicomp.codecs.lossy_anchors")
+                                  "hsicomp.codecs.lossy_anchors", "hsicomp.codecs.klt")
 
 MAX_BANDS = 0xFFFF
 #: Most samples a cube may have (2**28, 512 MiB of samples): decoders allocate the whole cube
