@@ -50,8 +50,9 @@ def test_default_plan():
     plan = plan_of(DEFAULT)
     points = list(plan.points())
     # anchors 9 + 1 + 1 + 12 + 9 deltas, linerwkv 2 coders x 3 deltas, gdn 3 lambdas,
-    # gdn-gain and gdn-ohm 5 points each, coolchic 3 lambdas
-    assert len(points) == 54
+    # gdn-gain and gdn-ohm 5 points each, coolchic 3 lambdas, klt 4 points, the per-band
+    # lossy anchors 3 each
+    assert len(points) == 67
     assert Point("synthetic", "gdn-gain", "g0.5", 0) in points
     assert plan.models("gdn") == ["l0.1", "l1", "l10"]
     assert plan.models("coolchic") == ["l1", "l0.1", "l0.03"]
