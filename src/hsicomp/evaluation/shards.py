@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,12 @@ from hsicomp.evaluation.one_patch import band_bits_text
 from hsicomp.io.atomic import atomic_write_bytes, atomic_write_text
 from hsicomp.io.container import unpack
 from hsicomp.io.manifest import PatchRecord, read_manifest, read_test_patch, select_shard
+from hsicomp.io.table import read_table, write_table
 from hsicomp.progress import progress_bar
 
 TIMING_COLUMNS = ["patch_id", "bytes", "encode_s"]
+#: How the shard CSVs write values: floats with 10 significant digits.
+_FORMAT = partial(format_value, digits=10)
 
 
 def _set_threads(threads: int) -> None:
@@ -47,15 +49,6 @@ def _make_codec(codec: str, params: dict, label: str | None) -> Codec:
         if label in (None, codec):
             raise
         raise HsicompError(f"codec entry {label}: {exc}") from None
-
-
-def _csv_text(columns: list[str], rows: list[dict], digits: int) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([format_value(row[c], digits) for c in columns])
-    return buf.getvalue()
 
 
 def encode_shard(manifest: Path, shard: int, shards: int, codec: str, params: dict,
@@ -91,19 +84,14 @@ def encode_shard(manifest: Path, shard: int, shards: int, codec: str, params: di
         band_bits.append((rec.patch_id, getattr(coder, "last_stats", {}).get("band_bits")))
     if band_bits_csv is not None:
         atomic_write_text(band_bits_csv, band_bits_text(band_bits))
-    atomic_write_text(timings_csv, _csv_text(TIMING_COLUMNS, timings, 10))
+    write_table(timings_csv, timings, TIMING_COLUMNS, _FORMAT)
     return len(records)
 
 
 def _read_timings(path: Path) -> dict[str, float]:
+    table = read_table(path, TIMING_COLUMNS, what="timings file", exact=True)
     try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != TIMING_COLUMNS:
-                raise HsicompError(f"{path}: not a timings file (columns {reader.fieldnames})")
-            return {row["patch_id"]: float(row["encode_s"]) for row in reader}
-    except FileNotFoundError:
-        raise HsicompError(f"{path}: timings file not found") from None
+        return {row["patch_id"]: float(row["encode_s"]) for row in table}
     except ValueError:
         raise HsicompError(f"{path}: malformed encode_s value") from None
 
@@ -192,5 +180,5 @@ def verify_shard(manifest: Path, shard: int, shards: int, bitstreams: Path, timi
             "encode_s": timings[rec.patch_id], "decode_s": decode_s, "roundtrip_ok": True,
             "file": str(path), "sha256": hashlib.sha256(data).hexdigest(),
         })
-    atomic_write_text(out_csv, _csv_text(PATCH_COLUMNS, rows, 10))
+    write_table(out_csv, rows, PATCH_COLUMNS, _FORMAT)
     return rows
