@@ -13,8 +13,8 @@ import numpy as np
 from hsicomp.codecs import Codec, get_codec
 from hsicomp.errors import HsicompError
 from hsicomp.evaluation.metrics import PATCH_COLUMNS, bits_per_sample, compare, format_value
-from hsicomp.evaluation.one_patch import band_bits_text
-from hsicomp.io.atomic import atomic_write_bytes, atomic_write_text
+from hsicomp.evaluation.one_patch import write_band_bits
+from hsicomp.io.atomic import atomic_write_bytes
 from hsicomp.io.container import unpack
 from hsicomp.io.manifest import PatchRecord, read_manifest, read_test_patch, select_shard
 from hsicomp.io.table import read_table, write_table
@@ -83,7 +83,7 @@ def encode_shard(manifest: Path, shard: int, shards: int, codec: str, params: di
         timings.append({"patch_id": rec.patch_id, "bytes": len(data), "encode_s": seconds})
         band_bits.append((rec.patch_id, getattr(coder, "last_stats", {}).get("band_bits")))
     if band_bits_csv is not None:
-        atomic_write_text(band_bits_csv, band_bits_text(band_bits))
+        write_band_bits(band_bits_csv, band_bits)
     write_table(timings_csv, timings, TIMING_COLUMNS, _FORMAT)
     return len(records)
 
