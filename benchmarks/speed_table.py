@@ -52,7 +52,7 @@ LABELS: dict[str, tuple[str, dict[str, Any]]] = {
     "ccsds123": ("ccsds123", {}),
     "ccsds123-arith": ("ccsds123", {"coder": "arith"}),
     "linerwkv-arith": ("linerwkv", {"coder": "arith"}),
-    "linerwkv-ccsds": ("linerwkv", {"coder": "ccsds"}),
+    "linerwkv-ccsds": ("linerwkv", {"coder": "sample-adaptive"}),
     "linerwkv-lms": ("linerwkv-lms", {}),
     "gdn": ("gdn", {}),
     "gdn-gain": ("gdn-gain", {"level": 1.0}),
