@@ -108,7 +108,7 @@ class _Run:
         self.weights = np.zeros((shape[0], 4 + s.p_bands), np.int64)
         res1 = np.zeros(shape if s.cascade else (1, 1, 1), np.int32)
         w2 = np.zeros((shape[0], C_INPUTS), np.int64)
-        self.args = (s.coder == 1, dbits, delta, s.mode == 0, s.local_sum, s.p_bands, s.omega,
+        self.args = (s.coder_id == 1, dbits, delta, s.mode == 0, s.local_sum, s.p_bands, s.omega,
                      s.register, s.nu_min, s.nu_max, s.t_inc, ext_init, s.cascade, res1, w2)
 
     def line(self, z: int, y: int, src: np.ndarray, codes: np.ndarray, rec: np.ndarray,
