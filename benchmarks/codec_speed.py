@@ -1,8 +1,8 @@
 """linerwkv codec: encode/decode samples/s per size and coder on a 202x128x128 cube, and the
 payload against the ideal code length of the coder's own model.
 
-    python benchmarks/codec_speed.py [--sizes XS S] [--coders arith ccsds] [--deltas 0 5 40]
-        [--models models/synthetic] [--threads 2] [--repeats 1]
+    python benchmarks/codec_speed.py [--sizes XS S] [--coders arith sample-adaptive]
+        [--deltas 0 5 40] [--models models/synthetic] [--threads 2] [--repeats 1]
 
 Cubes: a synthetic 202x128x128 cube (the speed figures), and, when the shared data folder is
 present, the real EnMAP mosaic ``se_128x64`` (202 bands, 14 bits) for rates on real data.
@@ -46,7 +46,7 @@ def load_cubes() -> list[tuple[str, np.ndarray]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["XS", "S"])
-    parser.add_argument("--coders", nargs="+", default=["arith", "ccsds"])
+    parser.add_argument("--coders", nargs="+", default=["arith", "sample-adaptive"])
     parser.add_argument("--deltas", nargs="+", type=int, default=[0, 5, 40])
     parser.add_argument("--models", type=Path, default=None,
                         help="folder with linerwkv-<size>.pt files")

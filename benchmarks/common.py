@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import platform
 from pathlib import Path
+
+from hsicomp.io.table import write_table
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -63,12 +64,8 @@ def print_rows(rows: list[dict]) -> None:
 
 def write_rows(name: str, rows: list[dict]) -> Path:
     """Write rows to benchmarks/out/<name>.csv and print them as a table."""
-    OUT.mkdir(exist_ok=True)
     path = OUT / f"{name}.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_table(path, rows, list(rows[0]))
     print_rows(rows)
     print(f"written to {path}")
     return path

@@ -27,9 +27,7 @@ lossy, their output is checked for shape only.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import json
 import subprocess
 import sys
@@ -42,7 +40,7 @@ from typing import Any
 import numpy as np
 from common import cpu, model_file, print_rows
 
-from hsicomp.io.atomic import atomic_write_text
+from hsicomp.io.table import write_table
 
 REPO = Path(__file__).resolve().parents[1]
 #: Codec labels (as in config/config.yaml): (codec, parameters).
@@ -54,7 +52,7 @@ LABELS: dict[str, tuple[str, dict[str, Any]]] = {
     "ccsds123": ("ccsds123", {}),
     "ccsds123-arith": ("ccsds123", {"coder": "arith"}),
     "linerwkv-arith": ("linerwkv", {"coder": "arith"}),
-    "linerwkv-ccsds": ("linerwkv", {"coder": "ccsds"}),
+    "linerwkv-ccsds": ("linerwkv", {"coder": "sample-adaptive"}),
     "linerwkv-lms": ("linerwkv-lms", {}),
     "gdn": ("gdn", {}),
     "gdn-gain": ("gdn-gain", {"level": 1.0}),
@@ -446,11 +444,7 @@ def main() -> None:
                 rows.append(row)
     if not rows:
         raise SystemExit("nothing measured")
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(args.out, text.getvalue())
+    write_table(args.out, rows, list(rows[0]))
     print_rows([{k: v for k, v in row.items() if k not in ("machine", "notes")} for row in rows])
     print(f"written to {args.out}")
 

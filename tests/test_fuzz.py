@@ -78,7 +78,7 @@ def valid_files(model_path: Path, ohm_model_path: Path,
     base = np.cumsum(rng.integers(-40, 41, size=(5, 7, 9)), axis=2) + 2000
     cube = np.clip(base, 0, 4095).astype(np.uint16)
     files = {}
-    for coder in ("arith", "ccsds"):
+    for coder in ("arith", "sample-adaptive"):
         codec = get_codec("linerwkv", {"model": str(model_path), "coder": coder})
         files[f"linerwkv-{coder}"] = codec.encode(cube, 0, 12)
         files[f"linerwkv-{coder}-d3"] = codec.encode(cube, 3, 12)
@@ -399,7 +399,7 @@ def test_command_line_errors(valid_files: dict[str, bytes], model_path: Path,
                            f"{bad}: checksum mismatch")
     spliced = tmp_path / "spliced.hsic"
     header, side, _ = unpack(valid_files["linerwkv-arith"])
-    spliced.write_bytes(pack(header, side, unpack(valid_files["linerwkv-ccsds"])[2]))
+    spliced.write_bytes(pack(header, side, unpack(valid_files["linerwkv-sample-adaptive"])[2]))
     _assert_one_line_error(_cli("decode", str(spliced), str(tmp_path / "o.npy"), "--model",
                                 model), f"{spliced}: corrupt payload")
     foreign = tmp_path / "foreign.hsic"

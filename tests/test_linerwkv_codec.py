@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers import ENMAP_DIR, perturbed_model, smooth_cube, tool_env
 
+from hsicomp.cli.codec import parse_coder
 from hsicomp.codecs import get_codec
 from hsicomp.codecs.linerwkv import (
     _FIXED_SIDE,
@@ -129,11 +130,23 @@ def test_deterministic_bytes_whatever_the_threads(model_path: Path) -> None:
     assert one == two == again
 
 
-def test_arith_beats_ccsds_on_structured_data(model_path: Path) -> None:
+def test_arith_beats_sample_adaptive_on_structured_data(model_path: Path) -> None:
     cube = smooth_cube((12, 16, 32), 14, seed=11)
     for delta in (0, 5, 40):
         sizes = {c: len(_codec(model_path, c).encode(cube, delta, 14)) for c in CODERS}
-        assert sizes["arith"] < sizes["ccsds"], (delta, sizes)
+        assert sizes["arith"] < sizes["sample-adaptive"], (delta, sizes)
+
+
+def test_old_coder_name_writes_the_same_file(model_path: Path) -> None:
+    """``ccsds``, the old name of ``sample-adaptive``, still works and gives the same bytes
+    (coder byte 1, as always)."""
+    cube = smooth_cube((5, 6, 7), 12, seed=8)
+    old = _codec(model_path, "ccsds")
+    assert old.params["coder"] == "sample-adaptive"
+    data = _codec(model_path, "sample-adaptive").encode(cube, 2, 12)
+    assert old.encode(cube, 2, 12) == data
+    assert unpack(data)[1][2] == 1
+    assert parse_coder("ccsds") == "sample-adaptive" and parse_coder("arith") == "arith"
 
 
 def _enmap_crop(bands: int, rows: int, cols: int) -> np.ndarray:
@@ -148,14 +161,15 @@ def _enmap_crop(bands: int, rows: int, cols: int) -> np.ndarray:
 
 
 def test_real_enmap_crop_every_delta(model_path: Path) -> None:
-    """All 202 bands of a real EnMAP crop: exact at every delta, arith below ccsds throughout."""
+    """All 202 bands of a real EnMAP crop: exact at every delta, arith below sample-adaptive
+    throughout."""
     cube = _enmap_crop(202, 8, 24)
     for delta in PAPER_DELTAS:
         sizes = {}
         for coder in CODERS:
             data, _ = _roundtrip(_codec(model_path, coder), cube, delta, 14)
             sizes[coder] = len(data)
-        assert sizes["arith"] < sizes["ccsds"], (delta, sizes)
+        assert sizes["arith"] < sizes["sample-adaptive"], (delta, sizes)
 
 
 def test_model_identity_is_checked(model_path: Path, other_model_path: Path) -> None:
@@ -216,11 +230,11 @@ def test_command_line(model_path: Path, other_model_path: Path, tmp_path: Path) 
                               text=True, env=tool_env(), timeout=300)
 
     enc = run("encode", str(src), str(hsic), "--model", str(model_path), "--delta", "2",
-              "--bit-depth", "12", "--coder", "ccsds")
+              "--bit-depth", "12", "--coder", "sample-adaptive")
     assert enc.returncode == 0, enc.stderr
     assert f"{hsic.stat().st_size} bytes" in enc.stdout
     info = run("info", str(hsic))
-    assert "coder: ccsds" in info.stdout and "model_sha256: " in info.stdout
+    assert "coder: sample-adaptive" in info.stdout and "model_sha256: " in info.stdout
     dec = run("decode", str(hsic), str(out), "--model", str(model_path))
     assert dec.returncode == 0, dec.stderr
     assert np.array_equal(np.load(out), _expected(cube, 2, 12))

@@ -21,7 +21,7 @@ from hsicomp.errors import HsicompError
 from hsicomp.io.container import pack, unpack
 from hsicomp.models.checkpoint import save_model
 
-CODERS = ("arith", "ccsds")
+CODERS = ("arith", "sample-adaptive")
 
 
 @pytest.fixture(scope="module")

@@ -256,8 +256,8 @@ TINY_LINERWKV = dict(
     codecs={
         "jpegls": {"deltas": [0]},
         "linerwkv-arith": {"codec": "linerwkv", "params": {"coder": "arith"}, "deltas": [0]},
-        "linerwkv-ccsds": {"codec": "linerwkv", "params": {"coder": "ccsds"}, "deltas": [2],
-                           "threads": 2},
+        "linerwkv-ccsds": {"codec": "linerwkv", "params": {"coder": "sample-adaptive"},
+                           "deltas": [2], "threads": 2},
     },
     evaluation={"shards": 1},
     linerwkv={"train_dataset": "tiny", "sizes": ["XS"], "threads": 1,

@@ -80,6 +80,11 @@ def read_hsic(path: str | Path) -> bytes:
         raise HsicompError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
+def parse_coder(text: str) -> str:
+    """A --coder value; ``ccsds``, the old name of ``sample-adaptive``, is still accepted."""
+    return "sample-adaptive" if text == "ccsds" else text
+
+
 def _params(args: argparse.Namespace, codec: str) -> dict[str, str]:
     """Codec parameters: the --param pairs plus the --model/--coder/--threads shortcuts
     (--threads goes only to a codec with a ``threads`` parameter; the others ignore it)."""
@@ -223,8 +228,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                         "--model)")
     p.add_argument("--model", default=None,
                    help="model file (linerwkv, linerwkv-lms and the gdn codecs)")
-    p.add_argument("--coder", choices=("arith", "ccsds"), default=None,
-                   help="linerwkv residual coder (default arith)")
+    p.add_argument("--coder", type=parse_coder, choices=("arith", "sample-adaptive"),
+                   default=None, help="linerwkv residual coder (default arith)")
     p.add_argument("--threads", type=parse_threads, default=None, metavar="N", help=threads_help)
     p.add_argument("--delta", type=int, default=0,
                    help="maximum absolute error per sample (0 = lossless, default; a lossy "

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import sys
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from hsicomp.evaluation.metrics import format_value
 from hsicomp.evaluation.rd_table import read_rd
 from hsicomp.evaluation.references import COLUMNS, compare
 from hsicomp.evaluation.shards import display_name, encode_shard, verify_shard
-from hsicomp.io.atomic import atomic_write_text
+from hsicomp.io.table import write_table
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
@@ -116,11 +114,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     references = json_object(args.references, "--references",
                              "a JSON object: name -> reference")
     rows = compare(read_rd(args.rd_csv), references)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    writer.writerows([format_value(row[c]) for c in COLUMNS] for row in rows)
-    atomic_write_text(args.out, buf.getvalue())
+    write_table(args.out, rows, COLUMNS, format_value)
     print(f"{args.out}: {len(rows)} rows against {len(references)} reference(s)")
     return 0
 

@@ -111,10 +111,10 @@ def _golomb_params(dbits: int, u_max: int, gamma0: int, k_init: int,
 class _Settings:
     """Every value the decoder needs, as stored in the side info."""
 
-    def __init__(self, coder: int, mode: int, local_sum: int, p_bands: int, omega: int,
+    def __init__(self, coder_id: int, mode: int, local_sum: int, p_bands: int, omega: int,
                  register: int, nu_min: int, nu_max: int, t_inc: int, u_max: int, gamma0: int,
                  k_init: int, gamma_star: int, cascade: int = 0) -> None:
-        self.coder, self.mode, self.local_sum = coder, mode, local_sum
+        self.coder_id, self.mode, self.local_sum = coder_id, mode, local_sum
         self.p_bands, self.omega, self.register = p_bands, omega, register
         self.nu_min, self.nu_max, self.t_inc = nu_min, nu_max, t_inc
         self.u_max, self.gamma0, self.k_init, self.gamma_star = u_max, gamma0, k_init, gamma_star
@@ -126,7 +126,7 @@ class _Settings:
             version = LAYOUT_VERSION if self.cascade == 0 else LAYOUT_VERSION + 1
         if version == LAYOUT_VERSION and self.cascade:
             raise ValueError("layout version 1 cannot store the second stage")
-        fixed = _SIDE.pack(version, self.coder, self.mode, self.local_sum, self.p_bands,
+        fixed = _SIDE.pack(version, self.coder_id, self.mode, self.local_sum, self.p_bands,
                            self.omega, self.register, self.nu_min, self.nu_max, self.t_inc,
                            self.u_max, self.gamma0, self.k_init, self.gamma_star)
         return fixed if version == LAYOUT_VERSION else fixed + bytes([self.cascade])
@@ -145,7 +145,7 @@ class _Settings:
 
     def validate(self, dbits: int) -> None:
         """Check every value (HsicompError naming the first one out of range)."""
-        _check_range("coder", self.coder, 0, len(CODERS) - 1)
+        _check_range("coder", self.coder_id, 0, len(CODERS) - 1)
         _check_range("mode", self.mode, 0, len(MODES) - 1)
         _check_range("local_sum", self.local_sum, 0, len(LOCAL_SUMS) - 1)
         _check_range("P", self.p_bands, 0, 15)
@@ -171,7 +171,7 @@ class _Settings:
 
     def run(self, src: np.ndarray, codes: np.ndarray, rec: np.ndarray, decode: bool,
             dbits: int, delta: int) -> int:
-        return int(code_cube(src, codes, rec, decode, self.coder == 1, dbits, delta,
+        return int(code_cube(src, codes, rec, decode, self.coder_id == 1, dbits, delta,
                              self.mode == 0, self.local_sum, self.p_bands, self.omega,
                              self.register, self.nu_min, self.nu_max, self.t_inc,
                              self.cascade))
@@ -256,7 +256,7 @@ class Ccsds123Codec(Codec):
     def _entropy_encode(settings: _Settings, codes: np.ndarray,
                         dbits: int) -> tuple[bytes, np.ndarray]:
         """The payload and the bits of it attributed to every band."""
-        if settings.coder == 0:
+        if settings.coder_id == 0:
             return golomb.encode_bands(codes, settings.golomb(dbits), order="bil")
         # codes hold the wrapped signed quantizer indices, in [-2**(D-1), 2**(D-1) - 1]
         pred = np.full(codes.shape[2], 1 << (dbits - 1), np.int64)
@@ -301,7 +301,7 @@ class Ccsds123Codec(Codec):
     @staticmethod
     def _entropy_decode(settings: _Settings, payload: bytes, shape: tuple[int, int, int],
                         dbits: int) -> np.ndarray:
-        if settings.coder == 0:
+        if settings.coder_id == 0:
             return golomb.decode(payload, shape, settings.golomb(dbits),
                                  order="bil").astype(np.int32)
         bands, rows, cols = shape

@@ -14,9 +14,10 @@ Encoder (the decoder mirrors every step, band-line by band-line)
     4. Rows ``t >= 1``: LineRWKV predictions from :mod:`hsicomp.models.kernel`, rounded to the
        nearest integer (ties up) and clamped to ``[0, max_q]``.
     5. Residuals ``e = x_q - p`` are coded in BIL order (row, band, column) by ``arith``
-       (:mod:`hsicomp.entropy.adaptive`) or ``ccsds`` (the CCSDS-123 sample-adaptive Golomb
-       coder with the LineRWKV parameters, :mod:`hsicomp.entropy.golomb`, on residuals mapped
-       to ``0..max_q`` by the CCSDS-123 folding around the prediction).
+       (:mod:`hsicomp.entropy.adaptive`) or ``sample-adaptive`` (the CCSDS-123
+       sample-adaptive Golomb-power-of-2 coder with the LineRWKV parameters,
+       :mod:`hsicomp.entropy.golomb`, on residuals mapped to ``0..max_q`` by the CCSDS-123
+       folding around the prediction; ``ccsds`` is its old name, still accepted).
 
 Encoder and decoder agreement
     The kernel computes every prediction with a fixed sequence of IEEE float32 operations, so
@@ -27,9 +28,9 @@ Encoder and decoder agreement
     with other arithmetic or another model refuses the file.
 
 Side information (inside the .hsic container)
-    ``u8`` layout version, ``u8`` kernel arithmetic version, ``u8`` coder (0 arith, 1 ccsds),
-    32 bytes sha256 of the model weights, then per band the varints ``16 mean`` and
-    ``16 std``.
+    ``u8`` layout version, ``u8`` kernel arithmetic version, ``u8`` coder (0 arith,
+    1 sample-adaptive), 32 bytes sha256 of the model weights, then per band the varints
+    ``16 mean`` and ``16 std``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ from hsicomp.errors import HsicompError
 from hsicomp.io.container import decode_varints, encode_varints
 
 LAYOUT_VERSION = 1
-CODERS = ("arith", "ccsds")
+#: Residual coders; a file's coder byte is the index.
+CODERS = ("arith", "sample-adaptive")
+#: Old coder names, accepted as the ``coder`` parameter.
+CODER_ALIASES = {"ccsds": "sample-adaptive"}
 #: Fixed-point scale of the transmitted band statistics.
 STAT_SCALE = 16
 _HASH_BYTES = 32
@@ -199,8 +203,8 @@ class LineRWKVCodec(Codec):
     See the module docstring for the method and the file layout.
 
     Parameters: ``model`` (path of an hsicomp model file, needed to encode and decode),
-    ``coder`` (``arith`` or ``ccsds``, encoder only) and ``threads`` (encoder prediction
-    threads; 0 = every CPU this process may use).
+    ``coder`` (``arith`` or ``sample-adaptive``, old name ``ccsds``; encoder only) and
+    ``threads`` (encoder prediction threads; 0 = every CPU this process may use).
     """
 
     name = "linerwkv"
@@ -209,6 +213,8 @@ class LineRWKVCodec(Codec):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
+        coder = self.params["coder"]
+        self.params["coder"] = CODER_ALIASES.get(coder, coder)
         if self.params["coder"] not in CODERS:
             raise HsicompError(f"codec 'linerwkv': coder must be one of {', '.join(CODERS)}, "
                                f"got {self.params['coder']!r}")
@@ -216,9 +222,9 @@ class LineRWKVCodec(Codec):
             raise HsicompError(f"codec {self.name!r}: threads must be >= 0 (0 = every CPU)")
         #: Statistics of the last encode: predicted samples, how many lay within 0.001 of a
         #: rounding boundary, ``band_bits`` (payload bits of every band: arith, the growth of
-        #: the range coder's output in 32-bit words while coding the band's lines; ccsds, the
-        #: exact codeword bits), and with ``track_ideal`` the payload's ideal code length in
-        #: bits under the coder's own model (``ideal_bits``).
+        #: the range coder's output in 32-bit words while coding the band's lines;
+        #: sample-adaptive, the exact codeword bits), and with ``track_ideal`` the payload's
+        #: ideal code length in bits under the coder's own model (``ideal_bits``).
         self.last_stats: dict[str, Any] = {}
         self.track_ideal = False
 
@@ -248,8 +254,8 @@ class LineRWKVCodec(Codec):
         xq = (cube.astype(np.int64) + delta) // q
         max_q = ((1 << int(bit_depth)) - 1 + delta) // q
         mean16, std16 = band_statistics(xq)
-        coder = CODERS.index(self.params["coder"])
-        side = bytes([LAYOUT_VERSION, _arithmetic_version(), coder]) + digest \
+        coder_id = CODERS.index(self.params["coder"])
+        side = bytes([LAYOUT_VERSION, _arithmetic_version(), coder_id]) + digest \
             + encode_varints(v for pair in zip(mean16.tolist(), std16.tolist(), strict=True)
                              for v in pair)
         payload = b""
@@ -259,7 +265,7 @@ class LineRWKVCodec(Codec):
             pred = self._predictions(weights, xq, _Stats(mean16, std16), max_q)
             res = xq - pred
             band_bits = np.zeros(xq.shape[0], np.int64)
-            if coder == 0:
+            if coder_id == 0:
                 enc = ResidualEncoder(xq.shape, max_q, track_ideal=self.track_ideal)
                 last = enc.num_bits()
                 for t in range(xq.shape[1]):
@@ -316,14 +322,14 @@ class LineRWKVCodec(Codec):
         """Decode .hsic bytes written by this codec (needs the same model file)."""
         header, side, payload = self.read_container(data, source)
         bands, rows, cols = header.shape
-        coder, digest, mean16, std16 = self._read_side(side, bands, source)
+        coder_id, digest, mean16, std16 = self._read_side(side, bands, source)
         q = 2 * header.delta + 1
         max_q = ((1 << header.bit_depth) - 1 + header.delta) // q
         xq = np.zeros(header.shape, dtype=np.int64)
         if max_q > 0:
             weights = self._model_for(digest, source)
             try:
-                lines = self._residual_source(coder, payload, header.shape, max_q)
+                lines = self._residual_source(coder_id, payload, header.shape, max_q)
                 self._reconstruct(weights, lines, _Stats(mean16, std16), max_q, xq)
             except ValueError as exc:
                 raise HsicompError(f"{source}: corrupt payload ({exc})") from None
@@ -352,9 +358,9 @@ class LineRWKVCodec(Codec):
         return side[2], digest, mean16, std16
 
     @staticmethod
-    def _residual_source(coder: int, payload: bytes, shape: tuple[int, int, int],
+    def _residual_source(coder_id: int, payload: bytes, shape: tuple[int, int, int],
                          max_q: int) -> ResidualDecoder | _GolombLines:
-        if coder == 0:
+        if coder_id == 0:
             return ResidualDecoder(payload, shape, max_q)
         return _GolombLines(golomb.decode(payload, shape, order="bil").astype(np.int64), max_q)
 

@@ -24,8 +24,9 @@ Encoder (the decoder mirrors every step)
        second LMS stage of :mod:`hsicomp.codecs.lms` corrects that prediction from the
        first-stage residuals of nine coded neighbours (on every row).
     3. The quantizer indices are coded as by the ``ccsds123`` codec: ``arith`` (the
-       context-adaptive range coder on the indices wrapped into their window) or ``ccsds``
-       (the CCSDS-123 sample-adaptive Golomb coder on the mapped indices), in BIL order.
+       context-adaptive range coder on the indices wrapped into their window) or
+       ``sample-adaptive`` (the CCSDS-123 sample-adaptive Golomb-power-of-2 coder on the
+       mapped indices), in BIL order.
        The decoder decodes every index first, then runs predictor and network.
 
 Without the network (``network`` ``auto``, the default)
@@ -76,8 +77,6 @@ NETWORK_CHOICES = ("auto", "on")
 _HASH_BYTES = 32
 _SETTINGS_BYTES = len(_Settings(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0).pack(2))
 _FIXED_SIDE = 3 + _HASH_BYTES + _SETTINGS_BYTES
-#: ccsds123 coder names of this codec's coders.
-_CCSDS_CODER = {"arith": "arith", "ccsds": "sample-adaptive"}
 _LMS_KEYS = ("mode", "local_sum", "P", "omega", "register", "nu_min", "nu_max", "t_inc",
              "cascade")
 
@@ -109,7 +108,7 @@ class _Run:
         self.weights = np.zeros((shape[0], 4 + s.p_bands), np.int64)
         res1 = np.zeros(shape if s.cascade else (1, 1, 1), np.int32)
         w2 = np.zeros((shape[0], C_INPUTS), np.int64)
-        self.args = (s.coder == 1, dbits, delta, s.mode == 0, s.local_sum, s.p_bands, s.omega,
+        self.args = (s.coder_id == 1, dbits, delta, s.mode == 0, s.local_sum, s.p_bands, s.omega,
                      s.register, s.nu_min, s.nu_max, s.t_inc, ext_init, s.cascade, res1, w2)
 
     def line(self, z: int, y: int, src: np.ndarray, codes: np.ndarray, rec: np.ndarray,
@@ -131,7 +130,7 @@ class LineRWKVLmsCodec(LineRWKVCodec):
 
     See the module docstring for the method and the file layout.
 
-    Parameters: ``model``, ``coder`` (``arith`` or ``ccsds``), ``threads`` as for
+    Parameters: ``model``, ``coder`` (``arith`` or ``sample-adaptive``), ``threads`` as for
     ``linerwkv``; ``ext_init`` (0..8, the network's initial weight in eighths); the
     predictor parameters of ``ccsds123`` (``mode``, ``local_sum``, ``P``, ``omega``,
     ``register``, ``nu_min``, ``nu_max``, ``t_inc``, same defaults; ``cascade``, default 5:
@@ -156,7 +155,7 @@ class LineRWKVLmsCodec(LineRWKVCodec):
         if self.params["network"] not in NETWORK_CHOICES:
             raise HsicompError(f"codec '{self.name}': network must be one of "
                                f"{', '.join(NETWORK_CHOICES)}, got {self.params['network']!r}")
-        self._ccsds = Ccsds123Codec(coder=_CCSDS_CODER[self.params["coder"]],
+        self._ccsds = Ccsds123Codec(coder=self.params["coder"],
                                     **{k: self.params[k] for k in _LMS_KEYS})
         self.last_stats = {}
 

@@ -15,7 +15,6 @@ Output folder layout::
 
 from __future__ import annotations
 
-import csv
 import fnmatch
 import os
 import shutil
@@ -26,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from hsicomp.errors import HsicompError
-from hsicomp.io.atomic import atomic_write_text
 from hsicomp.io.bands import resolve_band_list
 from hsicomp.io.bsq import cube_sha256, write_bsq
 from hsicomp.io.manifest import PatchRecord, write_manifest
 from hsicomp.io.metadata import nodata_mask as nodata_samples
+from hsicomp.io.table import read_table, write_table
 from hsicomp.progress import progress_bar
 
 SPLITS = ("train", "val", "test")
@@ -52,6 +51,7 @@ class Conversion:
 
 #: Per-band table a prepared dataset holds when its source files give wavelengths.
 BANDS_FILE = "bands.csv"
+_BAND_COLUMNS = ("band", "wavelength_nm")
 _NM_PER_UNIT = {"nanometers": 1.0, "nanometer": 1.0, "nm": 1.0, "micrometers": 1000.0,
                 "micrometer": 1000.0, "um": 1000.0, "microns": 1000.0}
 
@@ -79,12 +79,12 @@ def geotiff_wavelengths(path: Path, bands: str | list | None) -> tuple[float, ..
 def read_band_table(folder: Path) -> dict[int, float]:
     """Band index -> wavelength (nm) of a prepared dataset; empty when it has none."""
     path = Path(folder) / BANDS_FILE
-    try:
-        with open(path, newline="") as f:
-            return {int(r["band"]): float(r["wavelength_nm"]) for r in csv.DictReader(f)}
-    except FileNotFoundError:
+    if not path.exists():
         return {}
-    except (KeyError, TypeError, ValueError):
+    rows = read_table(path, _BAND_COLUMNS, what="band table")
+    try:
+        return {int(r["band"]): float(r["wavelength_nm"]) for r in rows}
+    except ValueError:
         raise HsicompError(f"{path}: not a band table (band, wavelength_nm)") from None
 
 
@@ -213,8 +213,8 @@ class PatchWriter:
         if self.wavelengths is None:
             bands_file.unlink(missing_ok=True)
         else:
-            rows = "".join(f"{i},{w:g}\n" for i, w in enumerate(self.wavelengths))
-            atomic_write_text(bands_file, "band,wavelength_nm\n" + rows)
+            write_table(bands_file, ({"band": i, "wavelength_nm": f"{w:g}"}
+                                     for i, w in enumerate(self.wavelengths)), _BAND_COLUMNS)
         write_manifest(self.out_dir / "manifest.csv", self.records)
         return self.records
 

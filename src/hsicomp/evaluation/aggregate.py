@@ -7,15 +7,13 @@ sha256 recorded when it was verified.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import math
 from pathlib import Path
 
 from hsicomp.errors import HsicompError
 from hsicomp.evaluation.metrics import PATCH_COLUMNS, format_value, parse_bool
-from hsicomp.io.atomic import atomic_write_text
+from hsicomp.io.table import read_table, write_table
 
 RD_COLUMNS = [
     "dataset", "codec", "model", "delta", "lossy", "patches", "bands", "total_samples",
@@ -34,18 +32,13 @@ def _sort_key(row: dict) -> tuple:
 
 def _read_rows(path: Path) -> list[dict]:
     """Read a per-patch metrics CSV as text rows, checking its columns and numbers."""
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames == PATCH_COLUMNS[:-2]:
-                raise HsicompError(f"{path}: metrics without bitstream checksums (written by "
-                                   f"an older hsicomp): verify the shard again")
-            if reader.fieldnames != PATCH_COLUMNS:
-                raise HsicompError(f"{path}: not a per-patch metrics file "
-                                   f"(columns {reader.fieldnames})")
-            rows = list(reader)
-    except FileNotFoundError:
-        raise HsicompError(f"{path}: metrics file not found") from None
+    rows = read_table(path, PATCH_COLUMNS[:-2], what="per-patch metrics file")
+    if rows.columns == PATCH_COLUMNS[:-2]:
+        raise HsicompError(f"{path}: metrics without bitstream checksums (written by an older "
+                           f"hsicomp): verify the shard again")
+    if rows.columns != PATCH_COLUMNS:
+        raise HsicompError(f"{path}: not a per-patch metrics file (columns "
+                           f"{', '.join(rows.columns)})")
     for line, row in enumerate(rows, start=2):
         try:
             for c in _INT_COLUMNS:
@@ -168,15 +161,5 @@ def _aggregate(metric_csvs: list[Path], rd_out: Path, per_patch_out: Path) -> No
                                f"in the metrics files")
     summary = [_summarise(members) for members in groups.values()]
 
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(PATCH_COLUMNS)
-    writer.writerows([row[c] for c in PATCH_COLUMNS] for row in rows)
-    per_patch_text = buf.getvalue()
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(RD_COLUMNS)
-    writer.writerows([format_value(row[c]) for c in RD_COLUMNS] for row in summary)
-    atomic_write_text(per_patch_out, per_patch_text)
-    atomic_write_text(rd_out, buf.getvalue())
+    write_table(per_patch_out, rows, PATCH_COLUMNS)
+    write_table(rd_out, summary, RD_COLUMNS, format_value)

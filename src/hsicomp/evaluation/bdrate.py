@@ -20,8 +20,6 @@ get an empty ``bd_rate_percent`` and a ``reason``.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 
@@ -30,7 +28,7 @@ import numpy as np
 from hsicomp.errors import HsicompError
 from hsicomp.evaluation.metrics import format_value
 from hsicomp.evaluation.rd_table import read_rd, series_label, series_sort_key
-from hsicomp.io.atomic import atomic_write_text
+from hsicomp.io.table import write_table
 
 #: Columns of the BD-rate CSV.
 BDRATE_COLUMNS = [
@@ -195,9 +193,5 @@ def write_bdrate(rd_csv: Path, reference: str, out_csv: Path) -> list[dict]:
     """Compute the BD-rate table of ``rd_csv`` against ``reference`` and write it atomically."""
     rd_csv = Path(rd_csv)
     table = bdrate_table(read_rd(rd_csv), reference, rd_csv)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(BDRATE_COLUMNS)
-    writer.writerows([format_value(row[c]) for c in BDRATE_COLUMNS] for row in table)
-    atomic_write_text(out_csv, buf.getvalue())
+    write_table(out_csv, table, BDRATE_COLUMNS, format_value)
     return table

@@ -5,8 +5,8 @@ patch decoded again from its verified bitstream. Nothing is encoded here.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +15,9 @@ from hsicomp.codecs import get_codec
 from hsicomp.data.datasets import read_band_table
 from hsicomp.errors import HsicompError
 from hsicomp.evaluation.metrics import bits_per_sample, compare, format_value
-from hsicomp.io.atomic import atomic_write_text
 from hsicomp.io.container import unpack
 from hsicomp.io.manifest import PatchRecord, pick_test_patch, read_test_patch
+from hsicomp.io.table import read_table, write_table
 
 #: Columns of the band-bits CSV an encode job writes beside its bitstreams (no rows for a
 #: codec that does not attribute its bits to bands).
@@ -27,13 +27,11 @@ BAND_RATE_COLUMNS = ["codec", "model", "patch_id", "delta", "band", "wavelength_
                      "bpppc_band"]
 
 
-def band_bits_text(rows: list[tuple[str, np.ndarray | None]]) -> str:
-    """The band-bits CSV of (patch id, bits of every band or None) pairs."""
-    lines = [",".join(BAND_BITS_COLUMNS)]
-    for patch_id, bits in rows:
-        if bits is not None:
-            lines += [f"{patch_id},{band},{int(b)}" for band, b in enumerate(bits)]
-    return "\n".join(lines) + "\n"
+def write_band_bits(path: Path, rows: list[tuple[str, np.ndarray | None]]) -> None:
+    """Write the band-bits CSV of (patch id, bits of every band or None) pairs atomically."""
+    write_table(path, ({"patch_id": patch_id, "band": band, "bits": int(b)}
+                       for patch_id, bits in rows if bits is not None
+                       for band, b in enumerate(bits)), BAND_BITS_COLUMNS)
 
 
 def _patch_band_bits(files: list[Path], patch_id: str, name: str) -> np.ndarray:
@@ -41,21 +39,14 @@ def _patch_band_bits(files: list[Path], patch_id: str, name: str) -> np.ndarray:
     bits: dict[int, int] = {}
     reported = False
     for path in files:
-        try:
-            with open(path, newline="") as f:
-                reader = csv.DictReader(f)
-                if reader.fieldnames != BAND_BITS_COLUMNS:
-                    raise HsicompError(f"{path}: not a band-bits file (columns "
-                                       f"{reader.fieldnames})")
-                for line, row in enumerate(reader, start=2):
-                    reported = True
-                    if row["patch_id"] == patch_id:
-                        try:
-                            bits[int(row["band"])] = int(row["bits"])
-                        except ValueError:
-                            raise HsicompError(f"{path}:{line}: malformed row") from None
-        except FileNotFoundError:
-            raise HsicompError(f"{path}: band-bits file not found") from None
+        table = read_table(path, BAND_BITS_COLUMNS, what="band-bits file", exact=True)
+        for line, row in enumerate(table, start=2):
+            reported = True
+            if row["patch_id"] == patch_id:
+                try:
+                    bits[int(row["band"])] = int(row["bits"])
+                except ValueError:
+                    raise HsicompError(f"{path}:{line}: malformed row") from None
     if not reported:
         raise HsicompError(f"codec {name} does not report per-band bits")
     if not bits:
@@ -95,9 +86,7 @@ def write_band_rates(manifest: Path, sources: dict[str, dict], delta: int, out_c
                      patch_id: str | None = None) -> list[dict]:
     """:func:`band_rates` written atomically to ``out_csv``."""
     rows = band_rates(manifest, sources, delta, patch_id)
-    lines = [",".join(BAND_RATE_COLUMNS)]
-    lines += [",".join(format_value(row[c], 8) for c in BAND_RATE_COLUMNS) for row in rows]
-    atomic_write_text(out_csv, "\n".join(lines) + "\n")
+    write_table(out_csv, rows, BAND_RATE_COLUMNS, partial(format_value, digits=8))
     return rows
 
 

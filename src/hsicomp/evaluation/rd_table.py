@@ -7,11 +7,11 @@ trained model) make one curve per label.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from hsicomp.errors import HsicompError
 from hsicomp.evaluation.metrics import parse_bool
+from hsicomp.io.table import read_table
 
 _NO_MODEL = ("", "none", "-")
 #: Order of the LineRWKV sizes in legends (other model names follow, alphabetically).
@@ -46,17 +46,8 @@ def read_rd(path: Path) -> list[dict]:
     Lossy rows (``lossy`` true) have delta None, and their series is the codec label alone:
     all models of a lossy codec (e.g. one per trained lambda) make one curve.
     """
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            rows = list(reader)
-    except FileNotFoundError:
-        raise HsicompError(f"{path}: rate-distortion file not found") from None
-    missing = [c for c in _RD_REQUIRED if c not in columns]
-    if missing:
-        raise HsicompError(f"{path}: not a rate-distortion file (missing columns "
-                           f"{', '.join(missing)})")
+    rows = read_table(path, _RD_REQUIRED, what="rate-distortion file")
+    columns = rows.columns
     out = []
     for line, r in enumerate(rows, start=2):
         try:
@@ -70,6 +61,6 @@ def read_rd(path: Path) -> list[dict]:
                 "max_abs_error": float(r["max_abs_error"]) if "max_abs_error" in columns
                 else None,
             })
-        except (TypeError, ValueError):
+        except ValueError:
             raise HsicompError(f"{path}:{line}: malformed row") from None
     return out

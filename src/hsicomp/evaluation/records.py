@@ -8,10 +8,12 @@ whose files went missing or changed encoded and verified again.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from dataclasses import dataclass
+
+from hsicomp.errors import HsicompError
+from hsicomp.io.table import read_table
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,8 @@ def shard_problem(paths: dict[str, str], hash_all: bool = False) -> ShardProblem
         return None
     stamp = os.stat(record).st_mtime_ns
     try:
-        with open(record, newline="") as f:
-            files = [read(row) for row in csv.DictReader(f)]
-    except (OSError, csv.Error, KeyError, TypeError, ValueError):
+        files = [read(row) for row in read_table(record)]
+    except (HsicompError, KeyError, ValueError):
         if record == metrics:  # or written before metrics recorded checksums: verify again
             return ShardProblem(f"{metrics}: unreadable or without bitstream checksums",
                                 [metrics], stamp)

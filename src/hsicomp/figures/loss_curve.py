@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 from hsicomp.figures.plots import PNG_METADATA, STYLE
 from hsicomp.io.atomic import atomic_path
+from hsicomp.io.table import read_table
+
+#: Columns the figure draws from.
+_COLUMNS = ("step", "train_loss", "val_l1", "val_bits")
 
 
 def plot_training_log(log_csv: Path, out_png: Path, title: str) -> None:
@@ -17,8 +20,7 @@ def plot_training_log(log_csv: Path, out_png: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(log_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_table(log_csv, _COLUMNS, what="training log")
     steps = [int(r["step"]) for r in rows]
     val = [r for r in rows if math.isfinite(float(r["val_l1"]))]
     val_steps = [int(r["step"]) for r in val]

@@ -8,7 +8,6 @@ as PNG and PDF without timestamps in the metadata.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from hsicomp.errors import HsicompError
 from hsicomp.evaluation.one_patch import BAND_RATE_COLUMNS, DecodedPatch
 from hsicomp.evaluation.rd_table import rd_series, read_rd, series_label
 from hsicomp.io.atomic import atomic_path
+from hsicomp.io.table import read_table
 
 #: Matplotlib settings shared by every figure of the project.
 STYLE = {
@@ -284,15 +284,7 @@ def plot_lossless(rd_csv: Path, out_png: Path, out_pdf: Path | None = None) -> N
 
 
 def _read_band_rates(path: Path) -> list[dict]:
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != BAND_RATE_COLUMNS:
-                raise HsicompError(f"{path}: not a band-rates file (columns "
-                                   f"{reader.fieldnames})")
-            rows = list(reader)
-    except FileNotFoundError:
-        raise HsicompError(f"{path}: band-rates file not found") from None
+    rows = read_table(path, BAND_RATE_COLUMNS, what="band-rates file", exact=True)
     out = []
     for line, r in enumerate(rows, start=2):
         try:

@@ -1,2 +1,2 @@
 """File formats: the .hsic container and its metadata, cube files and band lists, BSQ,
-manifests, atomic writes and path checks."""
+manifests, CSV tables, atomic writes and path checks."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -11,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from hsicomp.errors import HsicompError
-from hsicomp.io.atomic import atomic_write_text
 from hsicomp.io.bsq import read_bsq
+from hsicomp.io.table import read_table, write_table
 
 
 @dataclass
@@ -53,31 +51,18 @@ _INT_FIELDS = {f.name for f in fields(PatchRecord) if f.type in ("int", int)}
 
 def write_manifest(path: str | os.PathLike, records: list[PatchRecord]) -> None:
     """Write the manifest CSV atomically."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for rec in records:
-        writer.writerow(asdict(rec))
-    atomic_write_text(path, buf.getvalue())
+    write_table(path, (asdict(rec) for rec in records), FIELDS)
 
 
 def read_manifest(path: str | os.PathLike) -> list[PatchRecord]:
     """Read a manifest CSV; raise :class:`HsicompError` naming the file when it is malformed."""
-    path = Path(path)
-    try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != FIELDS:
-                raise HsicompError(f"{path}: not a patch manifest (columns {reader.fieldnames})")
-            records = []
-            for line, row in enumerate(reader, start=2):
-                try:
-                    values = {k: int(v) if k in _INT_FIELDS else v for k, v in row.items()}
-                except (TypeError, ValueError):
-                    raise HsicompError(f"{path}:{line}: malformed row") from None
-                records.append(PatchRecord(**values))
-    except FileNotFoundError:
-        raise HsicompError(f"{path}: manifest not found") from None
+    records = []
+    for line, row in enumerate(read_table(path, FIELDS, what="manifest", exact=True), start=2):
+        try:
+            values = {k: int(v) if k in _INT_FIELDS else v for k, v in row.items()}
+        except ValueError:
+            raise HsicompError(f"{path}:{line}: malformed row") from None
+        records.append(PatchRecord(**values))
     return records
 
 

@@ -17,10 +17,8 @@ with the same settings continues from it. It is removed once the outputs are wri
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import time
@@ -30,8 +28,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hsicomp.errors import HsicompError
-from hsicomp.io.atomic import atomic_path, atomic_write_text
+from hsicomp.io.atomic import atomic_path
 from hsicomp.io.manifest import PatchRecord, read_manifest
+from hsicomp.io.table import write_table
 from hsicomp.progress import progress_bar
 
 
@@ -273,12 +272,6 @@ class ResumableTraining:
 
     def write_log(self) -> None:
         """Write ``log_rows`` as CSV (floats with 6 significant digits), atomically."""
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=log_columns(self.train_columns,
-                                                            self.val_columns),
-                                lineterminator="\n")
-        writer.writeheader()
-        for row in self.log_rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                             for k, v in row.items()})
-        atomic_write_text(self.log_path, buf.getvalue())
+        write_table(self.log_path, self.log_rows,
+                    log_columns(self.train_columns, self.val_columns),
+                    lambda v: f"{v:.6g}" if isinstance(v, float) else v)
