@@ -24,10 +24,10 @@ rule bdrate:
     conda:
         ENV
     params:
-        reference=FIGURES.reference,
+        references=" ".join(f"--reference {shlex.quote(r)}" for r in FIGURES.references),
     shell:
-        "python -m hsicomp bdrate {input:q} --reference {params.reference:q} --out {output:q}"
-        " > {log:q} 2>&1"
+        "python -m hsicomp bdrate {input:q} {params.references} --metric psnr --metric sam"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule compare_references:

@@ -138,8 +138,9 @@ def test_table_has_every_series_with_reason_or_value(tmp_path):
     assert float(table["a", "ccsds123", "-"]["bd_rate_percent"]) == pytest.approx(0, abs=1e-9)
     assert float(table["a", "lw", "XS"]["bd_rate_percent"]) == pytest.approx(-20.0)
     assert float(table["a", "lw", "S"]["bd_rate_percent"]) == pytest.approx(-10.0)
-    assert table["a", "lw", "S"]["psnr_low"] == "40"
-    assert table["a", "lw", "S"]["psnr_high"] == "55"
+    assert table["a", "lw", "S"]["range_low"] == "40"
+    assert table["a", "lw", "S"]["range_high"] == "55"
+    assert table["a", "lw", "S"]["metric"] == "psnr"
     assert table["a", "lw", "S"]["points"] == "4"
     assert table["a", "lw", "S"]["reason"] == ""
     assert table["a", "jpeg2000", "-"]["bd_rate_percent"] == ""
@@ -181,3 +182,44 @@ def test_bad_input_is_one_line_error(tmp_path, capsys):
         with pytest.raises(HsicompError, match=message):
             write_bdrate(tmp_path / name, "ccsds123", out)
     assert not out.exists()
+
+
+def write_rd_sam(path: Path, rows: list[tuple]) -> Path:
+    """An rd CSV with rows (dataset, codec, model, delta, lossy, bpppc, psnr, sam_deg)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dataset", "codec", "model", "delta", "lossy", "bpppc", "psnr",
+                         "sam_deg"])
+        writer.writerows(rows)
+    return path
+
+
+def test_sam_and_several_references(tmp_path):
+    """Rates compared at equal SAM (smaller is better) and against each reference."""
+    sams = [8.0, 5.0, 3.0, 2.0]
+    rows = [("a", "anchor", f"s{k}", "", "true", r, p, sam)
+            for k, ((r, p), sam) in enumerate(zip(REF, sams, strict=True))]
+    # half the rate of the anchor at every SAM, a PSNR 1 dB lower than it
+    rows += [("a", "net", f"l{k}", "", "true", r / 2, p - 1, sam)
+             for k, ((r, p), sam) in enumerate(zip(REF, sams, strict=True))]
+    rows += [("a", "ccsds123", "-", 0, "false", 6.0, "inf", 0.0)]
+    rows += [("a", "ccsds123", "-", d, "false", r, p, 0.1 * d)
+             for d, (r, p) in enumerate(REF, start=1)]
+    rd = write_rd_sam(tmp_path / "rd.csv", rows)
+    out = tmp_path / "bd.csv"
+    assert main(["bdrate", str(rd), "--reference", "anchor", "--reference", "ccsds123",
+                 "--metric", "psnr", "--metric", "sam", "--out", str(out)]) == 0
+    table = {(r["codec"], r["reference"], r["metric"]): r for r in read_csv(out)}
+    assert len(table) == 3 * 2 * 2
+    sam = table["net", "anchor", "sam"]
+    assert float(sam["bd_rate_percent"]) == pytest.approx(-50.0)
+    assert (sam["range_low"], sam["range_high"]) == ("2", "8")  # degrees
+    assert sam["points"] == "4"
+    # at equal PSNR the curves share 40..54 dB, where the anchor has only 3 points
+    assert "reference has 3 point(s) in the shared PSNR range" in table["net", "anchor", "psnr"][
+        "reason"]
+    # the lossless point (SAM 0) is left out as it is for PSNR
+    assert table["ccsds123", "anchor", "sam"]["points"] == "4"
+    with pytest.raises(HsicompError, match="no sam_deg column"):
+        write_bdrate(write_rd(tmp_path / "p.csv", [("a", "x", "-", 1, 2.0, 40.0)]), "x",
+                     tmp_path / "o.csv", ("sam",))

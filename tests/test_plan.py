@@ -85,6 +85,9 @@ def test_default_figures_read_evaluated_points():
     assert figures.shard_files("linerwkv-arith", 0, "band_bits") == [
         "results/bitstreams/synthetic/linerwkv-arith/XS/d0/shard0.band_bits.csv"]
     assert (figures.image_label, figures.image_delta) == ("ccsds123", 10)
+    assert figures.references == ["ccsds123", "klt", "jpegxl-lossy", "avif", "jpeg2000-lossy"]
+    bad = dict(DEFAULT, figures={"lossy_references": ["kl"]})
+    assert refused(bad).startswith("figures.lossy_references: kl is not a codec label")
 
 
 def test_figures_section_is_used_and_checked():

@@ -97,8 +97,9 @@ def test_default_config_dry_run_of_the_figures(tmp_path):
     out = proc.stdout + proc.stderr
     for rule in FIGURE_RULES:
         assert re.search(rf"{rule}\s+1\n", out)
-    assert ("python -m hsicomp bdrate results/rd_all.csv --reference ccsds123"
-            " --out results/bdrate.csv") in out
+    assert ("python -m hsicomp bdrate results/rd_all.csv --reference ccsds123 --reference klt"
+            " --reference jpegxl-lossy --reference avif --reference jpeg2000-lossy"
+            " --metric psnr --metric sam --out results/bdrate.csv") in out
     assert "python -m hsicomp band-rates --manifest data/synthetic/manifest.csv" in out
     assert ('"linerwkv-ccsds": {"files": ["results/bitstreams/synthetic/linerwkv-ccsds/XS/d0/'
             'shard0.band_bits.csv"], "model": "XS"}') in out

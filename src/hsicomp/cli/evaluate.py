@@ -91,21 +91,25 @@ def _register_aggregate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bdrate(args: argparse.Namespace) -> int:
-    table = write_bdrate(args.rd_csv, args.reference, args.out)
+    references = args.reference or ["ccsds123"]
+    metrics = tuple(dict.fromkeys(args.metric or ["psnr"]))
+    table = write_bdrate(args.rd_csv, references, args.out, metrics)
     done = sum(1 for row in table if row["bd_rate_percent"] != "")
-    print(f"BD-rate of {done} of {len(table)} curves against {args.reference} -> {args.out}",
-          file=sys.stderr)
+    print(f"BD-rate of {done} of {len(table)} curves against {', '.join(references)} "
+          f"({', '.join(metrics)}) -> {args.out}", file=sys.stderr)
     return 0
 
 
 def _register_bdrate(sub: argparse._SubParsersAction) -> None:
     """Add the ``bdrate`` command."""
     p = sub.add_parser("bdrate", help="Bjontegaard delta rate of every curve of an rd CSV "
-                       "against a reference codec")
+                       "against reference codecs, at equal PSNR or SAM")
     p.add_argument("rd_csv", type=Path, metavar="RD_CSV", help="rate-distortion summary CSV")
-    p.add_argument("--reference", default="ccsds123",
-                   help="codec label of the reference curve, or 'label model' for a codec "
-                   "with several models (default: ccsds123)")
+    p.add_argument("--reference", action="append",
+                   help="codec label of a reference curve, or 'label model' for a codec "
+                   "with several models (repeatable; default: ccsds123)")
+    p.add_argument("--metric", action="append", choices=("psnr", "sam"),
+                   help="quality at which rates are compared (repeatable; default: psnr)")
     p.add_argument("--out", type=Path, required=True, help="output BD-rate CSV")
     p.set_defaults(func=_cmd_bdrate)
 

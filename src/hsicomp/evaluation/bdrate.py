@@ -1,21 +1,23 @@
-"""Bjontegaard delta rate (BD-rate) of every rate-distortion curve against a reference codec.
+"""Bjontegaard delta rate (BD-rate) of every rate-distortion curve against reference codecs,
+at equal PSNR and at equal spectral angle (SAM).
 
-BD-rate is the mean relative difference in rate at equal PSNR over the PSNR range both
-curves cover: the natural logarithm of the rate is interpolated as a function of PSNR with
-a piecewise cubic Hermite (PCHIP, Fritsch-Carlson slopes as in ``scipy``'s
-``PchipInterpolator``) through the measured points, both interpolants are integrated
-exactly over the shared range ``[psnr_low, psnr_high]``, and the mean log-rate difference
-``d`` gives ``bd_rate_percent = 100 (exp(d) - 1)``. Negative values mean fewer bits than the
-reference for the same quality.
+BD-rate is the mean relative difference in rate at equal quality over the quality range both
+curves cover: the natural logarithm of the rate is interpolated as a function of the quality
+with a piecewise cubic Hermite (PCHIP, Fritsch-Carlson slopes as in ``scipy``'s
+``PchipInterpolator``) through the measured points, both interpolants are integrated exactly
+over the shared range, and the mean log-rate difference ``d`` gives
+``bd_rate_percent = 100 (exp(d) - 1)``. Negative values mean fewer bits than the reference
+for the same quality. The quality is the PSNR (dB) for metric ``psnr`` and the negated mean
+spectral angle (degrees; smaller is better) for metric ``sam``; ``range_low`` and
+``range_high`` give the shared range in the metric's own unit.
 
 A curve is a dataset and a legend series (:func:`hsicomp.evaluation.rd_table.read_rd`): one
-codec label
-and model, or for a lossy codec the label with all its models (one point per trained
-lambda; the ``model`` column then lists them joined by ``+``). Only points with a finite
-PSNR are used (lossless points have ``psnr = inf``). As in Bjontegaard's method, each curve
-needs at least ``MIN_POINTS`` (4) measured points inside the shared PSNR range: with fewer,
-the interpolation, not the measurements, decides the number. Curves that cannot be compared
-get an empty ``bd_rate_percent`` and a ``reason``.
+codec label and model, or for a lossy codec the label with all its models (one point per
+rate point; the ``model`` column then lists them joined by ``+``). Only lossy points (finite
+PSNR) are used: lossless points have ``psnr = inf`` and SAM 0. As in Bjontegaard's method,
+each curve needs at least ``MIN_POINTS`` (4) measured points inside the shared range: with
+fewer, the interpolation, not the measurements, decides the number. Curves that cannot be
+compared get an empty ``bd_rate_percent`` and a ``reason``.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from hsicomp.io.table import write_table
 
 #: Columns of the BD-rate CSV.
 BDRATE_COLUMNS = [
-    "dataset", "codec", "model", "reference", "points", "reference_points", "psnr_low",
-    "psnr_high", "bd_rate_percent", "reason",
+    "dataset", "codec", "model", "reference", "metric", "points", "reference_points",
+    "range_low", "range_high", "bd_rate_percent", "reason",
 ]
+#: The quality measures of a BD-rate: name -> (rd row -> quality, larger is better).
+METRICS = {"psnr": lambda r: r["psnr"], "sam": lambda r: -r["sam_deg"]}
 
 
 def pchip_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -93,40 +97,40 @@ MIN_POINTS = 4
 
 
 def curve_points(points: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
-    """(PSNR, log rate) arrays of a curve's finite-PSNR (rate, PSNR) points, by PSNR.
-
-    Points sharing a PSNR keep the lowest rate.
+    """(quality, log rate) arrays of a curve's finite-quality (rate, quality) points, by
+    quality. Points sharing a quality keep the lowest rate.
     """
     best: dict[float, float] = {}
-    for rate, psnr in points:
-        if math.isfinite(psnr):
-            best[psnr] = min(rate, best.get(psnr, math.inf))
-    psnrs = sorted(best)
-    return np.array(psnrs, dtype=np.float64), np.log([best[p] for p in psnrs])
+    for rate, quality in points:
+        if math.isfinite(quality):
+            best[quality] = min(rate, best.get(quality, math.inf))
+    qualities = sorted(best)
+    return np.array(qualities, dtype=np.float64), np.log([best[q] for q in qualities])
 
 
 def bd_rate(test: list[tuple[float, float]], reference: list[tuple[float, float]],
-            min_points: int = MIN_POINTS) -> tuple[float, float, float]:
-    """BD-rate in percent of ``test`` against ``reference``, with the PSNR range used.
+            min_points: int = MIN_POINTS, metric: str = "PSNR") -> tuple[float, float, float]:
+    """BD-rate in percent of ``test`` against ``reference``, with the quality range used.
 
-    Both are lists of (rate, PSNR) points; returns (percent, psnr_low, psnr_high). Raises
-    ValueError with the reason when a curve has fewer than ``min_points`` finite-PSNR points
-    inside the PSNR range both curves cover (or the curves share no range).
+    Both are lists of (rate, quality) points (quality: larger is better, e.g. PSNR);
+    returns (percent, low, high). Raises ValueError with the reason when a curve has fewer
+    than ``min_points`` finite-quality points inside the range both curves cover (or the
+    curves share no range); ``metric`` names the quality in those reasons.
     """
     xt, yt = curve_points(test)
     xr, yr = curve_points(reference)
     for name, x in (("reference has", xr), ("curve has", xt)):
         if len(x) < max(min_points, 2):
-            raise ValueError(f"{name} {len(x)} finite-PSNR point(s), needs {min_points}")
+            raise ValueError(f"{name} {len(x)} finite-{metric} point(s), needs {min_points}")
     low, high = max(xt[0], xr[0]), min(xt[-1], xr[-1])
     if not high > low:
-        raise ValueError(f"no shared PSNR range (curve {xt[0]:.3f}..{xt[-1]:.3f} dB, "
-                         f"reference {xr[0]:.3f}..{xr[-1]:.3f} dB)")
+        raise ValueError(f"no shared {metric} range (curve {xt[0]:.3f}..{xt[-1]:.3f}, "
+                         f"reference {xr[0]:.3f}..{xr[-1]:.3f})")
     for name, x in (("reference has", xr), ("curve has", xt)):
         inside = int(((x >= low) & (x <= high)).sum())
         if inside < min_points:
-            raise ValueError(f"{name} {inside} point(s) in the shared PSNR range "
-                             f"{low:.3f}..{high:.3f} dB, needs {min_points}")
+            raise ValueError(f"{name} {inside} point(s) in the shared {metric} range "
+                             f"{low:.3f}..{high:.3f}, needs {min_points}")
     diff = (pchip_integral(xt, yt, low, high) - pchip_integral(xr, yr, low, high)) \
         / (high - low)
     return 100.0 * math.expm1(diff), float(low), float(high)
@@ -147,51 +151,72 @@ def _find_reference(rows: list[dict], reference: str, path: Path) -> str:
                        f"{series_label(reference, models[0])!r}")
 
 
-def bdrate_table(rows: list[dict], reference: str, path: Path = Path("input")) -> list[dict]:
-    """BD-rate rows (see :data:`BDRATE_COLUMNS`) of every dataset/series curve.
+def bdrate_table(rows: list[dict], references: str | list[str], path: Path = Path("input"),
+                 metrics: tuple[str, ...] = ("psnr",)) -> list[dict]:
+    """BD-rate rows (see :data:`BDRATE_COLUMNS`) of every dataset/series curve against each
+    reference and each metric (``psnr``, ``sam``; see :data:`METRICS`).
 
-    ``rows`` come from :func:`hsicomp.evaluation.rd_table.read_rd`; ``reference`` is a codec
-    label (or
-    ``"label model"`` for a codec evaluated with several models).
+    ``rows`` come from :func:`hsicomp.evaluation.rd_table.read_rd`; a reference is a codec
+    label (or ``"label model"`` for a codec evaluated with several models).
     """
-    ref_series = _find_reference(rows, reference, path)
+    if isinstance(references, str):
+        references = [references]
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise HsicompError(f"unknown BD-rate metric {unknown[0]!r} (known: "
+                           f"{', '.join(METRICS)})")
+    if "sam" in metrics and any(r.get("sam_deg") is None for r in rows):
+        raise HsicompError(f"{path}: no sam_deg column for the SAM BD-rate")
+    ref_series = [_find_reference(rows, reference, path) for reference in references]
     curves: dict[tuple[str, str], dict] = {}
     for r in sorted(rows, key=lambda r: (r["dataset"], *series_sort_key(r))):
         if not r["bpppc"] > 0:
             raise HsicompError(f"{path}: {r['dataset']} {r['series']}: rate {r['bpppc']} "
                                f"is not positive")
         curve = curves.setdefault((r["dataset"], r["series"]),
-                                  {"codec": r["codec"], "models": [], "points": []})
+                                  {"codec": r["codec"], "models": [], "rows": []})
         if r["model"] not in curve["models"]:
             curve["models"].append(r["model"])
-        curve["points"].append((r["bpppc"], r["psnr"]))
-    refs = {dataset: curve["points"] for (dataset, series), curve in curves.items()
-            if series == ref_series}
+        curve["rows"].append(r)
+
+    def points(curve_rows: list[dict], metric: str) -> list[tuple[float, float]]:
+        return [(r["bpppc"], METRICS[metric](r)) for r in curve_rows
+                if math.isfinite(r["psnr"])]
+
     out = []
-    for (dataset, _), curve in curves.items():
-        points = curve["points"]
-        ref = refs.get(dataset)
-        row = {"dataset": dataset, "codec": curve["codec"], "model": "+".join(curve["models"]),
-               "reference": ref_series,
-               "points": len(curve_points(points)[0]),
-               "reference_points": "" if ref is None else len(curve_points(ref)[0]),
-               "psnr_low": "", "psnr_high": "", "bd_rate_percent": "", "reason": ""}
-        if ref is None:
-            row["reason"] = "no reference curve for this dataset"
-        else:
-            try:
-                percent, low, high = bd_rate(points, ref)
-            except ValueError as exc:
-                row["reason"] = str(exc)
-            else:
-                row.update(psnr_low=low, psnr_high=high, bd_rate_percent=percent)
-        out.append(row)
+    for reference in ref_series:
+        for metric in metrics:
+            name = metric.upper()
+            for (dataset, _), curve in curves.items():
+                ref = curves.get((dataset, reference))
+                mine = points(curve["rows"], metric)
+                theirs = None if ref is None else points(ref["rows"], metric)
+                row = {"dataset": dataset, "codec": curve["codec"],
+                       "model": "+".join(curve["models"]), "reference": reference,
+                       "metric": metric, "points": len(curve_points(mine)[0]),
+                       "reference_points": "" if theirs is None
+                       else len(curve_points(theirs)[0]),
+                       "range_low": "", "range_high": "", "bd_rate_percent": "", "reason": ""}
+                if theirs is None:
+                    row["reason"] = "no reference curve for this dataset"
+                else:
+                    try:
+                        percent, low, high = bd_rate(mine, theirs, metric=name)
+                    except ValueError as exc:
+                        row["reason"] = str(exc)
+                    else:
+                        if metric == "sam":  # back to degrees: the worst quality is the largest
+                            low, high = -high, -low
+                        row.update(range_low=low, range_high=high, bd_rate_percent=percent)
+                out.append(row)
     return out
 
 
-def write_bdrate(rd_csv: Path, reference: str, out_csv: Path) -> list[dict]:
-    """Compute the BD-rate table of ``rd_csv`` against ``reference`` and write it atomically."""
+def write_bdrate(rd_csv: Path, references: str | list[str], out_csv: Path,
+                 metrics: tuple[str, ...] = ("psnr",)) -> list[dict]:
+    """Compute the BD-rate table of ``rd_csv`` against ``references`` and write it
+    atomically."""
     rd_csv = Path(rd_csv)
-    table = bdrate_table(read_rd(rd_csv), reference, rd_csv)
+    table = bdrate_table(read_rd(rd_csv), references, rd_csv, metrics)
     write_table(out_csv, table, BDRATE_COLUMNS, format_value)
     return table

@@ -486,6 +486,16 @@ class Figures:
         self.plan = plan
         cfg = plan.config["figures"]
         self.reference: str = cfg["reference"]
+        lossy = cfg.get("lossy_references")
+        #: The BD-rate references: the main one, then the lossy anchors.
+        self.references: list[str] = [self.reference, *(
+            lossy if lossy is not None else
+            [label for label in plan.entries
+             if plan.codecs[label].lossy and plan.training(label) is Training.NONE])]
+        unknown = [r for r in lossy or [] if r not in plan.entries]
+        if unknown:
+            raise ConfigError(f"figures.lossy_references: {', '.join(unknown)} is not a codec "
+                              f"label (labels: {', '.join(plan.entries)})")
         self.dataset: str = cfg["dataset"] or next(iter(plan.datasets))
         self.patch: str | None = cfg["patch"]
         if self.dataset not in plan.datasets:

@@ -42,7 +42,8 @@ def read_rd(path: Path) -> list[dict]:
     """Rows of a rate-distortion CSV (``aggregate``'s rd_all.csv).
 
     Each row has dataset, codec, model, lossy, series (legend label), bpppc and psnr, and
-    delta (int) and max_abs_error (float) when the file has those columns (else None).
+    delta (int), max_abs_error and sam_deg (float) when the file has those columns (else
+    None).
     Lossy rows (``lossy`` true) have delta None, and their series is the codec label alone:
     all models of a lossy codec (e.g. one per trained lambda) make one curve.
     """
@@ -60,6 +61,7 @@ def read_rd(path: Path) -> list[dict]:
                 "delta": int(r["delta"]) if "delta" in columns and not lossy else None,
                 "max_abs_error": float(r["max_abs_error"]) if "max_abs_error" in columns
                 else None,
+                "sam_deg": float(r["sam_deg"]) if "sam_deg" in columns else None,
             })
         except ValueError:
             raise HsicompError(f"{path}:{line}: malformed row") from None
