@@ -322,3 +322,21 @@ def test_rd_figures_stay_readable_with_lossy_codecs(tmp_path, monkeypatch):
     assert {t.get_text() for t in top.texts} >= {"1", "5", "40"}  # each delta labelled
     assert [t.get_text() for t in strip.get_yticklabels()] == ["ccsds123  6.000"]
     assert not strip.texts  # no value labels drawn beside the markers, out of the frame
+
+
+def test_rd_figure_has_a_sam_panel_when_the_table_has_sam(tmp_path, monkeypatch):
+    import hsicomp.figures.plots as plots
+
+    labels: list[list[str]] = []
+
+    def capture(fig, out_png, out_pdf=None):
+        labels.append([ax.get_ylabel() for ax in fig.axes])
+        plots._pyplot().close(fig)
+
+    monkeypatch.setattr(plots, "save_figure", capture)
+    plots.plot_rd(write_rd(tmp_path / "plain.csv", RD_COLUMNS, RD_ROWS), tmp_path / "p.png")
+    rows = [(*r, 0.0 if math.isinf(r[5]) else 10.0 / r[5]) for r in RD_ROWS]
+    plots.plot_rd(write_rd(tmp_path / "sam.csv", [*RD_COLUMNS, "sam_deg"], rows),
+                  tmp_path / "s.png")
+    assert "SAM (degrees)" not in labels[0]
+    assert labels[1].count("SAM (degrees)") == 2 and labels[1].count("PSNR (dB)") == 2

@@ -113,18 +113,41 @@ def _delta_text(delta: int, lossy: bool = False) -> str:
 # --------------------------------------------------------------------------- rate-distortion
 
 
+def _rd_panel(ax: Any, mine: list[dict], series: list[str], look: dict, key: str,
+              label_deltas: bool) -> None:
+    """One quality (``psnr`` or ``sam_deg``) against the rate, one line per curve, lossy
+    points only; near-lossless points labelled with their delta."""
+    for s in series:
+        pts = sorted((r["bpppc"], r[key], r["delta"]) for r in mine
+                     if r["series"] == s and math.isfinite(r["psnr"]) and r[key] is not None)
+        if not pts:
+            continue
+        color, marker = look[s]
+        lossy = any(r["lossy"] for r in mine if r["series"] == s)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, marker=marker,
+                linestyle="--" if lossy else "-", label=s)
+        if label_deltas:
+            for x, y, delta in pts:
+                if delta is not None:
+                    ax.annotate(str(delta), (x, y), xytext=(3, -7), textcoords="offset points",
+                                fontsize=6, color=color)
+
+
 def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None,
             peaks: dict[str, float] | None = None) -> None:
-    """Draw PSNR against bits per sample, one panel per dataset, one line per codec/model.
+    """Draw PSNR and the mean spectral angle (SAM) against bits per sample, one column of
+    panels per dataset, one line per codec/model.
 
     A curve is one (codec, model) pair of the CSV, e.g. ``linerwkv-arith XS`` and
     ``linerwkv-arith S`` are two curves; codecs without a model (``-``) are labelled alone.
     A lossy codec is one dashed curve per label through the points of all its models; each
-    point of a near-lossless curve is labelled with its delta. ``peaks`` (dataset -> PSNR
-    peak) puts the peak in each panel's title.
+    point of a near-lossless curve is labelled with its delta in the PSNR panel. ``peaks``
+    (dataset -> PSNR peak) puts the peak in each column's title. The SAM panel (degrees,
+    smaller is better) is drawn when the table has a ``sam_deg`` column.
 
-    Points with infinite PSNR (lossless) go on a strip below each panel, sharing its rate axis.
-    The rate axis is logarithmic where a panel's rates span more than ``LOG_RATE_SPAN``.
+    Points with infinite PSNR (lossless) go on a strip below each column, sharing its rate
+    axis. Rate axes are logarithmic where a column's rates span more than ``LOG_RATE_SPAN``,
+    and so is the SAM axis where its angles do.
     """
     plt = _pyplot()
     rows = _rows_or_fail(rd_csv)
@@ -132,35 +155,24 @@ def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None,
     series = rd_series(rows)
     look = _looks(series)
     has_lossless = any(math.isinf(r["psnr"]) for r in rows)
+    has_sam = all(r.get("sam_deg") is not None for r in rows)
     lossless_rows = max((len({r["series"] for r in rows
                               if r["dataset"] == d and math.isinf(r["psnr"])})
                          for d in datasets), default=0)
 
     with plt.rc_context(STYLE):
-        n_rows = 2 if has_lossless else 1
         strip = 0.3 + 0.16 * lossless_rows
+        heights = [3.4] + ([2.6] if has_sam else []) + ([strip] if has_lossless else [])
         fig, axes = plt.subplots(
-            n_rows, len(datasets),
-            figsize=(max(5.5, 4.6 * len(datasets)), 4.2 + (strip if has_lossless else 0)
+            len(heights), len(datasets),
+            figsize=(max(5.5, 4.6 * len(datasets)), 0.8 + sum(heights)
                      + 0.22 * (len(series) // 3 + 1)),
             sharex="col", squeeze=False, layout="constrained",
-            gridspec_kw={"height_ratios": [3.4, strip] if has_lossless else [1]})
+            gridspec_kw={"height_ratios": heights})
         for col, dataset in enumerate(datasets):
             ax = axes[0][col]
             mine = [r for r in rows if r["dataset"] == dataset]
-            for s in series:
-                pts = sorted((r["bpppc"], r["psnr"], r["delta"]) for r in mine
-                             if r["series"] == s and math.isfinite(r["psnr"]))
-                if not pts:
-                    continue
-                color, marker = look[s]
-                lossy = any(r["lossy"] for r in mine if r["series"] == s)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, marker=marker,
-                        linestyle="--" if lossy else "-", label=s)
-                for x, y, delta in pts:
-                    if delta is not None:
-                        ax.annotate(str(delta), (x, y), xytext=(3, -7),
-                                    textcoords="offset points", fontsize=6, color=color)
+            _rd_panel(ax, mine, series, look, "psnr", label_deltas=True)
             peak = (peaks or {}).get(dataset)
             ax.set_title(dataset if peak is None else f"{dataset} (PSNR peak {peak:g})")
             ax.set_ylabel("PSNR (dB)")
@@ -173,8 +185,16 @@ def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None,
             else:
                 ax.text(0.99, 0.01, "numbers: delta (max. error)", transform=ax.transAxes,
                         ha="right", va="bottom", fontsize=6, color="0.4")
+            if has_sam:
+                sam_ax = axes[1][col]
+                _rd_panel(sam_ax, mine, series, look, "sam_deg", label_deltas=False)
+                sam_ax.set_ylabel("SAM (degrees)")
+                angles = [r["sam_deg"] for r in mine
+                          if math.isfinite(r["psnr"]) and r["sam_deg"] > 0]
+                if angles and max(angles) > LOG_RATE_SPAN * min(angles):
+                    sam_ax.set_yscale("log")
             if has_lossless:
-                _lossless_strip(axes[1][col], mine, series, look)
+                _lossless_strip(axes[-1][col], mine, series, look)
             axes[-1][col].set_xlabel(RATE_LABEL)
         _figure_legend(fig, axes)
         save_figure(fig, out_png, out_pdf)
