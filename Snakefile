@@ -30,5 +30,6 @@ rule all:
         rules.band_rates.output,
         rules.plot_band_rates.output,
         rules.error_image.output,
+        rules.spectral_signature.output if FIGURES.signature_labels else [],
         rules.compare_references.output if config.get("references") else [],
         PLAN.model_files(),

@@ -183,6 +183,44 @@ rule error_image:
         " --peak {params.peak} --png {output.png:q} --pdf {output.pdf:q} > {log:q} 2>&1"
 
 
+rule spectral_signature:
+    """One pixel's spectrum and each lossy codec's reconstruction of it, at the codec's
+    evaluated point nearest figures.spectral_signature.rate (chosen from rd_all.csv)."""
+    input:
+        rd="results/rd_all.csv",
+        manifest=FIGURE_MANIFEST,
+        test=FIGURE_TEST,
+        bitstreams=FIGURES.signature_inputs()[0],
+        models=FIGURES.signature_inputs()[1],
+    output:
+        png=report(
+            "results/figures/spectral_signature.png",
+            caption="../workflow/report/spectral_signature.rst",
+            category="Figures",
+        ),
+        pdf="results/figures/spectral_signature.pdf",
+    log:
+        "logs/figures/spectral_signature.log",
+    conda:
+        ENV
+    params:
+        sources=quoted_json(FIGURES.signature_sources()),
+        rate=FIGURES.signature_rate,
+        pixel=(
+            f"--pixel {FIGURES.signature_pixel[0]},{FIGURES.signature_pixel[1]}"
+            if FIGURES.signature_pixel
+            else ""
+        ),
+        patch=FIGURE_PATCH,
+        dataset=FIGURES.dataset,
+        peak=PLAN.psnr_peak(FIGURES.dataset),
+    shell:
+        "python -m hsicomp spectral-signature {input.rd:q} --manifest {input.manifest:q}"
+        " --dataset {params.dataset} {params.patch} {params.pixel} --rate {params.rate}"
+        " --sources {params.sources} --peak {params.peak}"
+        " --png {output.png:q} --pdf {output.pdf:q} > {log:q} 2>&1"
+
+
 rule figures:
     """Every figure and table of the results."""
     input:
@@ -193,3 +231,4 @@ rule figures:
         rules.band_rates.output,
         rules.plot_band_rates.output,
         rules.error_image.output,
+        rules.spectral_signature.output if FIGURES.signature_labels else [],

@@ -220,6 +220,8 @@ def test_sam_and_several_references(tmp_path):
         "reason"]
     # the lossless point (SAM 0) is left out as it is for PSNR
     assert table["ccsds123", "anchor", "sam"]["points"] == "4"
+    assert table["ccsds123", "anchor", "sam"]["reason"] == (
+        "no shared SAM range (curve 0.100..0.400, reference 2.000..8.000)")  # in degrees
     with pytest.raises(HsicompError, match="no sam_deg column"):
         write_bdrate(write_rd(tmp_path / "p.csv", [("a", "x", "-", 1, 2.0, 40.0)]), "x",
                      tmp_path / "o.csv", ("sam",))

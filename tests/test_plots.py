@@ -340,3 +340,36 @@ def test_rd_figure_has_a_sam_panel_when_the_table_has_sam(tmp_path, monkeypatch)
                   tmp_path / "s.png")
     assert "SAM (degrees)" not in labels[0]
     assert labels[1].count("SAM (degrees)") == 2 and labels[1].count("PSNR (dB)") == 2
+
+
+def test_spectral_signature_decodes_the_point_nearest_the_rate(manifest, tmp_path):
+    """Each lossy codec is shown at its evaluated point nearest the asked rate."""
+    from hsicomp.evaluation.one_patch import nearest_point, spectral_signatures
+
+    models = {}
+    for step in (50, 2000):
+        folders, _ = encoded(manifest, tmp_path, "klt", {"step": step}, 0)
+        models[f"s{step}"] = {"params": {}, "bitstreams": [str(f) for f in folders]}
+    rd_rows = [{"dataset": "d", "codec": "klt", "model": "s50", "psnr": 60.0, "bpppc": 1.0},
+               {"dataset": "d", "codec": "klt", "model": "s2000", "psnr": 40.0, "bpppc": 0.1}]
+    assert nearest_point(rd_rows, "d", "klt", 0.2) == "s2000"
+    assert nearest_point(rd_rows, "d", "klt", 0.5) == "s50"
+    assert nearest_point(rd_rows, "d", "nope", 0.5) is None
+    sources = {"klt": {"codec": "klt", "models": models}}
+    original, signatures = spectral_signatures(manifest, rd_rows, "d", sources, 0.2,
+                                               pixel=(3, 4))
+    cube = smooth_cube(SHAPE, BIT_DEPTH, 10)  # test patch p0
+    np.testing.assert_array_equal(original, cube[:, 3, 4])
+    (sig,) = signatures
+    assert sig.model == "s2000" and sig.spectrum.shape == (SHAPE[0],)
+    assert sig.metrics["psnr"] < math.inf
+    with pytest.raises(HsicompError, match=r"pixel \(12, 0\) is outside the 12x10 patch"):
+        spectral_signatures(manifest, rd_rows, "d", sources, 0.2, pixel=(12, 0))
+    rd = tmp_path / "rd.csv"
+    write_rd(rd, ["dataset", "codec", "model", "delta", "lossy", "bpppc", "psnr"],
+             [("d", "klt", "s50", "", "true", 1.0, 60.0),
+              ("d", "klt", "s2000", "", "true", 0.1, 40.0)])
+    png = tmp_path / "sig.png"
+    assert main(["spectral-signature", str(rd), "--manifest", str(manifest), "--dataset", "d",
+                 "--rate", "0.05", "--sources", json.dumps(sources), "--png", str(png)]) == 0
+    assert png.stat().st_size > 1000

@@ -33,12 +33,13 @@ COMMAND_MODULES = (
 #: Output file arguments (``dest`` names) of each command that reads and writes files.
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "encode": ("output",), "decode": ("output",), "import-checkpoint": ("out",),
-    "download": ("out",), "extract": ("stamp",), "encode-shard": ("timings",),
+    "download": ("out",), "extract": ("stamp",), "encode-shard": ("timings", "band_bits"),
     "verify-shard": ("out",), "aggregate": ("rd", "per_patch"), "bdrate": ("out",),
     "compare-rates": ("out",),
     "plot-rd": ("png", "pdf"), "plot-rate-error": ("png", "pdf"),
     "plot-lossless": ("png", "pdf"), "band-rates": ("out",), "plot-band-rates": ("png", "pdf"),
-    "error-image": ("png", "pdf"), "train": ("out",), "train-gdn": ("out",),
+    "error-image": ("png", "pdf"), "spectral-signature": ("png", "pdf"), "train": ("out",),
+    "train-gdn": ("out",),
 }
 
 

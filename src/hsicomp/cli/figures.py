@@ -1,5 +1,5 @@
 """Figure commands: ``plot-rd``, ``plot-rate-error``, ``plot-lossless``, ``band-rates``,
-``plot-band-rates``, ``error-image``."""
+``plot-band-rates``, ``error-image``, ``spectral-signature``."""
 
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from hsicomp.cli.options import json_object
+from hsicomp.data.datasets import read_band_table
 from hsicomp.errors import HsicompError
-from hsicomp.evaluation.one_patch import decode_patch, write_band_rates
+from hsicomp.evaluation.one_patch import decode_patch, spectral_signatures, write_band_rates
+from hsicomp.evaluation.rd_table import read_rd
 from hsicomp.figures.plots import (
     plot_band_rates,
     plot_error_image,
     plot_lossless,
     plot_rate_error,
     plot_rd,
+    plot_spectral_signature,
 )
 
 # --------------------------------------------------------------------------- command line
@@ -91,6 +94,34 @@ def _cmd_error_image(args: argparse.Namespace) -> int:
     return _done(args)
 
 
+def _pixel(text: str) -> tuple[int, int]:
+    """``ROW,COL`` of ``--pixel``."""
+    try:
+        row, col = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ROW,COL") from None
+    return row, col
+
+
+def _cmd_spectral_signature(args: argparse.Namespace) -> int:
+    sources = json_object(args.sources, "--sources",
+                          "a JSON object: label -> {codec, models}")
+    for label, source in sources.items():
+        if not isinstance(source, dict) or set(source) != {"codec", "models"} \
+                or not isinstance(source["models"], dict):
+            raise HsicompError(f"--sources entry {label}: expected an object with codec and "
+                               f"models (model -> {{params, bitstreams}})")
+    original, signatures = spectral_signatures(
+        args.manifest, read_rd(args.rd_csv), args.dataset, sources, args.rate, args.patch,
+        args.pixel, args.peak)
+    rec_pixel = "centre pixel" if args.pixel is None else f"pixel {args.pixel}"
+    title = (f"{args.dataset}, {args.patch or 'first test patch'}, {rec_pixel}: each codec at "
+             f"its rate nearest {args.rate:g} bpppc")
+    plot_spectral_signature(original, signatures, read_band_table(args.manifest.parent), title,
+                            args.png, args.pdf)
+    return _done(args)
+
+
 def _outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--png", type=Path, required=True, help="output PNG")
     p.add_argument("--pdf", type=Path, help="output PDF (optional)")
@@ -149,6 +180,27 @@ def _register_plots(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_error_image)
 
 
+def _register_signature(sub: argparse._SubParsersAction) -> None:
+    """Add the ``spectral-signature`` command."""
+    p = sub.add_parser("spectral-signature", help="one pixel's spectrum and each lossy "
+                       "codec's reconstruction of it, decoded from verified bitstreams")
+    p.add_argument("rd_csv", type=Path, metavar="RD_CSV",
+                   help="rate-distortion summary CSV (chooses each codec's point)")
+    p.add_argument("--manifest", type=Path, required=True, help="patch manifest CSV")
+    p.add_argument("--dataset", required=True, help="dataset of the manifest in RD_CSV")
+    p.add_argument("--patch", help="test patch id (default: the first test patch)")
+    p.add_argument("--pixel", type=_pixel, help="ROW,COL of the pixel (default: the centre)")
+    p.add_argument("--rate", type=float, required=True,
+                   help="bits per sample: each codec is shown at its point nearest it")
+    p.add_argument("--sources", required=True, metavar="JSON",
+                   help='JSON object label -> {"codec": NAME, "models": {MODEL: '
+                   '{"params": {...}, "bitstreams": [DIR, ...]}}}')
+    p.add_argument("--peak", type=float, help="PSNR peak (default 2**bit_depth - 1)")
+    _outputs(p)
+    p.set_defaults(func=_cmd_spectral_signature)
+
+
 def register_cli(sub: argparse._SubParsersAction) -> None:
     """Add the commands of this group."""
     _register_plots(sub)
+    _register_signature(sub)

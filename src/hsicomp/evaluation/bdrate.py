@@ -23,6 +23,7 @@ compared get an empty ``bd_rate_percent`` and a ``reason``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,8 @@ BDRATE_COLUMNS = [
 ]
 #: The quality measures of a BD-rate: name -> (rd row -> quality, larger is better).
 METRICS = {"psnr": lambda r: r["psnr"], "sam": lambda r: -r["sam_deg"]}
+#: A quality as the metric's own value (dB, degrees).
+SHOWN = {"psnr": float, "sam": lambda q: -q}
 
 
 def pchip_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -109,13 +112,15 @@ def curve_points(points: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndar
 
 
 def bd_rate(test: list[tuple[float, float]], reference: list[tuple[float, float]],
-            min_points: int = MIN_POINTS, metric: str = "PSNR") -> tuple[float, float, float]:
+            min_points: int = MIN_POINTS, metric: str = "PSNR",
+            shown: Callable[[float], float] = float) -> tuple[float, float, float]:
     """BD-rate in percent of ``test`` against ``reference``, with the quality range used.
 
     Both are lists of (rate, quality) points (quality: larger is better, e.g. PSNR);
     returns (percent, low, high). Raises ValueError with the reason when a curve has fewer
     than ``min_points`` finite-quality points inside the range both curves cover (or the
-    curves share no range); ``metric`` names the quality in those reasons.
+    curves share no range); ``metric`` names the quality in those reasons and ``shown``
+    turns a quality into the value they show (e.g. a negated angle back into degrees).
     """
     xt, yt = curve_points(test)
     xr, yr = curve_points(reference)
@@ -124,16 +129,22 @@ def bd_rate(test: list[tuple[float, float]], reference: list[tuple[float, float]
             raise ValueError(f"{name} {len(x)} finite-{metric} point(s), needs {min_points}")
     low, high = max(xt[0], xr[0]), min(xt[-1], xr[-1])
     if not high > low:
-        raise ValueError(f"no shared {metric} range (curve {xt[0]:.3f}..{xt[-1]:.3f}, "
-                         f"reference {xr[0]:.3f}..{xr[-1]:.3f})")
+        raise ValueError(f"no shared {metric} range (curve {_span(xt, shown)}, "
+                         f"reference {_span(xr, shown)})")
     for name, x in (("reference has", xr), ("curve has", xt)):
         inside = int(((x >= low) & (x <= high)).sum())
         if inside < min_points:
             raise ValueError(f"{name} {inside} point(s) in the shared {metric} range "
-                             f"{low:.3f}..{high:.3f}, needs {min_points}")
+                             f"{_span(np.array([low, high]), shown)}, needs {min_points}")
     diff = (pchip_integral(xt, yt, low, high) - pchip_integral(xr, yr, low, high)) \
         / (high - low)
     return 100.0 * math.expm1(diff), float(low), float(high)
+
+
+def _span(x: np.ndarray, shown: Callable[[float], float]) -> str:
+    """``low..high`` of a quality range, in the values ``shown`` gives."""
+    low, high = sorted((shown(x[0]), shown(x[-1])))
+    return f"{low:.3f}..{high:.3f}"
 
 
 def _find_reference(rows: list[dict], reference: str, path: Path) -> str:
@@ -201,7 +212,8 @@ def bdrate_table(rows: list[dict], references: str | list[str], path: Path = Pat
                     row["reason"] = "no reference curve for this dataset"
                 else:
                     try:
-                        percent, low, high = bd_rate(mine, theirs, metric=name)
+                        percent, low, high = bd_rate(mine, theirs, metric=name,
+                                                     shown=SHOWN[metric])
                     except ValueError as exc:
                         row["reason"] = str(exc)
                     else:

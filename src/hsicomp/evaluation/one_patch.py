@@ -129,3 +129,56 @@ def decode_patch(manifest: Path, bitstreams: list[Path], codec: str, params: dic
     if not decoder.lossy and m["max_abs_error"] > delta:
         raise HsicompError(f"{path}: decoded max error {m['max_abs_error']} > delta={delta}")
     return DecodedPatch(rec, original, decoded, m, decoder.lossy)
+
+
+@dataclass
+class Signature:
+    """One codec's reconstruction of a pixel's spectrum, at the point nearest the asked rate."""
+
+    label: str
+    model: str
+    spectrum: np.ndarray
+    metrics: dict
+
+
+def nearest_point(rd_rows: list[dict], dataset: str, label: str, rate: float) -> str | None:
+    """The {model} of ``label``'s point in ``dataset`` whose mean rate is nearest ``rate``
+    (in log rate), among its lossy points; None when it has none."""
+    rows = [r for r in rd_rows if r["dataset"] == dataset and r["codec"] == label
+            and np.isfinite(r["psnr"]) and r["bpppc"] > 0]
+    if not rows:
+        return None
+    return min(rows, key=lambda r: abs(np.log(r["bpppc"] / rate)))["model"]
+
+
+def spectral_signatures(manifest: Path, rd_rows: list[dict], dataset: str,
+                        sources: dict[str, dict], rate: float, patch_id: str | None = None,
+                        pixel: tuple[int, int] | None = None,
+                        peak: float | None = None) -> tuple[np.ndarray, list[Signature]]:
+    """The original spectrum of one pixel of a test patch and, per codec label, its
+    reconstruction decoded from the verified bitstream of the label's point nearest
+    ``rate`` bits per sample (chosen from ``rd_rows``, the rd_all table).
+
+    ``sources``: label -> {"codec": registry name, "models": {model: {"params": decoder
+    parameters, "bitstreams": the point's bitstream folders}}}. ``pixel`` (row, col)
+    defaults to the patch's centre.
+    """
+    rec = pick_test_patch(Path(manifest), patch_id)
+    row, col = pixel if pixel is not None else (rec.rows // 2, rec.cols // 2)
+    if not (0 <= row < rec.rows and 0 <= col < rec.cols):
+        raise HsicompError(f"pixel ({row}, {col}) is outside the {rec.rows}x{rec.cols} patch")
+    original, signatures = None, []
+    for label, source in sources.items():
+        model = nearest_point(rd_rows, dataset, label, rate)
+        if model is None:
+            raise HsicompError(f"codec {label}: no lossy point in dataset {dataset}")
+        point = source["models"].get(model)
+        if point is None:
+            raise HsicompError(f"codec {label}: no bitstreams given for model {model}")
+        patch = decode_patch(manifest, [Path(d) for d in point["bitstreams"]], source["codec"],
+                             point["params"], 0, rec.patch_id, peak)
+        original = patch.original[:, row, col]
+        signatures.append(Signature(label, model, patch.decoded[:, row, col], patch.metrics))
+    if original is None:
+        original = read_test_patch(Path(manifest), rec)[:, row, col]
+    return original, signatures

@@ -529,6 +529,18 @@ class Figures:
                               f"evaluated at delta {image['delta']} (deltas: "
                               f"{', '.join(map(str, deltas))})")
         self.band: int | None = image["band"]
+        signature = cfg["spectral_signature"]
+        given = signature["codecs"]
+        #: The lossy labels of the spectral-signature figure (none: no figure).
+        self.signature_labels: list[str] = given if given is not None else [
+            label for label in plan.entries if plan.codecs[label].lossy]
+        wrong = [c for c in self.signature_labels
+                 if c not in plan.entries or not plan.codecs[c].lossy]
+        if wrong:
+            raise ConfigError(f"figures.spectral_signature.codecs: {', '.join(wrong)} is not "
+                              f"the label of a lossy codec")
+        self.signature_rate: float = signature["rate"]
+        self.signature_pixel: list[int] | None = signature["pixel"]
 
     def model(self, label: str) -> str:
         """The {model} of ``label`` in the one-patch figures: the smallest LineRWKV size, the
@@ -544,6 +556,33 @@ class Figures:
         """One kind of shard file (see :meth:`Plan.shard_paths`) of every shard of a point."""
         point = self.point(label, delta)
         return [self.plan.shard_paths(point, shard)[kind] for shard in range(self.plan.shards)]
+
+    def signature_sources(self) -> dict[str, dict]:
+        """The ``spectral-signature --sources`` object: per label of the figure, every
+        evaluated model with its decoder parameters and bitstream folders."""
+        sources = {}
+        for label in self.signature_labels:
+            models = {}
+            for model in self.plan.models(label):
+                point = Point(self.dataset, label, model, 0)
+                models[model] = {
+                    "params": self.plan.job_params(label, model, self.dataset,
+                                                   self.plan.threads(label)),
+                    "bitstreams": [self.plan.shard_paths(point, k)["bitstreams"]
+                                   for k in range(self.plan.shards)]}
+            sources[label] = {"codec": self.plan.codec_name(label), "models": models}
+        return sources
+
+    def signature_inputs(self) -> tuple[list[str], list[str]]:
+        """The bitstream folders and model files the spectral-signature figure reads."""
+        folders, models = [], set()
+        for label, source in self.signature_sources().items():
+            for model, point in source["models"].items():
+                folders += point["bitstreams"]
+                path = self.plan.model_file(label, model, self.dataset)
+                if path:
+                    models.add(path)
+        return folders, sorted(models)
 
     def model_files(self, label: str) -> list[str]:
         """The model file the figure's point of ``label`` decodes with (none or one)."""

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from hsicomp.errors import HsicompError
-from hsicomp.evaluation.one_patch import BAND_RATE_COLUMNS, DecodedPatch
+from hsicomp.evaluation.one_patch import BAND_RATE_COLUMNS, DecodedPatch, Signature
 from hsicomp.evaluation.rd_table import rd_series, read_rd, series_label
 from hsicomp.io.atomic import atomic_path
 from hsicomp.io.table import read_table
@@ -403,3 +403,43 @@ def plot_error_image(patch: DecodedPatch, label: str, delta: int, out_png: Path,
                      f"PSNR {psnr} dB, max. error {m['max_abs_error']} DN (all bands)")
         save_figure(fig, out_png, out_pdf)
     return m
+
+
+def plot_spectral_signature(original: np.ndarray, signatures: list[Signature],
+                            wavelengths: dict[int, float], title: str, out_png: Path,
+                            out_pdf: Path | None = None) -> None:
+    """Draw one pixel's spectrum and each codec's reconstruction of it (top), and each
+    reconstruction's error (bottom), against wavelength when every band's is known."""
+    plt = _pyplot()
+    bands = len(original)
+    by_wavelength = all(b in wavelengths for b in range(bands))
+    x = np.array([wavelengths[b] if by_wavelength else b for b in range(bands)], dtype=float)
+    breaks = np.array([], dtype=int)
+    if by_wavelength and bands > 2:
+        step = np.diff(x)
+        breaks = np.flatnonzero((step <= 0) | (step > 3 * np.median(step)))
+
+    def broken(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (np.insert(x, breaks + 1, np.nan),
+                np.insert(values.astype(float), breaks + 1, np.nan))
+
+    series = [s.label for s in signatures]
+    look = _looks(series)
+    with plt.rc_context(STYLE):
+        fig, (top, bottom) = plt.subplots(
+            2, 1, figsize=(7.0, 5.6 + 0.22 * (len(series) // 3 + 1)), sharex=True,
+            layout="constrained", gridspec_kw={"height_ratios": [2.2, 1]})
+        top.plot(*broken(original), color="black", linewidth=1.8, label="original")
+        for s in signatures:
+            color, _ = look[s.label]
+            name = f"{s.label} {s.model}: {s.metrics['bpppc']:.3f} bpppc, " \
+                   f"{s.metrics['psnr']:.1f} dB"
+            top.plot(*broken(s.spectrum), color=color, linewidth=1.0, label=name)
+            bottom.plot(*broken(s.spectrum.astype(np.int64) - original.astype(np.int64)),
+                        color=color, linewidth=0.9)
+        top.set(ylabel="digital number (DN)", title=title)
+        bottom.axhline(0, color="black", linewidth=0.6)
+        bottom.set(xlabel="wavelength (nm)" if by_wavelength else "band index in the patch",
+                   ylabel="reconstruction - original (DN)")
+        _figure_legend(fig, [top, bottom])
+        save_figure(fig, out_png, out_pdf)
