@@ -408,7 +408,8 @@ TINY_GDN = dict(
                      "settings": {"epochs": 2, "batch": 1, "crop": 8}},
             "ohm": {"codec": "gdn-ohm", "lambdas": [1, 100], "fractions_eval": [0, 1],
                     "settings": {"epochs": 2, "batch": 1, "crop": 8, "ohm_symbols": 4}},
-            "cc": {"codec": "coolchic", "lambdas": [1, 0.01], "params": {"iterations": 5}}},
+            "cc": {"codec": "coolchic", "lambdas": [1, 0.01], "params": {"iterations": 5}},
+            "klt": {"points": [400, 100]}},
     evaluation={"shards": 1},
     figures={"reference": "jpegls", "error_image": {"codec": "gdn"}},
 )
@@ -419,13 +420,14 @@ def test_tiny_workflow_with_gdn(tmp_path):
     run_snakemake(tmp_path, "--cores", "2", "results/rd_all.csv", "results/bdrate.csv",
                   "results/figures/rd_psnr.png", "results/figures/lossless_rates.png",
                   "results/figures/rate_max_error.png", "results/figures/error_image.png",
-                  "--configfile", str(cfg))
+                  "results/figures/spectral_signature.png", "--configfile", str(cfg))
     rd = read_csv(tmp_path / "results" / "rd_all.csv")
     assert [(r["codec"], r["model"], r["delta"], r["lossy"]) for r in rd] == [
         ("cc", "l0.01", "", "true"), ("cc", "l1", "", "true"),
         ("gain", "g0", "", "true"), ("gain", "g0.5", "", "true"), ("gain", "g1", "", "true"),
         ("gdn", "l1", "", "true"), ("gdn", "l100", "", "true"),
         ("jpegls", "-", "0", "false"), ("jpegls", "-", "2", "false"),
+        ("klt", "s100", "", "true"), ("klt", "s400", "", "true"),
         ("ohm", "f0", "", "true"), ("ohm", "f1", "", "true")]
     assert all(r["all_ok"] == "true" and r["patches"] == "3" for r in rd)
     for row in read_csv(tmp_path / "results" / "per_patch.csv"):
@@ -439,9 +441,13 @@ def test_tiny_workflow_with_gdn(tmp_path):
     assert (tmp_path / "models" / "tiny" / "gdn-gain-gain.pt").is_file()
     assert (tmp_path / "models" / "tiny" / "gdn-ohm-ohm.pt").is_file()
     bd = read_csv(tmp_path / "results" / "bdrate.csv")
-    assert [(r["codec"], r["model"]) for r in bd] == [
-        ("cc", "l0.01+l1"), ("gain", "g0+g0.5+g1"), ("gdn", "l1+l100"), ("jpegls", "-"),
-        ("ohm", "f0+f1")]
+    curves = [("cc", "l0.01+l1"), ("gain", "g0+g0.5+g1"), ("gdn", "l1+l100"), ("jpegls", "-"),
+              ("klt", "s100+s400"), ("ohm", "f0+f1")]
+    # every curve against the reference and the lossy anchor, at equal PSNR and SAM
+    assert [(r["reference"], r["metric"], r["codec"], r["model"]) for r in bd] == [
+        (ref, metric, *curve) for ref in ("jpegls", "klt") for metric in ("psnr", "sam")
+        for curve in curves]
+    assert (tmp_path / "results" / "figures" / "spectral_signature.png").stat().st_size > 1000
     assert (tmp_path / "results" / "figures" / "error_image.png").stat().st_size > 1000
     nothing = run_snakemake(tmp_path, "-n", "results/rd_all.csv", "--configfile", str(cfg))
     assert "Nothing to be done" in nothing.stdout + nothing.stderr
