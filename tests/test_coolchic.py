@@ -173,7 +173,8 @@ def test_decoder_agrees_with_the_encoder(coded, cube) -> None:
 def test_decoded_table_indices_are_the_encoders(coded) -> None:
     codec, data = coded
     header, side, payload = unpack(data)
-    qm, _, _, tables = codec.decode_model(header, side, payload, "x")
+    qm, _, _, tables, basis = codec.decode_model(header, side, payload, "x")
+    assert basis is None
     np.testing.assert_array_equal(tables, codec.last_stats["latent_tables"])
     assert sum(v.size for v in qm.latents) == tables.size
 
@@ -288,3 +289,69 @@ def test_real_enmap_crop_round_trips() -> None:
     np.testing.assert_array_equal(decoded, codec.last_reconstruction)
     assert compare(cube, decoded, 16383.0)["psnr"] > 30  # 35.9 dB here: a wide margin
     assert 8 * len(encoded) / cube.size < 4.0
+
+
+# --------------------------------------------------------------------------- spectral basis
+
+BASIS = {**FAST, "basis": 3}
+
+
+@pytest.fixture(scope="module")
+def coded_basis(cube) -> tuple[object, bytes]:
+    codec = get_codec("coolchic", BASIS)
+    return codec, codec.encode(cube, 0, BIT_DEPTH)
+
+
+def test_basis_round_trips_and_is_deterministic(coded_basis, cube) -> None:
+    codec, data = coded_basis
+    decoded = get_codec("coolchic").decode(data)
+    np.testing.assert_array_equal(decoded, codec.last_reconstruction)
+    assert compare(cube, decoded, 4095.0)["psnr"] > 30
+    assert get_codec("coolchic", BASIS).encode(cube, 0, BIT_DEPTH) == data
+    header, side, payload = unpack(data)
+    qm, _, _, _, basis = codec.decode_model(header, side, payload, "x")
+    assert qm.bands == 3 and basis.matrix.shape == (SHAPE[0], 3)
+
+
+def test_basis_side_info_is_counted(coded_basis) -> None:
+    codec, data = coded_basis
+    header, side, payload = unpack(data)
+    stats = codec.last_stats
+    assert side[0] == 2 and (len(side), len(payload)) == (stats["side_bytes"],
+                                                          stats["payload_bytes"])
+    assert 0 < stats["basis_bytes"] < len(side)
+    fields = dict(codec_class("coolchic").describe_side_info(side))
+    assert fields["basis"] == "3" and int(fields["basis_bytes"]) == stats["basis_bytes"]
+    macs = stats["macs_per_sample"]
+    assert macs["basis"] == 3.0 and macs["total"] == pytest.approx(
+        macs["arm"] + macs["upsampling"] + macs["synthesis"] + 3.0)
+
+
+@pytest.mark.parametrize("case", ["no_streams", "matrix_byte", "basis_count"])
+def test_corrupt_basis_is_a_one_line_error(coded_basis, case) -> None:
+    codec, data = coded_basis
+    header, side, payload = unpack(data)
+    if case == "no_streams":
+        bad_side = side[:5] + b"\x00\x00" + side[5:]
+    elif case == "matrix_byte":
+        bad_side = bytearray(side)
+        bad_side[side[5] + 12] ^= 0x40
+        bad_side = bytes(bad_side)
+    else:
+        config = bytes([3, 2, 8, 1, 12, 8, 2])  # the FAST architecture, then K = 3
+        assert side.count(config + b"\x03") == 1
+        bad_side = side.replace(config + b"\x03", config + b"\x63")  # K = 99 > 8 bands
+    with pytest.raises(HsicompError) as err:
+        codec.decode(pack(header, bad_side, payload), "bad.hsic")
+    assert "\n" not in str(err.value) and str(err.value).strip()
+
+
+def test_basis_zero_is_the_default_layout(coded, cube) -> None:
+    _, data = coded
+    assert get_codec("coolchic", {**FAST, "basis": 0}).encode(cube, 0, BIT_DEPTH) == data
+    assert unpack(data)[1][0] == 1
+    for bad in (-1, 65):
+        with pytest.raises(HsicompError, match="basis"):
+            get_codec("coolchic", {**FAST, "basis": bad})
+    with pytest.raises(HsicompError, match="exceeds"):
+        get_codec("coolchic", {**FAST, "basis": 9}).encode(cube, 0, BIT_DEPTH)

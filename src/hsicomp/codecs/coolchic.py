@@ -31,6 +31,17 @@ Side information
     :func:`~hsicomp.models.coolchic.tensor_shapes`) its step exponent ``k``, weight table
     ``j`` and largest magnitude ``r_max``. The payload is the range coder's 32-bit
     words: all weight symbols (``value + r_max``), then the latents of every grid.
+
+Spectral basis (``basis = K > 0``)
+    The synthesis outputs ``K`` coefficients per pixel instead of the bands: the target is
+    the cube's first ``K`` KLT coefficients over the scale (no offset), and the decoder
+    turns them into bands with the basis the file carries (integer band mean and ``K``
+    quantised eigenvectors, lossless JPEG XL as in ``klt``; see
+    :mod:`hsicomp.codecs.spectral_basis`). Side info: ``u8`` layout version (2), scale
+    (float32), the varint lengths of the mean and matrix streams, the two streams, then the
+    varints of the architecture, ``K``, every ``F_k``, every zig-zag row minimum and the
+    per-tensor weight codes as above (the output layer has ``K`` rows). The check value
+    also covers the basis integers.
 """
 
 from __future__ import annotations
@@ -42,13 +53,25 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hsicomp.codecs.base import Codec, Training, register
+from hsicomp.codecs.klt import eigenbasis
+from hsicomp.codecs.spectral_basis import (
+    SpectralBasis,
+    basis_fraction_bits,
+    choose_basis,
+    read_basis,
+)
 from hsicomp.errors import HsicompError
 from hsicomp.io.container import decode_varints, encode_varints
 
 LAYOUT_VERSION = 1
+#: Layout version of files with a spectral basis (``basis > 0``).
+BASIS_LAYOUT_VERSION = 2
+#: Most basis vectors (``basis``).
+MAX_BASIS = 64
 _CONFIG_FIELDS = ("grids", "channels", "context", "channel_context", "arm_hidden",
                   "synth_hidden", "synth_layers")
 _NORM = struct.Struct("<ff")
+_SCALE = struct.Struct("<f")
 _FIXED_SIDE = 1 + _NORM.size
 #: Largest Adam learning rate accepted (the default is 0.04; far larger ones diverge).
 MAX_LR = 1.0
@@ -65,7 +88,10 @@ class CoolChicCodec(Codec):
     parameters below override it when non-zero), ``grids``, ``channels`` (features per
     grid), ``context`` (spatial ARM context), ``channel_context``, ``arm_hidden``,
     ``synth_hidden``, ``synth_layers`` (-1 = preset), ``lr`` (Adam learning rate, at most
-    1), ``seed`` and ``threads`` (torch threads; 0 = leave torch's setting).
+    1), ``seed``, ``threads`` (torch threads; 0 = leave torch's setting) and ``basis`` (0:
+    the synthesis outputs every band; ``K > 0``: it outputs ``K`` coefficients of the cube's
+    own ``K``-vector KLT basis, which the file carries; see
+    :mod:`hsicomp.codecs.spectral_basis`).
     """
 
     name = "coolchic"
@@ -74,7 +100,7 @@ class CoolChicCodec(Codec):
     defaults: ClassVar[dict[str, Any]] = {
         "lam": 0.01, "iterations": 0, "preset": "default", "grids": 0, "channels": 0,
         "context": 0, "channel_context": -1, "arm_hidden": 0, "synth_hidden": 0,
-        "synth_layers": -1, "lr": 0.04, "seed": 0, "threads": 1}
+        "synth_layers": -1, "lr": 0.04, "seed": 0, "threads": 1, "basis": 0}
     training = Training.PER_CUBE
 
     def __init__(self, **params: Any) -> None:
@@ -112,6 +138,8 @@ class CoolChicCodec(Codec):
                                f"{lr:g}")
         if int(p["threads"]) < 0:
             raise HsicompError(f"codec {self.name!r}: threads must be >= 0")
+        if not 0 <= int(p["basis"]) <= MAX_BASIS:
+            raise HsicompError(f"codec {self.name!r}: basis must be in 0..{MAX_BASIS}")
         return config, iterations
 
     def _threads(self) -> None:
@@ -131,31 +159,47 @@ class CoolChicCodec(Codec):
         config, iterations = self.settings()
         self._threads()
         bands, rows, cols = cube.shape
+        k = int(self.params["basis"])
+        if k > bands:
+            raise HsicompError(f"codec {self.name!r}: basis {k} exceeds the {bands} bands")
         x = cube.astype(np.float64)
-        offset = np.float32(x.mean())
         scale = np.float32(max(float(x.std()), 1.0))
-        target = torch.from_numpy((cube.astype(np.float32) - offset) / scale)
+        if k:  # the target is the cube's first k KLT coefficients, in units of scale
+            mean, values, vectors, spectra = eigenbasis(cube)
+            offset = np.float32(0.0)
+            coefficients = (vectors[:, :k].T @ spectra) / float(scale)
+            target = torch.from_numpy(coefficients.astype(np.float32).reshape(k, rows, cols))
+        else:
+            offset = np.float32(x.mean())
+            target = torch.from_numpy((cube.astype(np.float32) - offset) / scale)
         settings = cc.FitSettings(lam=float(self.params["lam"]), iterations=iterations,
                                     lr=float(self.params["lr"]), seed=int(self.params["seed"]))
         start = time.perf_counter()
         model, history = cc.fit(target, config, settings, target.mean(dim=(1, 2)))
         qm, q_loss = cc.quantize(model, target, settings.lam)
+        basis = None
+        if k:
+            err = (qm.reconstruct() - target.numpy()).reshape(k, -1).astype(np.float64)
+            err = np.mean(err * err, axis=1) * float(scale) ** 2
+            bits = basis_fraction_bits(values[:k], err, bands)
+            basis = choose_basis(mean, vectors[:, :k], bits, qm.reconstruct().reshape(k, -1),
+                                 cube, float(scale), settings.lam, int(bit_depth))
         trained = time.perf_counter() - start
         self.last_stats = {}
-        side, payload, tables = self._pack_model(qm, offset, scale)
+        side, payload, tables = self._pack_model(qm, offset, scale, basis)
         data = self.pack(self.make_header(cube, delta, bit_depth, band_list), side, payload,
-                         self._symbols(qm))
-        self.last_reconstruction = self._output(qm, offset, scale, bit_depth)
+                         self._symbols(qm, basis))
+        self.last_reconstruction = self._output(qm, offset, scale, bit_depth, basis)
         self.last_stats |= {
             "train_loss": history[-1], "loss_history": history, "quantized_loss": q_loss,
-            "train_seconds": trained, "macs_per_sample": cc.decoder_macs(config, bands, rows,
-                                                                         cols),
+            "train_seconds": trained,
+            "macs_per_sample": cc.decoder_macs(config, bands, rows, cols, k),
             "latent_tables": tables, "payload_bytes": len(payload), "side_bytes": len(side),
             "config": config.as_dict(), "iterations": iterations}
         return data
 
-    def _pack_model(self, qm: Any, offset: np.float32, scale: np.float32
-                    ) -> tuple[bytes, bytes, np.ndarray]:
+    def _pack_model(self, qm: Any, offset: np.float32, scale: np.float32,
+                    basis: SpectralBasis | None = None) -> tuple[bytes, bytes, np.ndarray]:
         """Side info, payload and the latent table indices of a quantised model (the ideal
         code lengths of weights and latents go to ``last_stats``)."""
         from hsicomp.entropy import arm as carm
@@ -166,10 +210,19 @@ class CoolChicCodec(Codec):
         self.last_stats["weight_bits"] = sum(bits[:len(codes)])
         self.last_stats["latent_bits"] = sum(bits[len(codes):])
         ints = [getattr(qm.config, k) for k in _CONFIG_FIELDS]
+        if basis is not None:
+            basis_ints, mean_stream, matrix_stream = basis.pack()
+            ints += [len(basis.bits), *basis_ints]
+            self.last_stats["basis_bytes"] = len(mean_stream) + len(matrix_stream)
         for (_, k), (j, r_max) in zip(qm.tensors, codes, strict=True):
             ints += [k, j, r_max]
-        side = bytes([LAYOUT_VERSION]) + _NORM.pack(float(offset), float(scale)) \
-            + encode_varints(ints)
+        if basis is None:
+            side = bytes([LAYOUT_VERSION]) + _NORM.pack(float(offset), float(scale)) \
+                + encode_varints(ints)
+        else:
+            side = b"".join([bytes([BASIS_LAYOUT_VERSION]), _SCALE.pack(float(scale)),
+                             encode_varints([len(mean_stream), len(matrix_stream)]),
+                             mean_stream, matrix_stream, encode_varints(ints)])
         return side, carm.seal_intervals(parts), tables
 
     @staticmethod
@@ -198,12 +251,19 @@ class CoolChicCodec(Codec):
         return chosen, parts, np.concatenate(tables)
 
     @staticmethod
-    def _symbols(qm: Any) -> list[np.ndarray]:
-        """What the check value covers: the integer weights, then the integer latents."""
-        return [q for q, _ in qm.tensors] + list(qm.latents)
+    def _symbols(qm: Any, basis: SpectralBasis | None = None) -> list[np.ndarray]:
+        """What the check value covers: the integer weights, the integer latents, then the
+        basis integers (mean and eigenvectors) when there is a basis."""
+        extra = basis.symbols() if basis is not None else []
+        return [q for q, _ in qm.tensors] + list(qm.latents) + extra
 
     @staticmethod
-    def _output(qm: Any, offset: float, scale: float, bit_depth: int) -> np.ndarray:
+    def _output(qm: Any, offset: float, scale: float, bit_depth: int,
+                basis: SpectralBasis | None = None) -> np.ndarray:
+        if basis is not None:
+            c = qm.reconstruct().reshape(qm.bands, -1)
+            out = basis.synthesis(c, scale, bit_depth)
+            return out.reshape(out.shape[0], qm.rows, qm.cols)
         x = qm.reconstruct().astype(np.float64) * float(scale) + float(offset)
         return np.clip(np.rint(np.nan_to_num(x)), 0, (1 << bit_depth) - 1).astype(np.uint16)
 
@@ -211,20 +271,22 @@ class CoolChicCodec(Codec):
         """Decode .hsic bytes written by this codec."""
         header, side, payload = self.read_container(data, source)
         self._threads()
-        qm, offset, scale, _ = self.decode_model(header, side, payload, source)
-        self.verify_check(header, self._symbols(qm), source)
-        return self.check_output(self._output(qm, offset, scale, header.bit_depth), header,
-                                 source)
+        qm, offset, scale, _, basis = self.decode_model(header, side, payload, source)
+        self.verify_check(header, self._symbols(qm, basis), source)
+        return self.check_output(self._output(qm, offset, scale, header.bit_depth, basis),
+                                 header, source)
 
     def decode_model(self, header: Any, side: bytes, payload: bytes, source: str
-                     ) -> tuple[Any, float, float, np.ndarray]:
-        """Quantised model, offset, scale and latent table indices of a file's contents."""
+                     ) -> tuple[Any, float, float, np.ndarray, SpectralBasis | None]:
+        """Quantised model, offset, scale, latent table indices and spectral basis (None
+        without one) of a file's contents."""
         from hsicomp.entropy import arm as carm
         from hsicomp.entropy.laplace_tables import geometric_cdf, latent_cdfs
         from hsicomp.models import coolchic as cc
 
-        config, offset, scale, specs = self._read_side(side, header.bands, source)
-        bands, rows, cols = header.shape
+        config, offset, scale, specs, basis = self._read_side(side, header.bands, source)
+        _, rows, cols = header.shape
+        bands = header.bands if basis is None else len(basis.bits)
         try:
             dec = carm.RangeDecoder(payload)
             shapes = cc.tensor_shapes(config, bands)
@@ -250,16 +312,25 @@ class CoolChicCodec(Codec):
                 raise ValueError("the stream is not the coding of its symbols")
         except ValueError as exc:
             raise HsicompError(f"{source}: corrupt payload ({exc})") from None
-        return qm, offset, scale, np.concatenate(tables)
+        return qm, offset, scale, np.concatenate(tables), basis
 
     @classmethod
     def _read_side(cls, side: bytes, bands: int, source: str
-                   ) -> tuple[Any, float, float, list[tuple[int, int, int]]]:
-        """Architecture, offset, scale and per-tensor (k, j, r_max) of the side info."""
+                   ) -> tuple[Any, float, float, list[tuple[int, int, int]],
+                              SpectralBasis | None]:
+        """Architecture, offset, scale, per-tensor (k, j, r_max) and spectral basis (None
+        without one) of the side info."""
         from hsicomp.entropy.laplace_tables import NGEOMETRIC
         from hsicomp.models import coolchic as cc
 
-        config, offset, scale, rest = cls._read_config(side, source)
+        config, offset, scale, rest, streams = cls._read_config(side, source)
+        basis = None
+        if streams is not None:
+            k = rest[0] if rest else 0
+            if not 1 <= k <= min(bands, MAX_BASIS) or len(rest) < 1 + 2 * k:
+                raise HsicompError(f"{source}: corrupt side info (basis of {k} vectors)")
+            basis = read_basis(rest[1:1 + 2 * k], *streams, bands, source)
+            rest, bands = rest[1 + 2 * k:], k
         shapes = cc.tensor_shapes(config, bands)
         if len(rest) != 3 * len(shapes):
             raise HsicompError(f"{source}: corrupt side info ({len(rest)} weight-code "
@@ -268,21 +339,34 @@ class CoolChicCodec(Codec):
         for k, j, r_max in specs:
             if k not in cc.STEP_EXPONENTS or j >= NGEOMETRIC or r_max > cc.MAX_WEIGHT * 2:
                 raise HsicompError(f"{source}: corrupt side info (bad weight code)")
-        return config, offset, scale, specs  # type: ignore[return-value]
+        return config, offset, scale, specs, basis  # type: ignore[return-value]
 
     @classmethod
-    def _read_config(cls, side: bytes, source: str) -> tuple[Any, float, float, list[int]]:
-        """Architecture, offset, scale and the remaining side-info integers."""
+    def _read_config(cls, side: bytes, source: str
+                     ) -> tuple[Any, float, float, list[int], tuple[bytes, bytes] | None]:
+        """Architecture, offset, scale, the remaining side-info integers and the basis
+        streams (mean, matrix; None in a file without a basis)."""
         from hsicomp.models import coolchic as cc
 
-        if len(side) < _FIXED_SIDE:
-            raise HsicompError(f"{source}: corrupt side info ({len(side)} bytes)")
-        if side[0] != LAYOUT_VERSION:
-            raise HsicompError(f"{source}: unsupported {cls.name} layout version {side[0]}")
-        offset, scale = _NORM.unpack_from(side, 1)
+        streams = None
+        if side[:1] == bytes([BASIS_LAYOUT_VERSION]) and len(side) >= 1 + _SCALE.size:
+            offset, (scale,) = 0.0, _SCALE.unpack_from(side, 1)
+            lengths, pos = _leading_varints(side, 1 + _SCALE.size, 2, source)
+            end = pos + lengths[0] + lengths[1]
+            if end > len(side):
+                raise HsicompError(f"{source}: corrupt side info (basis streams truncated)")
+            streams = (side[pos:pos + lengths[0]], side[pos + lengths[0]:end])
+            data = side[end:]
+        else:
+            if len(side) < _FIXED_SIDE:
+                raise HsicompError(f"{source}: corrupt side info ({len(side)} bytes)")
+            if side[0] != LAYOUT_VERSION:
+                raise HsicompError(f"{source}: unsupported {cls.name} layout version "
+                                   f"{side[0]}")
+            offset, scale = _NORM.unpack_from(side, 1)
+            data = side[_FIXED_SIDE:]
         if not (np.isfinite(offset) and np.isfinite(scale)):
             raise HsicompError(f"{source}: corrupt side info (normalisation not finite)")
-        data = side[_FIXED_SIDE:]
         ints = decode_varints(data, sum(1 for b in data if not b & 0x80), source,
                               "side-info integers")
         if len(ints) < len(_CONFIG_FIELDS):
@@ -292,16 +376,40 @@ class CoolChicCodec(Codec):
             config.validate()
         except ValueError as exc:
             raise HsicompError(f"{source}: corrupt side info ({exc})") from None
-        return config, offset, scale, ints[len(_CONFIG_FIELDS):]
+        return config, offset, scale, ints[len(_CONFIG_FIELDS):], streams
 
     @classmethod
     def describe_side_info(cls, side: bytes) -> list[tuple[str, str]]:
         """Readable fields of a coolchic file's side info (for ``hsicomp info``)."""
         try:
-            config, offset, scale, rest = cls._read_config(side, "side info")
+            config, offset, scale, rest, streams = cls._read_config(side, "side info")
         except HsicompError:
             return [("side_info", "corrupt")]
+        basis: list[tuple[str, str]] = []
+        if streams is not None and rest:
+            k = rest[0]
+            basis = [("basis", str(k)), ("basis_bytes", str(sum(map(len, streams))))]
+            rest = rest[1 + 2 * k:]
+        else:
+            basis = [("offset", f"{offset:.6g}")]
         steps = ",".join(str(k) for k in rest[0::3])
-        return [*((k, str(v)) for k, v in config.as_dict().items()),
-                ("offset", f"{offset:.6g}"), ("scale", f"{scale:.6g}"),
-                ("weight_step_exponents", steps)]
+        return [*((k, str(v)) for k, v in config.as_dict().items()), *basis,
+                ("scale", f"{scale:.6g}"), ("weight_step_exponents", steps)]
+
+
+def _leading_varints(data: bytes, pos: int, count: int, source: str
+                     ) -> tuple[list[int], int]:
+    """``count`` varints of ``data`` from ``pos`` and the position after them."""
+    values: list[int] = []
+    value = shift = 0
+    while len(values) < count:
+        if pos >= len(data) or shift > 63:
+            raise HsicompError(f"{source}: corrupt side info (truncated integers)")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            values.append(value)
+            value = shift = 0
+    return values, pos

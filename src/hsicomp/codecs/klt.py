@@ -120,9 +120,10 @@ def fraction_bits(eigenvalues: np.ndarray, bands: int, step: float) -> np.ndarra
     return np.clip(np.ceil(need), MIN_FRACTION_BITS, MAX_FRACTION_BITS).astype(np.int64)
 
 
-def analyse(cube: np.ndarray, step: float) -> tuple[KltData, np.ndarray]:
-    """The KLT of ``cube``: mean, quantised eigenvectors and quantised components of the
-    file, and the unquantised components of the kept eigenvectors (K, rows * cols)."""
+def eigenbasis(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Integer band mean ``(bands,)``, eigenvalues (decreasing), eigenvectors ``(bands,
+    bands)`` (columns, largest entry positive) and the mean-free spectra ``(bands, pixels)``
+    of ``cube``, all float64."""
     bands = cube.shape[0]
     x = cube.reshape(bands, -1).astype(np.float64)
     mean = np.rint(x.mean(axis=1))
@@ -132,6 +133,14 @@ def analyse(cube: np.ndarray, step: float) -> tuple[KltData, np.ndarray]:
     values, vectors = values[order], vectors[:, order]
     peak = np.argmax(np.abs(vectors), axis=0)
     vectors *= np.where(vectors[peak, np.arange(bands)] < 0, -1.0, 1.0)
+    return mean, values, vectors, x
+
+
+def analyse(cube: np.ndarray, step: float) -> tuple[KltData, np.ndarray]:
+    """The KLT of ``cube``: mean, quantised eigenvectors and quantised components of the
+    file, and the unquantised components of the kept eigenvectors (K, rows * cols)."""
+    bands = cube.shape[0]
+    mean, values, vectors, x = eigenbasis(cube)
     bits = fraction_bits(values, bands, step)
     matrix = np.rint(vectors * np.exp2(bits)).astype(np.int64)
     y = vectors.T @ x

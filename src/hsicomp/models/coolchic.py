@@ -123,8 +123,11 @@ def grid_shapes(config: CoolChicConfig, rows: int, cols: int) -> list[tuple[int,
             for k in range(config.grids)]
 
 
-def decoder_macs(config: CoolChicConfig, bands: int, rows: int, cols: int) -> dict[str, float]:
-    """Decoder multiply-adds per decoded sample (band-sample), by part and in total."""
+def decoder_macs(config: CoolChicConfig, bands: int, rows: int, cols: int,
+                 basis: int = 0) -> dict[str, float]:
+    """Decoder multiply-adds per decoded sample (band-sample), by part and in total; with
+    ``basis`` K > 0 the synthesis outputs K coefficients and a K-vector spectral basis
+    turns them into the bands (K multiply-adds per sample)."""
     pixels = rows * cols
     shapes = grid_shapes(config, rows, cols)
     latents = sum(c * h * w for c, h, w in shapes)
@@ -136,10 +139,12 @@ def decoder_macs(config: CoolChicConfig, bands: int, rows: int, cols: int) -> di
         _, h, w = shapes[k]
         up += 4 * (config.grids - 1 - k) * config.channels * h * w
     widths = [config.grids * config.channels] + [config.synth_hidden] * config.synth_layers
-    widths.append(bands)
+    widths.append(basis or bands)
     synth = pixels * sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
     samples = bands * pixels
     out = {"arm": arm / samples, "upsampling": up / samples, "synthesis": synth / samples}
+    if basis:
+        out["basis"] = float(basis)
     out["total"] = sum(out.values())
     return out
 
