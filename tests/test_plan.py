@@ -97,6 +97,8 @@ def test_default_figures_read_evaluated_points():
     assert "models/synthetic/gdn-gdn-l1.pt" in models
     bad = dict(DEFAULT, figures={"spectral_signature": {"codecs": ["jpegls"]}})
     assert "jpegls is not the label of a lossy codec" in refused(bad)
+    assert plan_of(dict(DEFAULT, figures={"reference": "klt"})).figures.references == [
+        "klt", "jpegxl-lossy", "avif", "jpeg2000-lossy"]  # each once
     bad = dict(DEFAULT, figures={"lossy_references": ["kl"]})
     assert refused(bad).startswith("figures.lossy_references: kl is not a codec label")
 

@@ -488,10 +488,10 @@ class Figures:
         self.reference: str = cfg["reference"]
         lossy = cfg.get("lossy_references")
         #: The BD-rate references: the main one, then the lossy anchors.
-        self.references: list[str] = [self.reference, *(
+        self.references: list[str] = list(dict.fromkeys([self.reference, *(
             lossy if lossy is not None else
             [label for label in plan.entries
-             if plan.codecs[label].lossy and plan.training(label) is Training.NONE])]
+             if plan.codecs[label].lossy and plan.training(label) is Training.NONE])]))
         unknown = [r for r in lossy or [] if r not in plan.entries]
         if unknown:
             raise ConfigError(f"figures.lossy_references: {', '.join(unknown)} is not a codec "
