@@ -182,7 +182,7 @@ def plot_rd(rd_csv: Path, out_png: Path, out_pdf: Path | None = None,
             if not any(math.isfinite(r["psnr"]) for r in mine):
                 ax.text(0.5, 0.5, "no lossy points", transform=ax.transAxes, ha="center",
                         va="center", color="0.5")
-            else:
+            elif any(r["delta"] is not None and math.isfinite(r["psnr"]) for r in mine):
                 ax.text(0.99, 0.01, "numbers: delta (max. error)", transform=ax.transAxes,
                         ha="right", va="bottom", fontsize=6, color="0.4")
             if has_sam:
