@@ -55,9 +55,9 @@ def test_hyspecnet_dry_run_without_data(tmp_path):
     assert re.search(r"import_release\s+4\n", out)  # and converted
     assert re.search(r"train_gdn\s+5\n", out)  # one per lambda
     assert re.search(r"train_gdn_curve\s+2\n", out)  # gdn-gain and gdn-ohm: one model each
-    assert re.search(r"total\s+8175\n", out)
+    assert re.search(r"total\s+8176\n", out)
     # the documented job count is this one
-    assert "8,175 jobs" in (REPO / "docs" / "workflow.md").read_text()
+    assert "8,176 jobs" in (REPO / "docs" / "workflow.md").read_text()
     assert not (tmp_path / "downloads").exists()
 
 
@@ -88,7 +88,7 @@ def test_default_config_dry_run(tmp_path):
 
 
 FIGURE_RULES = ("bdrate", "plot_rate_error", "plot_lossless", "band_rates", "plot_band_rates",
-                "error_image")
+                "error_image", "spectral_signature")
 
 
 def test_default_config_dry_run_of_the_figures(tmp_path):
