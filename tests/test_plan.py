@@ -49,10 +49,10 @@ def refused(config: dict, root=None) -> str:
 def test_default_plan():
     plan = plan_of(DEFAULT)
     points = list(plan.points())
-    # anchors 6 + 1 + 1 + 12 + 4 deltas, linerwkv 2 coders x 3 deltas, gdn 3 lambdas,
-    # gdn-gain and gdn-ohm 5 points each, coolchic 3 lambdas, klt 5 points, the per-band
+    # anchors 4 + 1 + 1 + 12 + 4 deltas, linerwkv 2 coders x 3 deltas, gdn 3 lambdas,
+    # gdn-gain and gdn-ohm 5 points each, coolchic 3 lambdas, klt 4 points, the per-band
     # lossy anchors 3 each
-    assert len(points) == 60
+    assert len(points) == 57
     assert Point("synthetic", "gdn-gain", "g0.5", 0) in points
     assert plan.models("gdn") == ["l0.1", "l1", "l10"]
     assert plan.models("coolchic") == ["l1", "l0.1", "l0.03"]
@@ -93,7 +93,7 @@ def test_default_figures_read_evaluated_points():
         "params": {"level": 0.5, "model": "models/synthetic/gdn-gain-gdn-gain.pt", "threads": 1},
         "bitstreams": ["results/bitstreams/synthetic/gdn-gain/g0.5/d0/shard0"]}
     folders, models = figures.signature_inputs()
-    assert len(folders) == 3 + 5 + 5 + 3 + 5 + 3 + 3 + 3  # one shard per point
+    assert len(folders) == 3 + 5 + 5 + 3 + 4 + 3 + 3 + 3  # one shard per point
     assert "models/synthetic/gdn-gdn-l1.pt" in models
     bad = dict(DEFAULT, figures={"spectral_signature": {"codecs": ["jpegls"]}})
     assert "jpegls is not the label of a lossy codec" in refused(bad)
