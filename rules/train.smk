@@ -23,6 +23,8 @@ rule train:
         "logs/benchmarks/train/{dataset}/{size}.tsv"
     wildcard_constraints:
         size=r"XS|S|M|L",
+    # the jobs that code with the model wait for it: start it first
+    priority: 10
     conda:
         ENV
     threads: lambda w: config["linerwkv"]["threads"]
@@ -55,6 +57,7 @@ rule train_gdn:
         name="|".join(PLAN.codec_names_with(Training.PER_LAMBDA)),
         label=labels_of(Training.PER_LAMBDA),
         tag=r"l[0-9.]+",
+    priority: 5
     conda:
         ENV
     threads: lambda w: PLAN.train_threads(w.label)
@@ -86,6 +89,7 @@ rule train_gdn_curve:
     wildcard_constraints:
         curve="|".join(PLAN.codec_names_with(Training.PER_ENTRY)),
         label=labels_of(Training.PER_ENTRY),
+    priority: 5
     conda:
         ENV
     threads: lambda w: PLAN.train_threads(w.label)
