@@ -49,15 +49,15 @@ def refused(config: dict, root=None) -> str:
 def test_default_plan():
     plan = plan_of(DEFAULT)
     points = list(plan.points())
-    # anchors 4 + 1 + 1 + 12 + 4 deltas, linerwkv 2 coders x 3 deltas, gdn 3 lambdas,
+    # anchors 4 + 1 + 1 + 12 + 2 deltas, linerwkv 2 coders x 3 deltas, gdn 3 lambdas,
     # gdn-gain and gdn-ohm 5 points each, coolchic 3 lambdas, klt 4 points, the per-band
     # lossy anchors 3 each
-    assert len(points) == 57
+    assert len(points) == 55
     assert Point("synthetic", "gdn-gain", "g0.5", 0) in points
     assert plan.models("gdn") == ["l0.1", "l1", "l10"]
     assert plan.models("coolchic") == ["l1", "l0.1", "l0.03"]
     assert plan.job_params("coolchic", "l0.03", "synthetic", 1) == {
-        "iterations": 300, "lam": 0.03, "threads": 1}
+        "iterations": 200, "lam": 0.03, "threads": 1}
     assert plan.job_params("gdn-ohm", "f0.25", "synthetic", 1) == {
         "fraction": 0.25, "model": "models/synthetic/gdn-ohm-gdn-ohm.pt", "threads": 1}
     assert plan.job_params("linerwkv-arith", "XS", "synthetic", 2) == {

@@ -65,11 +65,11 @@ def test_default_config_dry_run(tmp_path):
     proc = run_snakemake(tmp_path, "-n", "--cores", "2", "-p", "results/rd_all.csv")
     out = proc.stdout + proc.stderr
     assert "prepare_dataset" in out
-    # 1 shard x (anchors: 4 + 1 + 1 + 12 + 4 deltas; linerwkv: 2 coders x 1 size x 3 deltas;
+    # 1 shard x (anchors: 4 + 1 + 1 + 12 + 2 deltas; linerwkv: 2 coders x 1 size x 3 deltas;
     # gdn: 3 lambdas, one point each; gdn-gain and gdn-ohm: 5 points of one model each;
     # coolchic: 3 lambdas; klt 4 points, jpegxl-lossy, avif and jpeg2000-lossy 3 each)
-    assert re.search(r"encode_shard\s+57\n", out)
-    assert '--params \'{"iterations": 300, "lam": 0.03, "threads": 1}\'' in out
+    assert re.search(r"encode_shard\s+55\n", out)
+    assert '--params \'{"iterations": 200, "lam": 0.03, "threads": 1}\'' in out
     assert re.search(r"train\s+1\n", out)
     assert re.search(r"train_gdn\s+3\n", out)
     assert re.search(r"train_gdn_curve\s+2\n", out)
@@ -481,7 +481,7 @@ def test_conda_deployment_parses_and_plans(tmp_path, monkeypatch):
     work.mkdir()
     proc = run_snakemake(work, "--sdm", "conda", "-n", "--cores", "1", "results/rd_all.csv")
     out = proc.stdout + proc.stderr
-    assert re.search(r"encode_shard\s+57\n", out)
+    assert re.search(r"encode_shard\s+55\n", out)
     assert "envs/hsicomp.yaml will be created" in out
     config = write_config(tmp_path / "cpu.yaml", {**TINY, "conda_env": "hsicomp-cpu"})
     proc = run_snakemake(work, "--sdm", "conda", "-n", "--cores", "1", "--configfile", str(config))
