@@ -61,7 +61,7 @@ from hsicomp.codecs.spectral_basis import (
     read_basis,
 )
 from hsicomp.errors import HsicompError
-from hsicomp.io.container import decode_varints, encode_varints
+from hsicomp.io.container import decode_varints, encode_varints, read_varints
 
 LAYOUT_VERSION = 1
 #: Layout version of files with a spectral basis (``basis > 0``).
@@ -351,7 +351,7 @@ class CoolChicCodec(Codec):
         streams = None
         if side[:1] == bytes([BASIS_LAYOUT_VERSION]) and len(side) >= 1 + _SCALE.size:
             offset, (scale,) = 0.0, _SCALE.unpack_from(side, 1)
-            lengths, pos = _leading_varints(side, 1 + _SCALE.size, 2, source)
+            lengths, pos = read_varints(side, 1 + _SCALE.size, 2, source)
             end = pos + lengths[0] + lengths[1]
             if end > len(side):
                 raise HsicompError(f"{source}: corrupt side info (basis streams truncated)")
@@ -395,21 +395,3 @@ class CoolChicCodec(Codec):
         steps = ",".join(str(k) for k in rest[0::3])
         return [*((k, str(v)) for k, v in config.as_dict().items()), *basis,
                 ("scale", f"{scale:.6g}"), ("weight_step_exponents", steps)]
-
-
-def _leading_varints(data: bytes, pos: int, count: int, source: str
-                     ) -> tuple[list[int], int]:
-    """``count`` varints of ``data`` from ``pos`` and the position after them."""
-    values: list[int] = []
-    value = shift = 0
-    while len(values) < count:
-        if pos >= len(data) or shift > 63:
-            raise HsicompError(f"{source}: corrupt side info (truncated integers)")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            values.append(value)
-            value = shift = 0
-    return values, pos

@@ -42,7 +42,7 @@ import numpy as np
 from hsicomp.codecs.base import Codec, RatePoints, one_line, register
 from hsicomp.codecs.lossy_anchors import number_param
 from hsicomp.errors import HsicompError
-from hsicomp.io.container import Header, encode_varints
+from hsicomp.io.container import Header, encode_varints, read_varints
 
 LAYOUT_VERSION = 1
 #: Largest fraction bits of a quantised eigenvector entry (rows then fit in 16 bits).
@@ -250,24 +250,11 @@ def _read_fields(side: bytes, source: str) -> tuple[float, list[int], int]:
     (step,) = _STEP.unpack_from(side, 1)
     if not (math.isfinite(step) and MIN_STEP <= step <= MAX_STEP):
         raise HsicompError(f"{source}: corrupt side info (step {step!r})")
-    ints: list[int] = []
-    pos = _FIXED_SIDE
-    value = shift = 0
-    need = 3
-    while len(ints) < need:
-        if pos >= len(side) or shift > 63:
-            raise HsicompError(f"{source}: corrupt side info (truncated integers)")
-        byte = side[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            ints.append(value)
-            value = shift = 0
-            if len(ints) == 1:
-                if ints[0] > 0xFFFF:
-                    raise HsicompError(f"{source}: corrupt side info ({ints[0]} components)")
-                need = 3 + 4 * ints[0]
+    (keep,), pos = read_varints(side, _FIXED_SIDE, 1, source)
+    if keep > 0xFFFF:
+        raise HsicompError(f"{source}: corrupt side info ({keep} components)")
+    rest, pos = read_varints(side, pos, 2 + 4 * keep, source)
+    ints = [keep, *rest]
     return step, ints, pos
 
 

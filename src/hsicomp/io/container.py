@@ -131,6 +131,24 @@ def decode_varints(data: bytes, count: int, source: str, what: str = "band segme
     return values
 
 
+def read_varints(data: bytes, pos: int, count: int, source: str) -> tuple[list[int], int]:
+    """``count`` varints of ``data`` from ``pos``, and the position after them (data may
+    follow); HsicompError when the data ends first."""
+    values: list[int] = []
+    value = shift = 0
+    while len(values) < count:
+        if pos >= len(data) or shift > 63:
+            raise HsicompError(f"{source}: corrupt side info (truncated integers)")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            values.append(value)
+            value = shift = 0
+    return values, pos
+
+
 def _varint(value: int) -> bytes:
     return encode_varints([value])
 
