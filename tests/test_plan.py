@@ -57,7 +57,7 @@ def test_default_plan():
     assert plan.models("gdn") == ["l0.1", "l1", "l10"]
     assert plan.models("coolchic") == ["l1", "l0.1", "l0.03"]
     assert plan.job_params("coolchic", "l0.03", "synthetic", 1) == {
-        "iterations": 120, "lam": 0.03, "threads": 1}
+        "iterations": 200, "lam": 0.03, "threads": 1}
     assert plan.job_params("gdn-ohm", "f0.25", "synthetic", 1) == {
         "fraction": 0.25, "model": "models/synthetic/gdn-ohm-gdn-ohm.pt", "threads": 1}
     assert plan.job_params("linerwkv-arith", "XS", "synthetic", 2) == {

@@ -69,7 +69,7 @@ def test_default_config_dry_run(tmp_path):
     # gdn: 3 lambdas, one point each; gdn-gain and gdn-ohm: 5 points of one model each;
     # coolchic: 3 lambdas; klt 4 points, jpegxl-lossy, avif and jpeg2000-lossy 3 each)
     assert re.search(r"encode_shard\s+55\n", out)
-    assert '--params \'{"iterations": 120, "lam": 0.03, "threads": 1}\'' in out
+    assert '--params \'{"iterations": 200, "lam": 0.03, "threads": 1}\'' in out
     assert re.search(r"train\s+1\n", out)
     assert re.search(r"train_gdn\s+3\n", out)
     assert re.search(r"train_gdn_curve\s+2\n", out)
