@@ -98,10 +98,9 @@ def release_checkpoint(wildcards):
 
 
 def model_input(wildcards):
-    """The model file an encode or verify job needs ([] for codecs without one)."""
+    """The model files an encode or verify job needs ([] for codecs without one)."""
     PLAN.check_model(wildcards.codec, wildcards.model)
-    path = PLAN.model_file(wildcards.codec, wildcards.model, wildcards.dataset)
-    return [] if path is None else [path]
+    return PLAN.model_inputs(wildcards.codec, wildcards.model, wildcards.dataset)
 
 
 def codec_params(wildcards, threads):

@@ -1,6 +1,7 @@
 # Training stage: one LineRWKV predictor per size, one gdn transform codec per gdn entry
-# and lambda, and one model per gdn-gain / gdn-ohm entry, on the training split of one
-# dataset. Interrupted jobs resume from <model>.pt.state on rerun. LineRWKV sizes with
+# and lambda, one model per gdn-gain / gdn-ohm entry and the spectral basis of the entries
+# with trained_basis, on the training split of one dataset. Interrupted jobs resume from
+# <model>.pt.state on rerun. LineRWKV sizes with
 # `weights: release` are not trained: the authors' checkpoints are fetched and converted.
 
 
@@ -102,6 +103,26 @@ rule train_gdn_curve:
     shell:
         "python -m hsicomp train-gdn --data data/{wildcards.dataset} --out {output.model:q}"
         " --settings {params.settings} --threads {threads} > {log:q} 2>&1"
+
+
+rule train_basis:
+    """The spectral basis (KLT) of a dataset's training split, for the klt and coolchic
+    entries with trained_basis: true."""
+    input:
+        manifest="data/{dataset}/manifest.csv",
+        train="data/{dataset}/train.h5",
+    output:
+        "models/{dataset}/spectral-basis.npz",
+    log:
+        "logs/train_basis/{dataset}.log",
+    priority: 10
+    conda:
+        ENV
+    resources:
+        mem_mb=8000,
+    shell:
+        "python -m hsicomp train-basis --data data/{wildcards.dataset} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 ruleorder: import_release > train

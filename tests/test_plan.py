@@ -234,3 +234,36 @@ def test_gpu_requests():
     assert plan.train_gpus({"device": "cuda"}) == 1
     plan = plan_of(dict(DEFAULT, train_gpu=True))
     assert plan.train_gpus({}) == 1 and plan.train_gpus({"device": "cpu"}) == 0
+
+
+def test_trained_basis_entries_get_the_basis_of_their_training_dataset():
+    datasets = {name: {**TINY["datasets"]["tiny"], "seed": seed}
+                for name, seed in (("a", 1), ("b", 2))}
+    config = {**TINY, "datasets": datasets, "codecs": {
+        "klt": {"points": [100]},
+        "klt-trained": {"codec": "klt", "trained_basis": True, "points": [100],
+                        "train_dataset": {"a": "b", "b": "a"}},
+        "cc": {"codec": "coolchic", "trained_basis": True, "lambdas": [1],
+               "params": {"basis": 3, "iterations": 10}}}}
+    plan = plan_of(config)
+    assert plan.job_params("klt-trained", "s100", "a", 1) == {
+        "step": 100, "basis_model": "models/b/spectral-basis.npz"}
+    assert plan.job_params("klt", "s100", "a", 1) == {"step": 100}
+    assert plan.model_inputs("cc", "l1", "b") == ["models/b/spectral-basis.npz"]
+    assert plan.job_params("cc", "l1", "b", 1)["basis_model"] == "models/b/spectral-basis.npz"
+    assert plan.model_files() == ["models/a/spectral-basis.npz", "models/b/spectral-basis.npz"]
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"trained_basis": True}, "codecs.jpegls: trained_basis only applies to codecs"),
+    ({"codec": "coolchic", "trained_basis": True, "lambdas": [1]},
+     "codecs.jpegls: codec 'coolchic': basis_model needs basis > 0"),
+    ({"codec": "klt", "points": [10], "train_dataset": "tiny"},
+     "codecs.jpegls: train_dataset only apply to codecs"),
+    ({"codec": "klt", "points": [10], "trained_basis": True, "train_dataset": "nope"},
+     "codecs.jpegls.train_dataset: 'nope' is not a dataset"),
+    ({"codec": "klt", "points": [10], "params": {"basis_model": "x.npz"}},
+     "codecs.jpegls.params: basis_model is set by the workflow"),
+])
+def test_trained_basis_mistakes_are_refused(entry, message):
+    assert message in refused({**TINY, "codecs": {"jpegls": entry}})

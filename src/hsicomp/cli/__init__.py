@@ -39,7 +39,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "plot-rd": ("png", "pdf"), "plot-rate-error": ("png", "pdf"),
     "plot-lossless": ("png", "pdf"), "band-rates": ("out",), "plot-band-rates": ("png", "pdf"),
     "error-image": ("png", "pdf"), "spectral-signature": ("png", "pdf"), "train": ("out",),
-    "train-gdn": ("out",),
+    "train-gdn": ("out",), "train-basis": ("out",),
 }
 
 

@@ -1,4 +1,4 @@
-"""Training commands: ``train`` (LineRWKV) and ``train-gdn``."""
+"""Training commands: ``train`` (LineRWKV), ``train-gdn`` and ``train-basis``."""
 
 from __future__ import annotations
 
@@ -68,7 +68,26 @@ def _register_gdn(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_train_gdn)
 
 
+def _cmd_train_basis(args: argparse.Namespace) -> int:
+    from hsicomp.training.spectral import train_basis
+
+    model = train_basis(Path(args.data))
+    model.save(args.out)
+    print(f"{args.out}: spectral basis of {model.bands} bands, sha256 {model.digest.hex()}")
+    return 0
+
+
+def _register_basis(sub: argparse._SubParsersAction) -> None:
+    """Add ``hsicomp train-basis``."""
+    p = sub.add_parser("train-basis", help="compute the spectral basis (KLT) of a prepared "
+                       "dataset's training split, for klt and coolchic (basis_model)")
+    p.add_argument("--data", required=True, help="prepared dataset folder (with train.h5)")
+    p.add_argument("--out", required=True, help="output basis file (.npz)")
+    p.set_defaults(func=_cmd_train_basis)
+
+
 def register_cli(sub: argparse._SubParsersAction) -> None:
     """Add the commands of this group."""
     _register_linerwkv(sub)
     _register_gdn(sub)
+    _register_basis(sub)

@@ -117,8 +117,10 @@ class Codec(ABC):
     values, e.g. from the command line, are converted to the default's type).
 
     ``training`` (a :class:`Training`) tells the workflow how the codec's model is obtained
-    and ``rate_points`` describes the rate points of a per-entry model; the parameters the
-    workflow then sets (:meth:`workflow_params`) may not be given in a config entry.
+    and ``rate_points`` describes the rate points of a per-entry model; ``trained_basis``
+    that the codec takes a trained spectral basis (parameter ``basis_model``, a config
+    entry's ``trained_basis``). The parameters the workflow sets (:meth:`workflow_params`)
+    may not be given in a config entry.
 
     A ``lossy`` codec guarantees no maximum error: it accepts only delta 0 (meaning "no
     bound"), and its files carry :data:`~hsicomp.io.container.FLAG_LOSSY` in the header.
@@ -137,16 +139,18 @@ class Codec(ABC):
     defaults: ClassVar[dict[str, Any]] = {}
     training: ClassVar[Training] = Training.NONE
     rate_points: ClassVar[RatePoints | None] = None
+    trained_basis: ClassVar[bool] = False
 
     @classmethod
     def workflow_params(cls) -> frozenset[str]:
         """The parameters the workflow gives this codec in every job (model file, threads,
         the rate parameter of a point)."""
         point = {cls.rate_points.param} if cls.rate_points else set()
+        point |= {"basis_model"} if cls.trained_basis else set()
         if cls.training is Training.NONE:
             return frozenset(point)
         if cls.training is Training.PER_CUBE:
-            return frozenset({"lam", "threads"})
+            return frozenset({"lam", "threads", *point})
         return frozenset({"model", "threads", *point})
 
     def __init__(self, **params: Any) -> None:
@@ -271,17 +275,18 @@ class Codec(ABC):
         return header, side_info, payload
 
     def coding_model(self, kind: str, digest: bytes, load: Callable[[], tuple[Any, bytes]],
-                     source: str) -> Any:
+                     source: str, param: str = "model") -> Any:
         """The model ``load()`` gives (model, sha256), checked to be the ``kind`` model with
-        hash ``digest`` that coded ``source``; one-line errors when the parameter ``model``
+        hash ``digest`` that coded ``source``; one-line errors when the parameter ``param``
         is missing or names another model."""
-        if not self.params["model"]:
+        if not self.params[param]:
+            how = "--model PATH" if param == "model" else f"the parameter {param}=PATH"
             raise HsicompError(f"{source}: coded with {kind} model {digest.hex()[:16]}...; "
-                               f"give that model file with --model PATH")
+                               f"give that model file with {how}")
         model, have = load()
         if have != digest:
             raise HsicompError(f"{source}: coded with model {digest.hex()[:16]}..., but "
-                               f"{self.params['model']} is model {have.hex()[:16]}...")
+                               f"{self.params[param]} is model {have.hex()[:16]}...")
         return model
 
     def check_output(self, cube: np.ndarray, header: Header, source: str) -> np.ndarray:

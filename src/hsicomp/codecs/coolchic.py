@@ -42,18 +42,26 @@ Spectral basis (``basis = K > 0``)
     varints of the architecture, ``K``, every ``F_k``, every zig-zag row minimum and the
     per-tensor weight codes as above (the output layer has ``K`` rows). The check value
     also covers the basis integers.
+
+Trained spectral basis (``basis = K`` and parameter ``basis_model``)
+    The mean and the first ``K`` eigenvectors of a basis trained on other data
+    (:mod:`hsicomp.models.spectral`, ``hsicomp train-basis``; eigenvectors rounded to 15
+    fraction bits) replace the cube's own, and the file carries the basis's sha256 instead
+    of the two streams: side info ``u8`` layout version (3), scale (float32), 32 bytes
+    sha256, then the varints of the architecture, ``K`` and the per-tensor weight codes.
+    The decoder needs the same model file.
 """
 
 from __future__ import annotations
 
 import struct
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from hsicomp.codecs.base import Codec, Training, register
-from hsicomp.codecs.klt import eigenbasis
+from hsicomp.codecs.klt import MAX_FRACTION_BITS, eigenbasis
 from hsicomp.codecs.spectral_basis import (
     SpectralBasis,
     basis_fraction_bits,
@@ -63,9 +71,14 @@ from hsicomp.codecs.spectral_basis import (
 from hsicomp.errors import HsicompError
 from hsicomp.io.container import decode_varints, encode_varints, read_varints
 
+if TYPE_CHECKING:
+    from hsicomp.models.spectral import SpectralBasisModel
+
 LAYOUT_VERSION = 1
 #: Layout version of files with a spectral basis (``basis > 0``).
 BASIS_LAYOUT_VERSION = 2
+#: Layout version of files with a trained spectral basis (``basis > 0``, ``basis_model``).
+TRAINED_LAYOUT_VERSION = 3
 #: Most basis vectors (``basis``).
 MAX_BASIS = 64
 _CONFIG_FIELDS = ("grids", "channels", "context", "channel_context", "arm_hidden",
@@ -73,6 +86,8 @@ _CONFIG_FIELDS = ("grids", "channels", "context", "channel_context", "arm_hidden
 _NORM = struct.Struct("<ff")
 _SCALE = struct.Struct("<f")
 _FIXED_SIDE = 1 + _NORM.size
+#: Bytes of the sha256 of a trained basis (:attr:`SpectralBasisModel.digest`).
+_DIGEST_BYTES = 32
 #: Largest Adam learning rate accepted (the default is 0.04; far larger ones diverge).
 MAX_LR = 1.0
 
@@ -91,7 +106,9 @@ class CoolChicCodec(Codec):
     1), ``seed``, ``threads`` (torch threads; 0 = leave torch's setting) and ``basis`` (0:
     the synthesis outputs every band; ``K > 0``: it outputs ``K`` coefficients of the cube's
     own ``K``-vector KLT basis, which the file carries; see
-    :mod:`hsicomp.codecs.spectral_basis`).
+    :mod:`hsicomp.codecs.spectral_basis`), ``basis_model`` (with ``basis = K``: a trained
+    spectral basis file of ``hsicomp train-basis``, whose first ``K`` vectors replace the
+    cube's own; "" = none).
     """
 
     name = "coolchic"
@@ -100,8 +117,10 @@ class CoolChicCodec(Codec):
     defaults: ClassVar[dict[str, Any]] = {
         "lam": 0.01, "iterations": 0, "preset": "default", "grids": 0, "channels": 0,
         "context": 0, "channel_context": -1, "arm_hidden": 0, "synth_hidden": 0,
-        "synth_layers": -1, "lr": 0.04, "seed": 0, "threads": 1, "basis": 0}
+        "synth_layers": -1, "lr": 0.04, "seed": 0, "threads": 1, "basis": 0,
+        "basis_model": ""}
     training = Training.PER_CUBE
+    trained_basis = True
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -140,6 +159,9 @@ class CoolChicCodec(Codec):
             raise HsicompError(f"codec {self.name!r}: threads must be >= 0")
         if not 0 <= int(p["basis"]) <= MAX_BASIS:
             raise HsicompError(f"codec {self.name!r}: basis must be in 0..{MAX_BASIS}")
+        if p["basis_model"] and not int(p["basis"]):
+            raise HsicompError(f"codec {self.name!r}: basis_model needs basis > 0 (the "
+                               f"number of its vectors used)")
         return config, iterations
 
     def _threads(self) -> None:
@@ -164,8 +186,13 @@ class CoolChicCodec(Codec):
             raise HsicompError(f"codec {self.name!r}: basis {k} exceeds the {bands} bands")
         x = cube.astype(np.float64)
         scale = np.float32(max(float(x.std()), 1.0))
+        trained = self._basis_model(bands)
         if k:  # the target is the cube's first k KLT coefficients, in units of scale
-            mean, values, vectors, spectra = eigenbasis(cube)
+            if trained is None:
+                mean, values, vectors, spectra = eigenbasis(cube)
+            else:
+                mean, vectors = trained.mean.astype(np.float64), trained.vectors
+                spectra = x.reshape(bands, -1) - mean[:, None]
             offset = np.float32(0.0)
             coefficients = (vectors[:, :k].T @ spectra) / float(scale)
             target = torch.from_numpy(coefficients.astype(np.float32).reshape(k, rows, cols))
@@ -178,28 +205,46 @@ class CoolChicCodec(Codec):
         model, history = cc.fit(target, config, settings, target.mean(dim=(1, 2)))
         qm, q_loss = cc.quantize(model, target, settings.lam)
         basis = None
-        if k:
+        if trained is not None:
+            basis = SpectralBasis.quantised(trained.mean, trained.vectors[:, :k],
+                                            [MAX_FRACTION_BITS] * k)
+        elif k:
             err = (qm.reconstruct() - target.numpy()).reshape(k, -1).astype(np.float64)
             err = np.mean(err * err, axis=1) * float(scale) ** 2
             bits = basis_fraction_bits(values[:k], err, bands)
             basis = choose_basis(mean, vectors[:, :k], bits, qm.reconstruct().reshape(k, -1),
                                  cube, float(scale), settings.lam, int(bit_depth))
-        trained = time.perf_counter() - start
+        seconds = time.perf_counter() - start
         self.last_stats = {}
-        side, payload, tables = self._pack_model(qm, offset, scale, basis)
+        side, payload, tables = self._pack_model(qm, offset, scale, basis, trained)
         data = self.pack(self.make_header(cube, delta, bit_depth, band_list), side, payload,
                          self._symbols(qm, basis))
         self.last_reconstruction = self._output(qm, offset, scale, bit_depth, basis)
         self.last_stats |= {
             "train_loss": history[-1], "loss_history": history, "quantized_loss": q_loss,
-            "train_seconds": trained,
+            "train_seconds": seconds,
             "macs_per_sample": cc.decoder_macs(config, bands, rows, cols, k),
             "latent_tables": tables, "payload_bytes": len(payload), "side_bytes": len(side),
             "config": config.as_dict(), "iterations": iterations}
         return data
 
+    def _basis_model(self, bands: int) -> SpectralBasisModel | None:
+        """The trained basis of the parameter ``basis_model`` (None without one)."""
+        from hsicomp.models.spectral import cached_basis_model
+
+        path = str(self.params["basis_model"])
+        if not path:
+            return None
+        model, _ = cached_basis_model(path)
+        if model.bands != bands or int(self.params["basis"]) > bands:
+            raise HsicompError(f"{path}: a spectral basis of {model.bands} bands, the cube "
+                               f"has {bands}")
+        return model
+
     def _pack_model(self, qm: Any, offset: np.float32, scale: np.float32,
-                    basis: SpectralBasis | None = None) -> tuple[bytes, bytes, np.ndarray]:
+                    basis: SpectralBasis | None = None,
+                    model: SpectralBasisModel | None = None
+                    ) -> tuple[bytes, bytes, np.ndarray]:
         """Side info, payload and the latent table indices of a quantised model (the ideal
         code lengths of weights and latents go to ``last_stats``)."""
         from hsicomp.entropy import arm as carm
@@ -210,13 +255,18 @@ class CoolChicCodec(Codec):
         self.last_stats["weight_bits"] = sum(bits[:len(codes)])
         self.last_stats["latent_bits"] = sum(bits[len(codes):])
         ints = [getattr(qm.config, k) for k in _CONFIG_FIELDS]
-        if basis is not None:
+        if model is not None:
+            ints.append(qm.bands)
+        elif basis is not None:
             basis_ints, mean_stream, matrix_stream = basis.pack()
             ints += [len(basis.bits), *basis_ints]
             self.last_stats["basis_bytes"] = len(mean_stream) + len(matrix_stream)
         for (_, k), (j, r_max) in zip(qm.tensors, codes, strict=True):
             ints += [k, j, r_max]
-        if basis is None:
+        if model is not None:
+            side = b"".join([bytes([TRAINED_LAYOUT_VERSION]), _SCALE.pack(float(scale)),
+                             model.digest, encode_varints(ints)])
+        elif basis is None:
             side = bytes([LAYOUT_VERSION]) + _NORM.pack(float(offset), float(scale)) \
                 + encode_varints(ints)
         else:
@@ -314,8 +364,7 @@ class CoolChicCodec(Codec):
             raise HsicompError(f"{source}: corrupt payload ({exc})") from None
         return qm, offset, scale, np.concatenate(tables), basis
 
-    @classmethod
-    def _read_side(cls, side: bytes, bands: int, source: str
+    def _read_side(self, side: bytes, bands: int, source: str
                    ) -> tuple[Any, float, float, list[tuple[int, int, int]],
                               SpectralBasis | None]:
         """Architecture, offset, scale, per-tensor (k, j, r_max) and spectral basis (None
@@ -323,9 +372,24 @@ class CoolChicCodec(Codec):
         from hsicomp.entropy.laplace_tables import NGEOMETRIC
         from hsicomp.models import coolchic as cc
 
-        config, offset, scale, rest, streams = cls._read_config(side, source)
+        config, offset, scale, rest, streams = self._read_config(side, source)
         basis = None
-        if streams is not None:
+        if isinstance(streams, bytes):  # the digest of a trained basis
+            from hsicomp.models.spectral import cached_basis_model
+
+            k = rest[0] if rest else 0
+            if not 1 <= k <= min(bands, MAX_BASIS):
+                raise HsicompError(f"{source}: corrupt side info (basis of {k} vectors)")
+            model = self.coding_model("spectral basis", streams,
+                                      lambda: cached_basis_model(str(self.params["basis_model"])),
+                                      source, param="basis_model")
+            if model.bands != bands:
+                raise HsicompError(f"{source}: corrupt header ({bands} bands, coded with a "
+                                   f"basis of {model.bands})")
+            basis = SpectralBasis.quantised(model.mean, model.vectors[:, :k],
+                                            [MAX_FRACTION_BITS] * k)
+            rest, bands = rest[1:], k
+        elif streams is not None:
             k = rest[0] if rest else 0
             if not 1 <= k <= min(bands, MAX_BASIS) or len(rest) < 1 + 2 * k:
                 raise HsicompError(f"{source}: corrupt side info (basis of {k} vectors)")
@@ -343,13 +407,18 @@ class CoolChicCodec(Codec):
 
     @classmethod
     def _read_config(cls, side: bytes, source: str
-                     ) -> tuple[Any, float, float, list[int], tuple[bytes, bytes] | None]:
+                     ) -> tuple[Any, float, float, list[int], tuple[bytes, bytes] | bytes | None]:
         """Architecture, offset, scale, the remaining side-info integers and the basis
-        streams (mean, matrix; None in a file without a basis)."""
+        streams (mean, matrix; the sha256 of a trained basis; None without a basis)."""
         from hsicomp.models import coolchic as cc
 
-        streams = None
-        if side[:1] == bytes([BASIS_LAYOUT_VERSION]) and len(side) >= 1 + _SCALE.size:
+        streams: tuple[bytes, bytes] | bytes | None = None
+        trained_end = 1 + _SCALE.size + _DIGEST_BYTES
+        if side[:1] == bytes([TRAINED_LAYOUT_VERSION]) and len(side) >= trained_end:
+            offset, (scale,) = 0.0, _SCALE.unpack_from(side, 1)
+            streams = side[1 + _SCALE.size:trained_end]
+            data = side[trained_end:]
+        elif side[:1] == bytes([BASIS_LAYOUT_VERSION]) and len(side) >= 1 + _SCALE.size:
             offset, (scale,) = 0.0, _SCALE.unpack_from(side, 1)
             lengths, pos = read_varints(side, 1 + _SCALE.size, 2, source)
             end = pos + lengths[0] + lengths[1]
@@ -386,7 +455,10 @@ class CoolChicCodec(Codec):
         except HsicompError:
             return [("side_info", "corrupt")]
         basis: list[tuple[str, str]] = []
-        if streams is not None and rest:
+        if isinstance(streams, bytes) and rest:
+            basis = [("basis", str(rest[0])), ("basis_model_sha256", streams.hex())]
+            rest = rest[1:]
+        elif streams is not None and rest:
             k = rest[0]
             basis = [("basis", str(k)), ("basis_bytes", str(sum(map(len, streams))))]
             rest = rest[1 + 2 * k:]

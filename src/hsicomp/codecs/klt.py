@@ -27,6 +27,14 @@ File layout
     zig-zag row minimum of ``V_k``, the zig-zag minimum of ``q_k`` and its stream's length;
     then the mean and matrix JPEG XL streams. Payload: the component streams in order.
     Everything the decoder needs is in the file, so its size is the rate.
+
+Trained basis (parameter ``basis_model``)
+    With a basis trained on other data (:mod:`hsicomp.models.spectral`, ``hsicomp
+    train-basis``), its mean and eigenvectors (``F_k`` = 15 for all) replace the cube's own,
+    and the file carries the basis's sha256 instead of the mean and matrix streams: side
+    info ``u8`` layout version (2), ``f64`` step, 32 bytes sha256, the varint ``K``, then
+    per kept component the zig-zag minimum of ``q_k`` and its stream's length. The decoder
+    needs the same model file.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import imagecodecs
 import numpy as np
@@ -44,7 +52,12 @@ from hsicomp.codecs.lossy_anchors import number_param
 from hsicomp.errors import HsicompError
 from hsicomp.io.container import Header, encode_varints, read_varints
 
+if TYPE_CHECKING:
+    from hsicomp.models.spectral import SpectralBasisModel
+
 LAYOUT_VERSION = 1
+#: Layout version of files coded with a trained basis.
+TRAINED_LAYOUT_VERSION = 2
 #: Largest fraction bits of a quantised eigenvector entry (rows then fit in 16 bits).
 MAX_FRACTION_BITS = 15
 #: Fewest fraction bits of a quantised eigenvector entry.
@@ -57,6 +70,8 @@ MIN_STEP, MAX_STEP = 1e-3, 1e6
 EXACT_BOUND = 2.0**52
 _STEP = struct.Struct("<d")
 _FIXED_SIDE = 1 + _STEP.size
+#: Bytes of the sha256 of a trained basis (:attr:`SpectralBasisModel.digest`).
+_DIGEST_BYTES = 32
 
 
 def _zigzag(value: int) -> int:
@@ -124,24 +139,29 @@ def eigenbasis(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     """Integer band mean ``(bands,)``, eigenvalues (decreasing), eigenvectors ``(bands,
     bands)`` (columns, largest entry positive) and the mean-free spectra ``(bands, pixels)``
     of ``cube``, all float64."""
+    from hsicomp.models.spectral import principal_axes  # hsicomp.models imports torch: lazily
+
     bands = cube.shape[0]
     x = cube.reshape(bands, -1).astype(np.float64)
     mean = np.rint(x.mean(axis=1))
     x -= mean[:, None]
-    values, vectors = np.linalg.eigh(x @ x.T / x.shape[1])
-    order = np.argsort(-values, kind="stable")
-    values, vectors = values[order], vectors[:, order]
-    peak = np.argmax(np.abs(vectors), axis=0)
-    vectors *= np.where(vectors[peak, np.arange(bands)] < 0, -1.0, 1.0)
+    values, vectors = principal_axes(x @ x.T / x.shape[1])
     return mean, values, vectors, x
 
 
-def analyse(cube: np.ndarray, step: float) -> tuple[KltData, np.ndarray]:
-    """The KLT of ``cube``: mean, quantised eigenvectors and quantised components of the
-    file, and the unquantised components of the kept eigenvectors (K, rows * cols)."""
+def analyse(cube: np.ndarray, step: float, model: SpectralBasisModel | None = None
+            ) -> tuple[KltData, np.ndarray]:
+    """The KLT of ``cube`` (its own, or the trained basis ``model``): mean, quantised
+    eigenvectors and quantised components of the file, and the unquantised components of
+    the kept eigenvectors (K, rows * cols)."""
     bands = cube.shape[0]
-    mean, values, vectors, x = eigenbasis(cube)
-    bits = fraction_bits(values, bands, step)
+    if model is None:
+        mean, values, vectors, x = eigenbasis(cube)
+        bits = fraction_bits(values, bands, step)
+    else:
+        mean, vectors = model.mean.astype(np.float64), model.vectors
+        x = cube.reshape(bands, -1).astype(np.float64) - mean[:, None]
+        bits = np.full(bands, MAX_FRACTION_BITS, np.int64)
     matrix = np.rint(vectors * np.exp2(bits)).astype(np.int64)
     y = vectors.T @ x
     symbols = np.rint(y / step).astype(np.int64)
@@ -157,13 +177,15 @@ class Klt(Codec):
     """Spectral KLT + one uniform quantisation step + lossless JPEG XL per component.
 
     See the module docstring for the method and the file layout. Parameters: ``step``
-    (quantisation step of the components, in sample units; larger gives smaller files) and
-    ``effort`` (JPEG XL effort, 1..10).
+    (quantisation step of the components, in sample units; larger gives smaller files),
+    ``effort`` (JPEG XL effort, 1..10) and ``basis_model`` (a trained spectral basis file of
+    ``hsicomp train-basis``, used instead of the cube's own KLT; "" = none).
     """
 
     name = "klt"
     lossy = True
-    defaults: ClassVar[dict[str, Any]] = {"step": 200.0, "effort": 7}
+    defaults: ClassVar[dict[str, Any]] = {"step": 200.0, "effort": 7, "basis_model": ""}
+    trained_basis = True
     rate_points = RatePoints(key="points", param="step", tag="s")
 
     def __init__(self, **params: Any) -> None:
@@ -185,7 +207,8 @@ class Klt(Codec):
         cube = self.check_input(cube, delta, bit_depth, band_list)
         self._require()
         effort = self.params["effort"]
-        klt, _ = analyse(cube, self.params["step"])
+        model = self._basis_model(cube.shape[0])
+        klt, _ = analyse(cube, self.params["step"], model)
         keep = len(klt.bits)
         lows = klt.symbols.min(axis=1) if keep else np.zeros(0, np.int64)
         if keep and int((klt.symbols.max(axis=1) - lows).max()) > 0xFFFF:
@@ -194,15 +217,23 @@ class Klt(Codec):
         rows, cols = cube.shape[1:]
         streams = [jxl_lossless((q - low).reshape(rows, cols), effort)
                    for q, low in zip(klt.symbols, lows, strict=True)]
-        mean_stream = jxl_lossless(klt.mean[None], effort)
-        row_lows = klt.matrix.min(axis=0) if keep else np.zeros(0, np.int64)
-        matrix_stream = jxl_lossless((klt.matrix - row_lows).T, effort) if keep else b""
-        ints = [keep, len(mean_stream), len(matrix_stream)]
-        for k in range(keep):
-            ints += [klt.bits[k], _zigzag(int(row_lows[k])), _zigzag(int(lows[k])),
-                     len(streams[k])]
-        side = b"".join([bytes([LAYOUT_VERSION]), _STEP.pack(klt.step), encode_varints(ints),
-                         mean_stream, matrix_stream])
+        if model is None:
+            mean_stream = jxl_lossless(klt.mean[None], effort)
+            row_lows = klt.matrix.min(axis=0) if keep else np.zeros(0, np.int64)
+            matrix_stream = jxl_lossless((klt.matrix - row_lows).T, effort) if keep else b""
+            ints = [keep, len(mean_stream), len(matrix_stream)]
+            for k in range(keep):
+                ints += [klt.bits[k], _zigzag(int(row_lows[k])), _zigzag(int(lows[k])),
+                         len(streams[k])]
+            side = b"".join([bytes([LAYOUT_VERSION]), _STEP.pack(klt.step),
+                             encode_varints(ints), mean_stream, matrix_stream])
+        else:
+            mean_stream = matrix_stream = b""
+            ints = [keep]
+            for k in range(keep):
+                ints += [_zigzag(int(lows[k])), len(streams[k])]
+            side = b"".join([bytes([TRAINED_LAYOUT_VERSION]), _STEP.pack(klt.step),
+                             model.digest, encode_varints(ints)])
         try:
             rec = klt.synthesis(int(bit_depth)).reshape(cube.shape)
         except ValueError as exc:
@@ -214,11 +245,35 @@ class Klt(Codec):
         return self.pack(self.make_header(cube, delta, bit_depth, band_list), side,
                          b"".join(streams), [rec])
 
+    def _basis_model(self, bands: int) -> SpectralBasisModel | None:
+        """The trained basis of the parameter ``basis_model`` (None without one)."""
+        from hsicomp.models.spectral import cached_basis_model
+
+        path = str(self.params["basis_model"])
+        if not path:
+            return None
+        model, _ = cached_basis_model(path)
+        if model.bands != bands:
+            raise HsicompError(f"{path}: a spectral basis of {model.bands} bands, the cube "
+                               f"has {bands}")
+        return model
+
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
         """Decode .hsic bytes written by this codec."""
         header, side, payload = self.read_container(data, source)
         self._require()
-        klt = read_klt(header, side, payload, source)
+        model = None
+        if side[:1] == bytes([TRAINED_LAYOUT_VERSION]):
+            from hsicomp.models.spectral import cached_basis_model
+
+            model = self.coding_model(
+                "spectral basis", side[_FIXED_SIDE:_FIXED_SIDE + _DIGEST_BYTES],
+                lambda: cached_basis_model(str(self.params["basis_model"])), source,
+                param="basis_model")
+            if model.bands != header.bands:
+                raise HsicompError(f"{source}: corrupt header ({header.bands} bands, coded "
+                                   f"with a basis of {model.bands})")
+        klt = read_klt(header, side, payload, source, model)
         try:
             cube = klt.synthesis(header.bit_depth).reshape(header.shape)
         except ValueError as exc:
@@ -232,7 +287,12 @@ class Klt(Codec):
             step, ints, _ = _read_fields(side_info, "side info")
         except HsicompError:
             return [("side_info", "corrupt")]
-        keep, mean_len, matrix_len = ints[:3]
+        keep = ints[0]
+        if side_info[0] == TRAINED_LAYOUT_VERSION:
+            digest = side_info[_FIXED_SIDE:_FIXED_SIDE + _DIGEST_BYTES].hex()
+            return [("step", f"{step:g}"), ("components", str(keep)),
+                    ("basis_model_sha256", digest)]
+        mean_len, matrix_len = ints[1:3]
         bits = ints[3::4]
         fields = [("step", f"{step:g}"), ("components", str(keep)),
                   ("mean_bytes", str(mean_len)), ("matrix_bytes", str(matrix_len))]
@@ -242,42 +302,60 @@ class Klt(Codec):
 
 
 def _read_fields(side: bytes, source: str) -> tuple[float, list[int], int]:
-    """Step, the side-info varints and the offset of the mean stream."""
+    """Step, the side-info varints and the offset after them (layout 1: of the mean
+    stream)."""
     if len(side) < _FIXED_SIDE:
         raise HsicompError(f"{source}: corrupt side info ({len(side)} bytes)")
-    if side[0] != LAYOUT_VERSION:
+    if side[0] not in (LAYOUT_VERSION, TRAINED_LAYOUT_VERSION):
         raise HsicompError(f"{source}: unsupported klt layout version {side[0]}")
+    trained = side[0] == TRAINED_LAYOUT_VERSION
     (step,) = _STEP.unpack_from(side, 1)
     if not (math.isfinite(step) and MIN_STEP <= step <= MAX_STEP):
         raise HsicompError(f"{source}: corrupt side info (step {step!r})")
-    (keep,), pos = read_varints(side, _FIXED_SIDE, 1, source)
+    (keep,), pos = read_varints(side, _FIXED_SIDE + (_DIGEST_BYTES if trained else 0), 1,
+                                source)
     if keep > 0xFFFF:
         raise HsicompError(f"{source}: corrupt side info ({keep} components)")
-    rest, pos = read_varints(side, pos, 2 + 4 * keep, source)
-    ints = [keep, *rest]
-    return step, ints, pos
+    rest, pos = read_varints(side, pos, 2 * keep if trained else 2 + 4 * keep, source)
+    return step, [keep, *rest], pos
 
 
-def read_klt(header: Header, side: bytes, payload: bytes, source: str) -> KltData:
-    """The contents of a klt file (``header``, ``side``, ``payload``), checked."""
+def read_klt(header: Header, side: bytes, payload: bytes, source: str,
+             model: SpectralBasisModel | None = None) -> KltData:
+    """The contents of a klt file (``header``, ``side``, ``payload``; ``model``: the trained
+    basis of a layout-2 file), checked."""
     step, ints, pos = _read_fields(side, source)
-    keep, mean_len, matrix_len = ints[:3]
+    keep = ints[0]
     bands, rows, cols = header.shape
-    if keep > bands or pos + mean_len + matrix_len != len(side) or (keep == 0) != (not matrix_len):
-        raise HsicompError(f"{source}: corrupt side info ({keep} components of {bands} bands, "
-                           f"stream lengths do not fill it)")
-    bits, row_lows, lows, lengths = (ints[3 + i::4] for i in range(4))
+    if model is not None:
+        if keep > bands or pos != len(side):
+            raise HsicompError(f"{source}: corrupt side info ({keep} components of {bands} "
+                               f"bands, or data after the fields)")
+        lows, lengths = ints[1::2], ints[2::2]
+        bits = [MAX_FRACTION_BITS] * keep
+        row_lows: list[int] = []
+    else:
+        mean_len, matrix_len = ints[1:3]
+        if keep > bands or pos + mean_len + matrix_len != len(side) \
+                or (keep == 0) != (not matrix_len):
+            raise HsicompError(f"{source}: corrupt side info ({keep} components of {bands} "
+                               f"bands, stream lengths do not fill it)")
+        bits, row_lows, lows, lengths = (ints[3 + i::4] for i in range(4))
     if any(b > MAX_FRACTION_BITS for b in bits) or sum(lengths) != len(payload) \
             or any(v > 1 << 33 for v in row_lows + lows):
         raise HsicompError(f"{source}: corrupt side info (eigenvector bits, offsets or "
                            f"component lengths)")
-    row_lows, lows = [_unzigzag(v) for v in row_lows], [_unzigzag(v) for v in lows]
-    mean = jxl_image(side[pos:pos + mean_len], (1, bands), source, "mean vector")[0]
-    matrix = np.zeros((bands, 0), np.int64)
-    if keep:
-        stream = side[pos + mean_len:]
-        matrix = (jxl_image(stream, (keep, bands), source, "eigenvector matrix")
-                  + np.array(row_lows, np.int64)[:, None]).T
+    lows = [_unzigzag(v) for v in lows]
+    if model is not None:
+        mean = model.mean
+        matrix = np.rint(model.vectors[:, :keep] * 2.0**MAX_FRACTION_BITS).astype(np.int64)
+    else:
+        mean = jxl_image(side[pos:pos + mean_len], (1, bands), source, "mean vector")[0]
+        matrix = np.zeros((bands, 0), np.int64)
+        if keep:
+            stream = side[pos + mean_len:]
+            matrix = (jxl_image(stream, (keep, bands), source, "eigenvector matrix")
+                      + np.array([_unzigzag(v) for v in row_lows], np.int64)[:, None]).T
     symbols = np.zeros((keep, rows * cols), np.int64)
     start = 0
     for k, length in enumerate(lengths):

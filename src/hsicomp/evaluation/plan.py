@@ -257,8 +257,12 @@ class Plan:
                 codecs = "codec" if len(owners[key]) == 1 else "codecs"
                 raise ConfigError(f"{where}: {key} only applies to {codecs} "
                                   f"{', '.join(owners[key])}")
+        basis_keys = {"train_dataset"} if entry.get("trained_basis") else set()
+        if entry.get("trained_basis"):
+            self._check_trained_basis(label)
         if cls.training in (Training.NONE, Training.LINERWKV):
-            extra = sorted((set(LEARNED_KEYS) | set(owners) - {own_key}) & set(entry))
+            extra = sorted(((set(LEARNED_KEYS) | set(owners)) - {own_key} - basis_keys)
+                           & set(entry))
             if extra:
                 raise ConfigError(f"{where}: {', '.join(extra)} only apply to codecs "
                                   f"{', '.join(self._learned_names())}")
@@ -282,6 +286,21 @@ class Plan:
             known = ", ".join(sorted(set(cls.defaults) - cls.workflow_params())) or "none"
             raise ConfigError(f"{where}.params: codec {name} has no parameter "
                               f"{', '.join(unknown)} (known: {known})")
+
+    def _check_trained_basis(self, label: str) -> None:
+        """An entry with ``trained_basis``: its codec takes one, with these parameters."""
+        entry, cls = self.entries[label], self.codecs[label]
+        where = f"codecs.{label}"
+        if not cls.trained_basis:
+            names = [n for n in available_codecs() if codec_class(n).trained_basis]
+            raise ConfigError(f"{where}: trained_basis only applies to codecs "
+                              f"{', '.join(names)}")
+        if "train_dataset" in entry:
+            self._check_train_dataset(f"{where}.train_dataset", entry["train_dataset"])
+        try:
+            cls(**{**entry.get("params", {}), "basis_model": "spectral-basis.npz"})
+        except HsicompError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
     def _check_points(self, label: str) -> None:
         """The rate points of a codec without a model: present, distinct, each accepted
@@ -315,7 +334,8 @@ class Plan:
         name, where = cls.name, f"codecs.{label}"
         lambdas = entry.get("lambdas", [])
         if cls.training is Training.PER_CUBE:
-            extra = sorted((set(LEARNED_KEYS) - {"lambdas"}) & set(entry))
+            basis_keys = {"train_dataset"} if entry.get("trained_basis") else set()
+            extra = sorted((set(LEARNED_KEYS) - {"lambdas"} - basis_keys) & set(entry))
             if extra:
                 raise ConfigError(f"{where}: {', '.join(extra)} do not apply to codec {name} "
                                   f"(nothing is trained; set its parameters in params)")
@@ -410,15 +430,28 @@ class Plan:
             return self.entry_model(label, dataset)
         return None
 
+    def basis_file(self, label: str, dataset: str) -> str | None:
+        """The trained spectral basis entry ``label`` codes ``dataset`` with, or None."""
+        entry = self.entries[label]
+        if not entry.get("trained_basis"):
+            return None
+        source = self._train_source(entry.get("train_dataset"), dataset)
+        return f"models/{source}/spectral-basis.npz"
+
+    def model_inputs(self, label: str, model: str, dataset: str) -> list[str]:
+        """The model files of the jobs of entry ``label`` at {model} on ``dataset``."""
+        return [path for path in (self.model_file(label, model, dataset),
+                                  self.basis_file(label, dataset)) if path]
+
     def model_files(self) -> list[str]:
         """Every model file the configuration asks for: each LineRWKV size of the
-        ``linerwkv:`` section for each dataset (trained or released) and the model of every
+        ``linerwkv:`` section for each dataset (trained or released) and the models of every
         evaluated point."""
         sizes = self.linerwkv["sizes"] if self.linerwkv else []
         files = {self.linerwkv_model(size, d) for size in sizes for d in self.datasets}
         return sorted(files | {path for point in self.points()
-                               if (path := self.model_file(point.label, point.model,
-                                                           point.dataset))})
+                               for path in self.model_inputs(point.label, point.model,
+                                                             point.dataset)})
 
     def train_settings(self, label: str, tag: str | None = None) -> dict:
         """Settings of ``hsicomp train-gdn`` for a per-lambda entry's model at lambda ``tag``
@@ -460,6 +493,9 @@ class Plan:
             params[cls.rate_points.param] = self.rate_points(label)[model]
         if cls.training is Training.PER_CUBE:
             params.update(lam=self.lambdas(label)[model], threads=threads)
+        basis = self.basis_file(label, dataset)
+        if basis is not None:
+            params["basis_model"] = basis
         return params
 
     def shard_paths(self, point: Point, shard: int) -> dict[str, str]:
