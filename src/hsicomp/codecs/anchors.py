@@ -9,6 +9,7 @@ the payload and store their lengths in the side info as unsigned LEB128 varints.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 import imagecodecs
@@ -25,11 +26,47 @@ JPEGLS_MAX_DELTA = 255
 JPEGXL_EFFORTS = range(1, 11)
 
 
-class PerBandCodec(Codec):
-    """Base of the codecs that code each band as an independent 2-D image."""
+class BandCodestreams:
+    """What every codec of independent band codestreams shares (this module's and
+    :mod:`hsicomp.codecs.lossy_anchors`'): the library check, the band loop and the split of
+    the payload into the bands' codestreams."""
 
+    name: ClassVar[str]
     #: imagecodecs feature flag that must be available (e.g. ``imagecodecs.JPEGLS``).
     feature: ClassVar[object]
+    last_stats: dict
+
+    def _require(self) -> None:
+        if not getattr(self.feature, "available", False):
+            raise HsicompError(f"codec {self.name!r} is not available in this imagecodecs "
+                               f"build")
+
+    def _encode_bands(self, cube: np.ndarray, encode_one: Callable[[np.ndarray], bytes]
+                      ) -> list[bytes]:
+        """The codestream of every band (``encode_one(band)``); a failure names the band.
+        Sets ``last_stats["band_bits"]``, each band's codestream size in bits."""
+        segments = []
+        for i, band in enumerate(cube):
+            try:
+                segments.append(bytes(encode_one(band)))
+            except Exception as exc:
+                raise HsicompError(f"codec {self.name!r} failed on band {i}: "
+                                   f"{one_line(exc)}") from None
+        self.last_stats = {"band_bits": np.array([8 * len(s) for s in segments], np.int64)}
+        return segments
+
+    @staticmethod
+    def _segments(payload: bytes, lengths: list[int], source: str) -> list[bytes]:
+        """The payload cut into the bands' codestreams of ``lengths`` bytes."""
+        if sum(lengths) != len(payload):
+            raise HsicompError(f"{source}: corrupt side info (segments total {sum(lengths)} "
+                               f"bytes, payload has {len(payload)})")
+        ends = np.cumsum([0, *lengths]).tolist()
+        return [payload[a:b] for a, b in zip(ends[:-1], ends[1:], strict=True)]
+
+
+class PerBandCodec(BandCodestreams, Codec):
+    """Base of the codecs that code each band as an independent 2-D image."""
 
     @abstractmethod
     def encode_band(self, band: np.ndarray, delta: int, bit_depth: int) -> bytes:
@@ -39,25 +76,14 @@ class PerBandCodec(Codec):
     def decode_band(self, segment: bytes) -> np.ndarray:
         """Decode one band's codestream."""
 
-    def _require(self) -> None:
-        if not getattr(self.feature, "available", False):
-            raise HsicompError(f"codec {self.name!r} is not available in this imagecodecs "
-                               f"build")
-
     def encode(self, cube: np.ndarray, delta: int, bit_depth: int,
                band_list: list[int] | None = None) -> bytes:
         """Code every band independently; return complete .hsic bytes."""
         cube = self.check_input(cube, delta, bit_depth, band_list)
         self._require()
-        segments = []
-        for i, band in enumerate(cube):
-            try:
-                segments.append(bytes(self.encode_band(band, int(delta), int(bit_depth))))
-            except Exception as exc:
-                raise HsicompError(f"codec {self.name!r} failed on band {i}: "
-                                   f"{one_line(exc)}") from None
-        # Statistics of the last encode: ``band_bits``, each band's codestream size in bits.
-        self.last_stats = {"band_bits": np.array([8 * len(s) for s in segments], np.int64)}
+        segments = self._encode_bands(cube,
+                                      lambda band: self.encode_band(band, int(delta),
+                                                                    int(bit_depth)))
         header = self.make_header(cube, delta, bit_depth, band_list)
         # lossy bands: the check covers what the decoder will output
         rec = self._decode_bands(segments, header, f"codec {self.name!r}") if delta else cube
@@ -68,12 +94,8 @@ class PerBandCodec(Codec):
         """Decode .hsic bytes written by this codec."""
         header, side_info, payload = self.read_container(data, source)
         self._require()
-        lengths = decode_varints(side_info, header.bands, source)
-        if sum(lengths) != len(payload):
-            raise HsicompError(f"{source}: corrupt side info (segments total {sum(lengths)} "
-                               f"bytes, payload has {len(payload)})")
-        ends = np.cumsum([0, *lengths]).tolist()
-        segments = [payload[a:b] for a, b in zip(ends[:-1], ends[1:], strict=True)]
+        segments = self._segments(payload, decode_varints(side_info, header.bands, source),
+                                  source)
         return self.check_output(self._decode_bands(segments, header, source), header, source)
 
     def _decode_bands(self, segments: list[bytes], header: Header, source: str) -> np.ndarray:

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import imagecodecs
 import numpy as np
 
+from hsicomp.codecs.anchors import BandCodestreams
 from hsicomp.codecs.base import Codec, RatePoints, one_line, register
 from hsicomp.errors import HsicompError
 from hsicomp.io.container import Header, decode_varints, encode_varints
@@ -54,13 +55,11 @@ def number_param(codec: str, key: str, value: Any, low: float, high: float,
     return number
 
 
-class LossyPerBandCodec(Codec):
+class LossyPerBandCodec(BandCodestreams, Codec):
     """Base of the lossy codecs that code each band as an independent 2-D image."""
 
     lossy = True
     check_covers = "symbols"  # the libraries' float synthesis may round differently elsewhere
-    #: imagecodecs feature flag that must be available (e.g. ``imagecodecs.AVIF``).
-    feature: ClassVar[object]
     #: Bytes of codec-specific side info after the layout version.
     fixed_side: ClassVar[int] = 0
 
@@ -85,26 +84,14 @@ class LossyPerBandCodec(Codec):
     def decode_band(self, segment: bytes, bit_depth: int, fixed: bytes) -> np.ndarray:
         """Decode one band's codestream to its (rows, cols) reconstruction (integers)."""
 
-    def _require(self) -> None:
-        if not getattr(self.feature, "available", False):
-            raise HsicompError(f"codec {self.name!r} is not available in this imagecodecs "
-                               f"build")
-
     def encode(self, cube: np.ndarray, delta: int, bit_depth: int,
                band_list: list[int] | None = None) -> bytes:
         """Code every band independently; return complete .hsic bytes."""
         cube = self.check_input(cube, delta, bit_depth, band_list)
         self._require()
         fixed = self.setup(cube, int(bit_depth))
-        segments = []
-        for i, band in enumerate(cube):
-            try:
-                segments.append(bytes(self.encode_band(band, int(bit_depth), fixed)))
-            except Exception as exc:
-                raise HsicompError(f"codec {self.name!r} failed on band {i}: "
-                                   f"{one_line(exc)}") from None
-        # Statistics of the last encode: ``band_bits``, each band's codestream size in bits.
-        self.last_stats = {"band_bits": np.array([8 * len(s) for s in segments], np.int64)}
+        segments = self._encode_bands(cube,
+                                      lambda band: self.encode_band(band, int(bit_depth), fixed))
         payload = b"".join(segments)
         side = bytes([LAYOUT_VERSION]) + fixed + encode_varints(len(s) for s in segments)
         return self.pack(self.make_header(cube, delta, bit_depth, band_list), side, payload,
@@ -115,14 +102,11 @@ class LossyPerBandCodec(Codec):
         header, side, payload = self.read_container(data, source)
         self._require()
         fixed, lengths = self._read_side(side, header.bands, source)
-        if sum(lengths) != len(payload):
-            raise HsicompError(f"{source}: corrupt side info (segments total {sum(lengths)} "
-                               f"bytes, payload has {len(payload)})")
+        segments = self._segments(payload, lengths, source)
         self.verify_check(header, [payload], source)
-        ends = np.cumsum([0, *lengths]).tolist()
         out = np.empty(header.shape, dtype=np.uint16)
-        for i, (a, b) in enumerate(zip(ends[:-1], ends[1:], strict=True)):
-            out[i] = self._band(payload[a:b], header, fixed, i, source)
+        for i, segment in enumerate(segments):
+            out[i] = self._band(segment, header, fixed, i, source)
         return self.check_output(out, header, source)
 
     def _band(self, segment: bytes, header: Header, fixed: bytes, i: int,
