@@ -56,12 +56,12 @@ from __future__ import annotations
 
 import struct
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from hsicomp.codecs.base import Codec, Training, register
-from hsicomp.codecs.klt import MAX_FRACTION_BITS, eigenbasis
+from hsicomp.codecs.klt import coding_basis, eigenbasis, param_basis
 from hsicomp.codecs.spectral_basis import (
     SpectralBasis,
     basis_fraction_bits,
@@ -70,9 +70,7 @@ from hsicomp.codecs.spectral_basis import (
 )
 from hsicomp.errors import HsicompError
 from hsicomp.io.container import decode_varints, encode_varints, read_varints
-
-if TYPE_CHECKING:
-    from hsicomp.models.spectral import SpectralBasisModel
+from hsicomp.models.spectral import DIGEST_BYTES, SpectralBasisModel
 
 LAYOUT_VERSION = 1
 #: Layout version of files with a spectral basis (``basis > 0``).
@@ -86,8 +84,6 @@ _CONFIG_FIELDS = ("grids", "channels", "context", "channel_context", "arm_hidden
 _NORM = struct.Struct("<ff")
 _SCALE = struct.Struct("<f")
 _FIXED_SIDE = 1 + _NORM.size
-#: Bytes of the sha256 of a trained basis (:attr:`SpectralBasisModel.digest`).
-_DIGEST_BYTES = 32
 #: Largest Adam learning rate accepted (the default is 0.04; far larger ones diverge).
 MAX_LR = 1.0
 
@@ -186,7 +182,7 @@ class CoolChicCodec(Codec):
             raise HsicompError(f"codec {self.name!r}: basis {k} exceeds the {bands} bands")
         x = cube.astype(np.float64)
         scale = np.float32(max(float(x.std()), 1.0))
-        trained = self._basis_model(bands)
+        trained = param_basis(self, bands)
         if k:  # the target is the cube's first k KLT coefficients, in units of scale
             if trained is None:
                 mean, values, vectors, spectra = eigenbasis(cube)
@@ -206,8 +202,7 @@ class CoolChicCodec(Codec):
         qm, q_loss = cc.quantize(model, target, settings.lam)
         basis = None
         if trained is not None:
-            basis = SpectralBasis.quantised(trained.mean, trained.vectors[:, :k],
-                                            [MAX_FRACTION_BITS] * k)
+            basis = SpectralBasis.trained(trained, k)
         elif k:
             err = (qm.reconstruct() - target.numpy()).reshape(k, -1).astype(np.float64)
             err = np.mean(err * err, axis=1) * float(scale) ** 2
@@ -227,19 +222,6 @@ class CoolChicCodec(Codec):
             "latent_tables": tables, "payload_bytes": len(payload), "side_bytes": len(side),
             "config": config.as_dict(), "iterations": iterations}
         return data
-
-    def _basis_model(self, bands: int) -> SpectralBasisModel | None:
-        """The trained basis of the parameter ``basis_model`` (None without one)."""
-        from hsicomp.models.spectral import cached_basis_model
-
-        path = str(self.params["basis_model"])
-        if not path:
-            return None
-        model, _ = cached_basis_model(path)
-        if model.bands != bands or int(self.params["basis"]) > bands:
-            raise HsicompError(f"{path}: a spectral basis of {model.bands} bands, the cube "
-                               f"has {bands}")
-        return model
 
     def _pack_model(self, qm: Any, offset: np.float32, scale: np.float32,
                     basis: SpectralBasis | None = None,
@@ -375,19 +357,10 @@ class CoolChicCodec(Codec):
         config, offset, scale, rest, streams = self._read_config(side, source)
         basis = None
         if isinstance(streams, bytes):  # the digest of a trained basis
-            from hsicomp.models.spectral import cached_basis_model
-
             k = rest[0] if rest else 0
             if not 1 <= k <= min(bands, MAX_BASIS):
                 raise HsicompError(f"{source}: corrupt side info (basis of {k} vectors)")
-            model = self.coding_model("spectral basis", streams,
-                                      lambda: cached_basis_model(str(self.params["basis_model"])),
-                                      source, param="basis_model")
-            if model.bands != bands:
-                raise HsicompError(f"{source}: corrupt header ({bands} bands, coded with a "
-                                   f"basis of {model.bands})")
-            basis = SpectralBasis.quantised(model.mean, model.vectors[:, :k],
-                                            [MAX_FRACTION_BITS] * k)
+            basis = SpectralBasis.trained(coding_basis(self, streams, bands, source), k)
             rest, bands = rest[1:], k
         elif streams is not None:
             k = rest[0] if rest else 0
@@ -413,7 +386,7 @@ class CoolChicCodec(Codec):
         from hsicomp.models import coolchic as cc
 
         streams: tuple[bytes, bytes] | bytes | None = None
-        trained_end = 1 + _SCALE.size + _DIGEST_BYTES
+        trained_end = 1 + _SCALE.size + DIGEST_BYTES
         if side[:1] == bytes([TRAINED_LAYOUT_VERSION]) and len(side) >= trained_end:
             offset, (scale,) = 0.0, _SCALE.unpack_from(side, 1)
             streams = side[1 + _SCALE.size:trained_end]

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import imagecodecs
 import numpy as np
@@ -51,9 +51,12 @@ from hsicomp.codecs.base import Codec, RatePoints, one_line, register
 from hsicomp.codecs.lossy_anchors import number_param
 from hsicomp.errors import HsicompError
 from hsicomp.io.container import Header, encode_varints, read_varints
-
-if TYPE_CHECKING:
-    from hsicomp.models.spectral import SpectralBasisModel
+from hsicomp.models.spectral import (
+    DIGEST_BYTES,
+    SpectralBasisModel,
+    cached_basis_model,
+    principal_axes,
+)
 
 LAYOUT_VERSION = 1
 #: Layout version of files coded with a trained basis.
@@ -70,8 +73,6 @@ MIN_STEP, MAX_STEP = 1e-3, 1e6
 EXACT_BOUND = 2.0**52
 _STEP = struct.Struct("<d")
 _FIXED_SIDE = 1 + _STEP.size
-#: Bytes of the sha256 of a trained basis (:attr:`SpectralBasisModel.digest`).
-_DIGEST_BYTES = 32
 
 
 def _zigzag(value: int) -> int:
@@ -139,14 +140,37 @@ def eigenbasis(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     """Integer band mean ``(bands,)``, eigenvalues (decreasing), eigenvectors ``(bands,
     bands)`` (columns, largest entry positive) and the mean-free spectra ``(bands, pixels)``
     of ``cube``, all float64."""
-    from hsicomp.models.spectral import principal_axes  # hsicomp.models imports torch: lazily
-
     bands = cube.shape[0]
     x = cube.reshape(bands, -1).astype(np.float64)
     mean = np.rint(x.mean(axis=1))
     x -= mean[:, None]
     values, vectors = principal_axes(x @ x.T / x.shape[1])
     return mean, values, vectors, x
+
+
+def param_basis(codec: Codec, bands: int) -> SpectralBasisModel | None:
+    """The trained basis named by ``codec``'s parameter ``basis_model`` (None when it is
+    empty), checked to have ``bands`` bands."""
+    path = str(codec.params["basis_model"])
+    if not path:
+        return None
+    model, _ = cached_basis_model(path)
+    if model.bands != bands:
+        raise HsicompError(f"{path}: a spectral basis of {model.bands} bands, the cube has "
+                           f"{bands}")
+    return model
+
+
+def coding_basis(codec: Codec, digest: bytes, bands: int, source: str) -> SpectralBasisModel:
+    """The trained basis with hash ``digest`` that coded ``source`` (``bands`` bands), from
+    ``codec``'s parameter ``basis_model``; one-line errors when it is missing or another."""
+    model = codec.coding_model("spectral basis", digest,
+                               lambda: cached_basis_model(str(codec.params["basis_model"])),
+                               source, param="basis_model")
+    if model.bands != bands:
+        raise HsicompError(f"{source}: corrupt header ({bands} bands, coded with a basis of "
+                           f"{model.bands})")
+    return model
 
 
 def analyse(cube: np.ndarray, step: float, model: SpectralBasisModel | None = None
@@ -207,7 +231,7 @@ class Klt(Codec):
         cube = self.check_input(cube, delta, bit_depth, band_list)
         self._require()
         effort = self.params["effort"]
-        model = self._basis_model(cube.shape[0])
+        model = param_basis(self, cube.shape[0])
         klt, _ = analyse(cube, self.params["step"], model)
         keep = len(klt.bits)
         lows = klt.symbols.min(axis=1) if keep else np.zeros(0, np.int64)
@@ -245,34 +269,14 @@ class Klt(Codec):
         return self.pack(self.make_header(cube, delta, bit_depth, band_list), side,
                          b"".join(streams), [rec])
 
-    def _basis_model(self, bands: int) -> SpectralBasisModel | None:
-        """The trained basis of the parameter ``basis_model`` (None without one)."""
-        from hsicomp.models.spectral import cached_basis_model
-
-        path = str(self.params["basis_model"])
-        if not path:
-            return None
-        model, _ = cached_basis_model(path)
-        if model.bands != bands:
-            raise HsicompError(f"{path}: a spectral basis of {model.bands} bands, the cube "
-                               f"has {bands}")
-        return model
-
     def decode(self, data: bytes, source: str = "input") -> np.ndarray:
         """Decode .hsic bytes written by this codec."""
         header, side, payload = self.read_container(data, source)
         self._require()
         model = None
         if side[:1] == bytes([TRAINED_LAYOUT_VERSION]):
-            from hsicomp.models.spectral import cached_basis_model
-
-            model = self.coding_model(
-                "spectral basis", side[_FIXED_SIDE:_FIXED_SIDE + _DIGEST_BYTES],
-                lambda: cached_basis_model(str(self.params["basis_model"])), source,
-                param="basis_model")
-            if model.bands != header.bands:
-                raise HsicompError(f"{source}: corrupt header ({header.bands} bands, coded "
-                                   f"with a basis of {model.bands})")
+            model = coding_basis(self, side[_FIXED_SIDE:_FIXED_SIDE + DIGEST_BYTES],
+                                 header.bands, source)
         klt = read_klt(header, side, payload, source, model)
         try:
             cube = klt.synthesis(header.bit_depth).reshape(header.shape)
@@ -289,7 +293,7 @@ class Klt(Codec):
             return [("side_info", "corrupt")]
         keep = ints[0]
         if side_info[0] == TRAINED_LAYOUT_VERSION:
-            digest = side_info[_FIXED_SIDE:_FIXED_SIDE + _DIGEST_BYTES].hex()
+            digest = side_info[_FIXED_SIDE:_FIXED_SIDE + DIGEST_BYTES].hex()
             return [("step", f"{step:g}"), ("components", str(keep)),
                     ("basis_model_sha256", digest)]
         mean_len, matrix_len = ints[1:3]
@@ -312,7 +316,7 @@ def _read_fields(side: bytes, source: str) -> tuple[float, list[int], int]:
     (step,) = _STEP.unpack_from(side, 1)
     if not (math.isfinite(step) and MIN_STEP <= step <= MAX_STEP):
         raise HsicompError(f"{source}: corrupt side info (step {step!r})")
-    (keep,), pos = read_varints(side, _FIXED_SIDE + (_DIGEST_BYTES if trained else 0), 1,
+    (keep,), pos = read_varints(side, _FIXED_SIDE + (DIGEST_BYTES if trained else 0), 1,
                                 source)
     if keep > 0xFFFF:
         raise HsicompError(f"{source}: corrupt side info ({keep} components)")

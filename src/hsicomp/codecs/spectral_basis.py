@@ -27,6 +27,7 @@ from hsicomp.codecs.klt import (
     jxl_lossless,
 )
 from hsicomp.errors import HsicompError
+from hsicomp.models.spectral import SpectralBasisModel
 
 __all__ = ["SpectralBasis", "basis_fraction_bits", "choose_basis", "read_basis"]
 
@@ -67,6 +68,12 @@ class SpectralBasis:
         """The basis of float eigenvectors ``vectors`` (bands, K) rounded to ``bits``."""
         matrix = np.rint(vectors * np.exp2(np.array(bits, np.float64))).astype(np.int64)
         return cls(np.rint(mean).astype(np.int64), matrix, list(bits))
+
+    @classmethod
+    def trained(cls, model: SpectralBasisModel, k: int) -> SpectralBasis:
+        """The basis of the mean and first ``k`` eigenvectors of a trained basis, the
+        eigenvectors at ``MAX_FRACTION_BITS`` (nothing of it is in the file)."""
+        return cls.quantised(model.mean, model.vectors[:, :k], [MAX_FRACTION_BITS] * k)
 
     def vectors(self) -> np.ndarray:
         """The eigenvectors as decoded, float64 (bands, K)."""
