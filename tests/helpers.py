@@ -13,7 +13,26 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 ENMAP_DIR = SHARED / "data" / "enmap-potsdam"
+#: A workflow configuration of tiny synthetic cubes, two anchors and two shards.
+TINY_CONFIG = {
+    "datasets": {"tiny": {"kind": "synthetic", "seed": 5, "bands": 6, "rows": 12, "cols": 10,
+                          "bit_depth": 14, "patches": {"train": 1, "val": 1, "test": 3}}},
+    "deltas": [0, 2],
+    "codecs": {"jpegls": {}, "jpeg2000": {"deltas": [0]}},
+    "evaluation": {"shards": 2},
+}
 
+
+def damaged_copies(data: bytes, cuts: tuple[int, ...], flips: int,
+                   rng: np.random.Generator) -> list[bytes]:
+    """``data`` cut to each length of ``cuts``, then ``flips`` copies of it with one bit
+    flipped each (positions, then each bit, drawn from ``rng``)."""
+    out = [data[:cut] for cut in cuts]
+    for pos in rng.integers(0, len(data), flips):
+        flipped = bytearray(data)
+        flipped[pos] ^= 1 << int(rng.integers(0, 8))
+        out.append(bytes(flipped))
+    return out
 
 
 def tool_env() -> dict[str, str]:

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 import yaml
-from helpers import REPO
+from helpers import REPO, TINY_CONFIG
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -19,13 +19,7 @@ SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
-TINY = {
-    "datasets": {"tiny": {"kind": "synthetic", "seed": 5, "bands": 6, "rows": 12, "cols": 10,
-                          "bit_depth": 14, "patches": {"train": 1, "val": 1, "test": 3}}},
-    "deltas": [0, 2],
-    "codecs": {"jpegls": {}, "jpeg2000": {"deltas": [0]}},
-    "evaluation": {"shards": 2},
-}
+TINY = TINY_CONFIG
 LINERWKV = {"train_dataset": "tiny", "sizes": ["XS"], "settings": {"epochs": 1}}
 
 

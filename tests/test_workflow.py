@@ -11,15 +11,18 @@ import sys
 from pathlib import Path
 
 import yaml
-from helpers import REPO, dvc, git, read_csv, run_snakemake, tool_env, write_config
+from helpers import (
+    REPO,
+    TINY_CONFIG,
+    dvc,
+    git,
+    read_csv,
+    run_snakemake,
+    tool_env,
+    write_config,
+)
 
-TINY = {
-    "datasets": {"tiny": {"kind": "synthetic", "seed": 5, "bands": 6, "rows": 12, "cols": 10,
-                          "bit_depth": 14, "patches": {"train": 1, "val": 1, "test": 3}}},
-    "deltas": [0, 2],
-    "codecs": {"jpegls": {}, "jpeg2000": {"deltas": [0]}},
-    "evaluation": {"shards": 2},
-}
+TINY = TINY_CONFIG
 
 
 def test_lint_has_no_errors(tmp_path):
