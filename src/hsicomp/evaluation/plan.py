@@ -75,6 +75,11 @@ class Point:
     delta: int
 
 
+def _trained_basis_keys(entry: dict) -> set[str]:
+    """The learned-codec keys an entry may also have for its trained spectral basis."""
+    return {"train_dataset"} if entry.get("trained_basis") else set()
+
+
 class Plan:
     """The jobs of a configuration validated against the workflow schema (with its
     defaults filled in); raises :class:`ConfigError` for what the schema cannot check.
@@ -257,12 +262,11 @@ class Plan:
                 codecs = "codec" if len(owners[key]) == 1 else "codecs"
                 raise ConfigError(f"{where}: {key} only applies to {codecs} "
                                   f"{', '.join(owners[key])}")
-        basis_keys = {"train_dataset"} if entry.get("trained_basis") else set()
         if entry.get("trained_basis"):
             self._check_trained_basis(label)
         if cls.training in (Training.NONE, Training.LINERWKV):
-            extra = sorted(((set(LEARNED_KEYS) | set(owners)) - {own_key} - basis_keys)
-                           & set(entry))
+            extra = sorted(((set(LEARNED_KEYS) | set(owners)) - {own_key}
+                            - _trained_basis_keys(entry)) & set(entry))
             if extra:
                 raise ConfigError(f"{where}: {', '.join(extra)} only apply to codecs "
                                   f"{', '.join(self._learned_names())}")
@@ -334,8 +338,8 @@ class Plan:
         name, where = cls.name, f"codecs.{label}"
         lambdas = entry.get("lambdas", [])
         if cls.training is Training.PER_CUBE:
-            basis_keys = {"train_dataset"} if entry.get("trained_basis") else set()
-            extra = sorted((set(LEARNED_KEYS) - {"lambdas"} - basis_keys) & set(entry))
+            extra = sorted((set(LEARNED_KEYS) - {"lambdas"} - _trained_basis_keys(entry))
+                           & set(entry))
             if extra:
                 raise ConfigError(f"{where}: {', '.join(extra)} do not apply to codec {name} "
                                   f"(nothing is trained; set its parameters in params)")

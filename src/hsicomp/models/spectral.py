@@ -22,6 +22,7 @@ import numpy as np
 
 from hsicomp.errors import HsicompError
 from hsicomp.io.atomic import atomic_write_bytes
+from hsicomp.models.cache import load_cached
 
 __all__ = ["SpectralBasisModel", "cached_basis_model", "load_basis_model", "principal_axes"]
 
@@ -69,9 +70,9 @@ class SpectralBasisModel:
         products ``products`` (bands, bands), both float64."""
         if count < 2:
             raise HsicompError(f"a spectral basis needs at least 2 spectra, got {count}")
-        mean = np.rint(total / count)
-        # covariance about the integer mean: E[x x^T] - m E[x]^T - E[x] m^T + m m^T
         first = total / count
+        mean = np.rint(first)
+        # covariance about the integer mean: E[x x^T] - m E[x]^T - E[x] m^T + m m^T
         cov = products / count - np.outer(mean, first) - np.outer(first, mean) \
             + np.outer(mean, mean)
         values, vectors = principal_axes((cov + cov.T) / 2)
@@ -114,6 +115,4 @@ def _load_with_digest(path: str) -> tuple[SpectralBasisModel, bytes]:
 
 def cached_basis_model(path: str | Path) -> tuple[SpectralBasisModel, bytes]:
     """The model in ``path`` and its digest, loaded once per file version."""
-    from hsicomp.models.cache import load_cached
-
     return load_cached(path, _load_with_digest)
